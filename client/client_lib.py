@@ -1,0 +1,720 @@
+"""A signature-aware gRPC client for TensorFlow Serving's PredictionService.
+
+`ServingClient` asks the server which signatures a model has
+(`GetModelMetadata` with the `signature_def` field), builds sample inputs from
+each signature's dtypes and shapes, and sends `Predict`, `Classify` or
+`Regress` requests with a deadline on every call:
+
+  from client import client_lib
+
+  with client_lib.ServingClient("localhost:8500", "merged") as c:
+    for name, sig in c.metadata().signatures.items():
+      result = c.run(name, c.sample_inputs(name))
+      print(name, result.model_version, result.outputs)
+
+The only call that is retried is the first one that reaches the server: while
+the server answers UNAVAILABLE (not started yet, still loading), the client
+backs off and retries until its deadline; every later error is returned as is.
+"""
+
+import dataclasses
+import difflib
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import input_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import regression_pb2
+
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+METHOD_SHORT_NAMES = {PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
+
+# The input alias of classify and regress signatures (serialized tf.Examples).
+EXAMPLES_INPUT_ALIAS = "inputs"
+
+_INITIAL_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 1.0
+
+ArrayLike = Union[np.ndarray, Sequence[Any]]
+
+
+class ClientError(Exception):
+  """Base class of every error raised by this module."""
+
+
+class RpcError(ClientError):
+  """The server answered a call with a non-OK status.
+
+  Attributes:
+    method: the RPC, e.g. "Predict".
+    code: the `grpc.StatusCode`.
+    details: the server's message.
+  """
+
+  def __init__(self, method: str, code: grpc.StatusCode, details: str):
+    self.method = method
+    self.code = code
+    self.details = details or ""
+    super().__init__(f"{method} failed: {code.name}: {self.details}")
+
+
+class ConnectError(RpcError):
+  """The server could not be reached before the deadline."""
+
+  def __init__(self, server: str, timeout_s: float, attempts: int,
+               code: grpc.StatusCode, details: str):
+    self.server = server
+    self.timeout_s = timeout_s
+    self.attempts = attempts
+    super().__init__("connect", code, details)
+    self.args = (
+        f"could not reach the server at {server} within {timeout_s:g} s "
+        f"({attempts} attempt(s); last error {code.name}: {details}). "
+        "Check that the server is running and that --server is host:port "
+        "(and --tls matches the server).",)
+
+
+class SignatureError(ClientError):
+  """A signature name that the model does not have."""
+
+
+class InputError(ClientError):
+  """Inputs that do not fit a signature (alias, dtype, rank, batch)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+  """One input or output of a signature, as the server describes it.
+
+  Attributes:
+    name: the tensor name inside the SavedModel graph.
+    dtype: the TensorFlow dtype (a `tf.dtypes.DType`).
+    shape: dimension sizes, -1 for unknown; None when the rank is unknown.
+  """
+  name: str
+  dtype: tf.dtypes.DType
+  shape: Optional[Tuple[int, ...]]
+
+  def describe(self) -> str:
+    """Returns e.g. "float32[-1,640]" or "string[?]" for unknown rank."""
+    if self.shape is None:
+      dims = "?"
+    else:
+      dims = ",".join(str(d) for d in self.shape)
+    return f"{self.dtype.name}[{dims}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+  """One signature of the served model.
+
+  Attributes:
+    name: the signature key, e.g. "hyaudio_1".
+    method_name: the full method name, e.g. "tensorflow/serving/predict".
+    inputs: input alias -> TensorSpec.
+    outputs: output alias -> TensorSpec.
+  """
+  name: str
+  method_name: str
+  inputs: Mapping[str, TensorSpec]
+  outputs: Mapping[str, TensorSpec]
+
+  @property
+  def method(self) -> str:
+    """The short method name: predict, classify, regress (or the full one)."""
+    return METHOD_SHORT_NAMES.get(self.method_name, self.method_name)
+
+  @property
+  def takes_examples(self) -> bool:
+    """True for classify and regress signatures (inputs are tf.Examples)."""
+    return self.method_name in (CLASSIFY, REGRESS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+  """What `GetModelMetadata` says about a model.
+
+  Attributes:
+    model_name: the model name the server answered for.
+    version: the version that answered (None if the server did not say).
+    signatures: signature name -> Signature, sorted by name.
+  """
+  model_name: str
+  version: Optional[int]
+  signatures: Mapping[str, Signature]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """The answer to one Predict, Classify or Regress call.
+
+  Attributes:
+    signature_name: the signature that was called.
+    method: predict, classify or regress.
+    outputs: output alias -> array. Classify gives "classes" (bytes,
+      [batch, k]) and "scores" (float32, [batch, k]); regress gives
+      "outputs" (float32, [batch]).
+    model_version: the version that answered (None if not reported).
+    latency_s: wall time of the call in seconds.
+  """
+  signature_name: str
+  method: str
+  outputs: Mapping[str, np.ndarray]
+  model_version: Optional[int]
+  latency_s: float
+
+
+def _spec_from_tensor_info(info) -> TensorSpec:
+  if info.tensor_shape.unknown_rank:
+    shape = None
+  else:
+    shape = tuple(int(d.size) for d in info.tensor_shape.dim)
+  return TensorSpec(name=info.name, dtype=tf.dtypes.as_dtype(info.dtype),
+                    shape=shape)
+
+
+def signature_from_proto(name: str, signature_def) -> Signature:
+  """Converts a `SignatureDef` proto into a `Signature`."""
+  return Signature(
+      name=name,
+      method_name=signature_def.method_name,
+      inputs={k: _spec_from_tensor_info(v)
+              for k, v in sorted(signature_def.inputs.items())},
+      outputs={k: _spec_from_tensor_info(v)
+               for k, v in sorted(signature_def.outputs.items())})
+
+
+def closest_names(name: str, choices: Iterable[str]) -> List[str]:
+  """Returns up to three of `choices` that look like `name`."""
+  return difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+
+
+def _unknown_name_message(kind: str, name: str, choices: Iterable[str],
+                          where: str) -> str:
+  choices = sorted(choices)
+  message = f"{where} has no {kind} {name!r}; it has: {', '.join(choices) or '(none)'}."
+  close = closest_names(name, choices)
+  if close:
+    message += f" Did you mean {close[0]!r}?"
+  return message
+
+
+def examples_from_features(
+    features: Mapping[str, ArrayLike],
+    batch_size: int = 1) -> List[example_pb2.Example]:
+  """Builds one tf.Example per row of the feature arrays.
+
+  Args:
+    features: feature name -> array whose first dimension is the batch; each
+      row is flattened into the feature's list. Floats become `float_list`,
+      integers and booleans `int64_list`, bytes and str `bytes_list`.
+    batch_size: how many (empty) Examples to build when `features` is empty.
+
+  Returns:
+    The Examples, one per row.
+
+  Raises:
+    InputError: if the arrays disagree on the batch size, are scalars, or
+      have a dtype that a tf.Example cannot hold.
+  """
+  if not features:
+    return [example_pb2.Example() for _ in range(batch_size)]
+  arrays = {}
+  for name, value in features.items():
+    array = np.asarray(value)
+    if array.ndim == 0:
+      raise InputError(
+          f"feature {name!r} is a scalar; give it a batch dimension "
+          f"(shape [batch] or [batch, ...]), e.g. [{array.item()!r}]")
+    arrays[name] = array
+  batches = {name: a.shape[0] for name, a in arrays.items()}
+  if len(set(batches.values())) != 1:
+    raise InputError(
+        "features disagree on the batch size (first dimension): "
+        + ", ".join(f"{n}={b}" for n, b in sorted(batches.items())))
+  batch = next(iter(batches.values()))
+  examples = [example_pb2.Example() for _ in range(batch)]
+  for name, array in sorted(arrays.items()):
+    kind = array.dtype.kind
+    if kind not in "fiubSUO":
+      raise InputError(
+          f"feature {name!r} has dtype {array.dtype}, which a tf.Example "
+          "cannot hold; use floats, integers, booleans, bytes or strings")
+    for row, example in zip(array.reshape(batch, -1), examples):
+      feature = example.features.feature[name]
+      if kind == "f":
+        feature.float_list.value.extend(float(v) for v in row)
+      elif kind in "iub":
+        feature.int64_list.value.extend(int(v) for v in row)
+      else:
+        feature.bytes_list.value.extend(
+            v.encode("utf-8") if isinstance(v, str) else bytes(v)
+            for v in row)
+  return examples
+
+
+def _coerce_input(signature: Signature, alias: str, spec: TensorSpec,
+                  value: ArrayLike) -> np.ndarray:
+  """Converts `value` to the dtype of `spec`, refusing lossy conversions."""
+  want = spec.dtype
+  where = f"input {alias!r} of signature {signature.name!r}"
+  if want == tf.string:
+    array = np.asarray(value, dtype=object)
+    flat = [v.encode("utf-8") if isinstance(v, str) else v
+            for v in array.reshape(-1)]
+    if not all(isinstance(v, bytes) for v in flat):
+      raise InputError(f"{where} wants strings (DT_STRING); got {np.asarray(value).dtype}")
+    return np.array(flat, dtype=object).reshape(array.shape)
+  array = np.asarray(value)
+  target = np.dtype(want.as_numpy_dtype)
+  if array.dtype.kind in "SUO":
+    raise InputError(
+        f"{where} wants {want.name}; got {array.dtype} (strings)")
+  if array.dtype != target and not np.can_cast(array.dtype, target,
+                                              casting="same_kind"):
+    raise InputError(
+        f"{where} wants {want.name}; got {array.dtype}, which does not "
+        f"convert without losing values. Save the input as {target.name}.")
+  array = array.astype(target)
+  if spec.shape is not None:
+    if array.ndim != len(spec.shape):
+      raise InputError(
+          f"{where} wants rank {len(spec.shape)} ({spec.describe()}); got "
+          f"shape {list(array.shape)}")
+    for i, (want_dim, got_dim) in enumerate(zip(spec.shape, array.shape)):
+      if want_dim >= 0 and want_dim != got_dim:
+        raise InputError(
+            f"{where} wants {spec.describe()}; got shape {list(array.shape)} "
+            f"(dimension {i} must be {want_dim})")
+  return array
+
+
+def sample_array(spec: TensorSpec, batch_size: int = 1,
+                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
+  """Makes a sample value for one tensor from its dtype and shape.
+
+  Unknown dimensions become `batch_size`. Floats are standard normal,
+  integers uniform in [0, 10), booleans random, strings b"sample".
+
+  Args:
+    spec: the tensor's dtype and shape.
+    batch_size: the size of every unknown (-1) dimension.
+    rng: the random generator (a seeded one by default).
+
+  Returns:
+    The array.
+
+  Raises:
+    InputError: if the rank is unknown or the dtype has no sample.
+  """
+  if spec.shape is None:
+    raise InputError(f"tensor {spec.name!r} has unknown rank")
+  rng = rng or np.random.default_rng(0)
+  shape = tuple(batch_size if d < 0 else d for d in spec.shape)
+  dtype = spec.dtype
+  if dtype == tf.string:
+    return np.full(shape, b"sample", dtype=object)
+  if dtype == tf.bool:
+    return rng.integers(0, 2, size=shape).astype(bool)
+  if dtype.is_floating:
+    return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
+  if dtype.is_complex:
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(
+        dtype.as_numpy_dtype)
+  if dtype.is_integer:
+    return rng.integers(0, 10, size=shape).astype(dtype.as_numpy_dtype)
+  raise InputError(
+      f"tensor {spec.name!r} has dtype {dtype.name}, for which the client "
+      "makes no sample")
+
+
+class ServingClient:
+  """A client for one model on a TensorFlow Serving compatible server.
+
+  Thread-safe: calls may be issued from several threads over one channel.
+  Use it as a context manager (or call `close()`) to release the channel.
+  """
+
+  def __init__(self,
+               server: str,
+               model_name: str,
+               *,
+               model_version: Optional[int] = None,
+               version_label: Optional[str] = None,
+               timeout_s: float = 10.0,
+               tls: bool = False,
+               root_cert: Optional[bytes] = None,
+               client_cert: Optional[bytes] = None,
+               client_key: Optional[bytes] = None,
+               max_message_mb: int = 64,
+               channel: Optional[grpc.Channel] = None):
+    """Opens a channel to `server` (no call is made yet).
+
+    Args:
+      server: "host:port".
+      model_name: the model to query.
+      model_version: pin this version (exclusive with `version_label`).
+      version_label: pin the version with this label (e.g. "stable").
+      timeout_s: the deadline of every call, and of connecting.
+      tls: use TLS; the certificates are PEM bytes.
+      root_cert: CA certificates to trust (default: the system's roots).
+      client_cert: the client's certificate chain, for mutual TLS.
+      client_key: the client's private key, for mutual TLS.
+      max_message_mb: the largest request/response message, in MiB.
+      channel: an existing channel to use instead (the other connection
+        arguments are ignored; the client does not close it).
+
+    Raises:
+      ValueError: for inconsistent arguments.
+    """
+    if model_version is not None and version_label:
+      raise ValueError(
+          f"pin a version with model_version ({model_version}) or "
+          f"version_label ({version_label!r}), not both")
+    if not model_name:
+      raise ValueError("model_name must not be empty")
+    if timeout_s <= 0:
+      raise ValueError(f"timeout_s must be > 0; got {timeout_s}")
+    if bool(client_cert) != bool(client_key):
+      raise ValueError("client_cert and client_key go together (mutual TLS); "
+                       "give both or neither")
+    if not tls and (root_cert or client_cert):
+      raise ValueError("certificates were given but tls is off; enable tls")
+    self.server = server
+    self.model_name = model_name
+    self.model_version = model_version
+    self.version_label = version_label
+    self.timeout_s = timeout_s
+    self._owns_channel = channel is None
+    if channel is None:
+      limit = int(max_message_mb) * 1024 * 1024
+      options = [
+          ("grpc.max_send_message_length", limit),
+          ("grpc.max_receive_message_length", limit),
+          ("grpc.initial_reconnect_backoff_ms", 100),
+          ("grpc.min_reconnect_backoff_ms", 100),
+          ("grpc.max_reconnect_backoff_ms", 1000),
+      ]
+      if tls:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=root_cert, private_key=client_key,
+            certificate_chain=client_cert)
+        channel = grpc.secure_channel(server, credentials, options=options)
+      else:
+        channel = grpc.insecure_channel(server, options=options)
+    self._channel = channel
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    self._connected = threading.Event()
+    self._metadata: Optional[ModelMetadata] = None
+
+  def __enter__(self) -> "ServingClient":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def close(self) -> None:
+    """Closes the channel (if the client opened it)."""
+    if self._owns_channel:
+      self._channel.close()
+
+  def _model_spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=self.model_name,
+                               signature_name=signature_name)
+    if self.model_version is not None:
+      spec.version.value = self.model_version
+    elif self.version_label:
+      spec.version_label = self.version_label
+    return spec
+
+  def _call(self, method: str, request, retry_unavailable: bool = False):
+    """Calls `method` with the deadline; maps gRPC errors to RpcError."""
+    rpc = getattr(self._stub, method)
+    deadline = time.monotonic() + self.timeout_s
+    backoff = _INITIAL_BACKOFF_S
+    attempts = 0
+    while True:
+      attempts += 1
+      remaining = max(deadline - time.monotonic(), 0.001)
+      try:
+        response = rpc(request, timeout=remaining)
+        self._connected.set()
+        return response
+      except grpc.RpcError as e:
+        code, details = e.code(), e.details()
+      if code not in (grpc.StatusCode.UNAVAILABLE,
+                      grpc.StatusCode.DEADLINE_EXCEEDED):
+        self._connected.set()
+      connecting = retry_unavailable and not self._connected.is_set()
+      if connecting and code == grpc.StatusCode.UNAVAILABLE:
+        if time.monotonic() + backoff < deadline:
+          time.sleep(backoff)
+          backoff = min(backoff * 2, _MAX_BACKOFF_S)
+          continue
+      if connecting and code in (grpc.StatusCode.UNAVAILABLE,
+                                 grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise ConnectError(self.server, self.timeout_s, attempts, code, details)
+      raise RpcError(method, code, details)
+
+  def metadata(self, refresh: bool = False) -> ModelMetadata:
+    """Asks the server for the model's signatures (GetModelMetadata).
+
+    The first call retries with backoff while the server is UNAVAILABLE, up
+    to the deadline. The answer is cached; `refresh=True` asks again.
+
+    Args:
+      refresh: ignore the cached answer.
+
+    Returns:
+      The model's name, version and signatures.
+
+    Raises:
+      ConnectError: if the server cannot be reached within the deadline.
+      RpcError: if the server answers with an error (e.g. NOT_FOUND).
+    """
+    if self._metadata is not None and not refresh:
+      return self._metadata
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=self._model_spec(), metadata_field=["signature_def"])
+    response = self._call("GetModelMetadata", request, retry_unavailable=True)
+    if "signature_def" not in response.metadata:
+      raise RpcError("GetModelMetadata", grpc.StatusCode.INTERNAL,
+                     "the response has no 'signature_def' metadata; got "
+                     f"fields {sorted(response.metadata)}")
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    if not response.metadata["signature_def"].Unpack(signature_map):
+      raise RpcError("GetModelMetadata", grpc.StatusCode.INTERNAL,
+                     "'signature_def' metadata is not a SignatureDefMap")
+    signatures = {
+        name: signature_from_proto(name, sig)
+        for name, sig in sorted(signature_map.signature_def.items())}
+    version = (response.model_spec.version.value
+               if response.model_spec.HasField("version") else None)
+    self._metadata = ModelMetadata(
+        model_name=response.model_spec.name or self.model_name,
+        version=version, signatures=signatures)
+    return self._metadata
+
+  def signature(self, signature_name: str) -> Signature:
+    """Returns one signature of the model.
+
+    Raises:
+      SignatureError: if the model has no such signature (lists the ones it
+        has and the closest name).
+      ConnectError, RpcError: as `metadata()`.
+    """
+    signatures = self.metadata().signatures
+    if signature_name not in signatures:
+      raise SignatureError(_unknown_name_message(
+          "signature", signature_name, signatures,
+          f"model {self.model_name!r} at {self.server}"))
+    return signatures[signature_name]
+
+  def sample_inputs(self, signature_name: str, batch_size: int = 1,
+                    seed: int = 0) -> Dict[str, np.ndarray]:
+    """Makes inputs for a signature from its dtypes and shapes.
+
+    For predict signatures: one array per input alias, unknown dimensions
+    set to `batch_size`. For classify and regress signatures the features
+    are unknown to the client, so this returns {} (send `batch_size` empty
+    tf.Examples; the model's feature defaults apply).
+
+    Args:
+      signature_name: the signature.
+      batch_size: the size of unknown dimensions.
+      seed: the random seed.
+
+    Returns:
+      input alias (or feature name) -> array.
+
+    Raises:
+      InputError: if an input has unknown rank (give it explicitly).
+      SignatureError, ConnectError, RpcError: as `signature()`.
+    """
+    signature = self.signature(signature_name)
+    if signature.takes_examples:
+      return {}
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for alias, spec in signature.inputs.items():
+      if spec.shape is None:
+        raise InputError(
+            f"input {alias!r} ({spec.name}) of signature {signature_name!r} "
+            f"has unknown rank, so the client cannot make a sample; pass it "
+            f"with --input={signature_name}:{alias}=FILE.npy")
+      inputs[alias] = sample_array(spec, batch_size, rng)
+    return inputs
+
+  def predict(self, signature_name: str, inputs: Mapping[str, ArrayLike],
+              output_filter: Sequence[str] = ()) -> Result:
+    """Sends a PredictRequest.
+
+    Args:
+      signature_name: the signature.
+      inputs: input alias -> array; converted to the signature's dtypes.
+      output_filter: output aliases to return (default: all).
+
+    Returns:
+      The outputs and the version that answered.
+
+    Raises:
+      InputError: for unknown or missing aliases, or unconvertible values.
+      SignatureError, ConnectError, RpcError: as `signature()`.
+    """
+    signature = self.signature(signature_name)
+    unknown = sorted(set(inputs) - set(signature.inputs))
+    missing = sorted(set(signature.inputs) - set(inputs))
+    if unknown or missing:
+      raise InputError(
+          f"signature {signature_name!r} takes inputs "
+          f"{sorted(signature.inputs)}. Sent extra: {unknown}. Missing but "
+          f"required: {missing}.")
+    request = predict_pb2.PredictRequest(
+        model_spec=self._model_spec(signature_name),
+        output_filter=list(output_filter))
+    for alias, value in inputs.items():
+      array = _coerce_input(signature, alias, signature.inputs[alias], value)
+      request.inputs[alias].CopyFrom(
+          tf.make_tensor_proto(array, dtype=signature.inputs[alias].dtype))
+    start = time.perf_counter()
+    response = self._call("Predict", request)
+    latency = time.perf_counter() - start
+    outputs = {alias: tf.make_ndarray(tensor)
+               for alias, tensor in sorted(response.outputs.items())}
+    return Result(signature_name, "predict", outputs,
+                  _version_of(response), latency)
+
+  def _examples_input(self, signature: Signature,
+                      inputs: Union[Mapping[str, ArrayLike],
+                                    Sequence[example_pb2.Example]],
+                      batch_size: int):
+    if isinstance(inputs, Mapping):
+      serialized = inputs.get(EXAMPLES_INPUT_ALIAS)
+      if (len(inputs) == 1 and serialized is not None
+          and np.asarray(serialized, dtype=object).dtype == object
+          and all(isinstance(v, bytes)
+                  for v in np.asarray(serialized, dtype=object).reshape(-1))):
+        examples = []
+        for i, data in enumerate(np.asarray(serialized, dtype=object).reshape(-1)):
+          example = example_pb2.Example()
+          try:
+            example.ParseFromString(data)
+          except Exception as e:  # protobuf's DecodeError
+            raise InputError(
+                f"input {EXAMPLES_INPUT_ALIAS!r} of signature "
+                f"{signature.name!r}: row {i} is not a serialized tf.Example "
+                f"({e})") from e
+          examples.append(example)
+      else:
+        examples = examples_from_features(inputs, batch_size)
+    else:
+      examples = list(inputs)
+    return input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples))
+
+  def classify(self, signature_name: str,
+               inputs: Union[Mapping[str, ArrayLike],
+                             Sequence[example_pb2.Example]],
+               batch_size: int = 1) -> Result:
+    """Sends a ClassificationRequest.
+
+    Args:
+      signature_name: a classify signature.
+      inputs: tf.Examples, or feature name -> array (one Example per row),
+        or {"inputs": serialized Examples}. {} sends `batch_size` empty
+        Examples.
+      batch_size: the number of empty Examples when `inputs` is {}.
+
+    Returns:
+      outputs "classes" (bytes [batch, k]) and "scores" (float32 [batch, k]).
+
+    Raises:
+      InputError, SignatureError, ConnectError, RpcError.
+    """
+    signature = self.signature(signature_name)
+    request = classification_pb2.ClassificationRequest(
+        model_spec=self._model_spec(signature_name),
+        input=self._examples_input(signature, inputs, batch_size))
+    start = time.perf_counter()
+    response = self._call("Classify", request)
+    latency = time.perf_counter() - start
+    rows = response.result.classifications
+    width = max((len(r.classes) for r in rows), default=0)
+    classes = np.full((len(rows), width), b"", dtype=object)
+    scores = np.zeros((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+      for j, klass in enumerate(row.classes):
+        classes[i, j] = klass.label.encode("utf-8") if isinstance(
+            klass.label, str) else klass.label
+        scores[i, j] = klass.score
+    return Result(signature_name, "classify",
+                  {"classes": classes, "scores": scores},
+                  _version_of(response), latency)
+
+  def regress(self, signature_name: str,
+              inputs: Union[Mapping[str, ArrayLike],
+                            Sequence[example_pb2.Example]],
+              batch_size: int = 1) -> Result:
+    """Sends a RegressionRequest.
+
+    Args:
+      signature_name: a regress signature.
+      inputs: as for `classify()`.
+      batch_size: the number of empty Examples when `inputs` is {}.
+
+    Returns:
+      output "outputs" (float32 [batch]).
+
+    Raises:
+      InputError, SignatureError, ConnectError, RpcError.
+    """
+    signature = self.signature(signature_name)
+    request = regression_pb2.RegressionRequest(
+        model_spec=self._model_spec(signature_name),
+        input=self._examples_input(signature, inputs, batch_size))
+    start = time.perf_counter()
+    response = self._call("Regress", request)
+    latency = time.perf_counter() - start
+    values = np.array([r.value for r in response.result.regressions],
+                      dtype=np.float32)
+    return Result(signature_name, "regress", {"outputs": values},
+                  _version_of(response), latency)
+
+  def run(self, signature_name: str,
+          inputs: Mapping[str, ArrayLike],
+          batch_size: int = 1) -> Result:
+    """Calls the right RPC for the signature's method.
+
+    Predict signatures get `predict(inputs)`; classify and regress ones get
+    `classify`/`regress` with tf.Examples built from `inputs` (features).
+
+    Raises:
+      InputError: for a method the client cannot call.
+      SignatureError, ConnectError, RpcError: as the calls.
+    """
+    signature = self.signature(signature_name)
+    if signature.method_name == CLASSIFY:
+      return self.classify(signature_name, inputs, batch_size)
+    if signature.method_name == REGRESS:
+      return self.regress(signature_name, inputs, batch_size)
+    if signature.method_name == PREDICT:
+      return self.predict(signature_name, inputs)
+    raise InputError(
+        f"signature {signature_name!r} has method {signature.method_name!r}; "
+        f"the client calls {', '.join(sorted(METHOD_SHORT_NAMES.values()))}")
+
+
+def _version_of(response) -> Optional[int]:
+  if response.model_spec.HasField("version"):
+    return int(response.model_spec.version.value)
+  return None

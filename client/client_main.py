@@ -1,0 +1,126 @@
+"""Query every signature of a model on TensorFlow Serving (or a compatible server).
+
+Asks the server for the model's signatures (GetModelMetadata), builds inputs
+from each signature's dtypes and shapes (or reads them from --input files),
+and sends one Predict / Classify / Regress request per signature, printing the
+outputs and latency; or, with --requests, load-tests each signature.
+
+Usage:
+  bazel run //client -- --server=localhost:8500 --model_name=merged
+  bazel run //client -- --server=localhost:8500 --model_name=merged \
+      --signature_name=digits --input=images=/tmp/digits_test.npy --format=json
+  bazel run //client -- --server=localhost:8500 --model_name=merged \
+      --requests=1000 --concurrency=8
+
+Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
+"""
+
+from absl import app
+from absl import flags
+
+from client import client_lib
+from client import input_files
+from client import run_lib
+
+_SERVER = flags.DEFINE_string(
+    "server", "localhost:8500", "The server's gRPC address, host:port.")
+_MODEL_NAME = flags.DEFINE_string(
+    "model_name", None, "The model to query (e.g. merged).")
+_MODEL_VERSION = flags.DEFINE_integer(
+    "model_version", None, "Query this version (default: the latest).",
+    lower_bound=0)
+_VERSION_LABEL = flags.DEFINE_string(
+    "version_label", None, "Query the version with this label.")
+_SIGNATURE_NAME = flags.DEFINE_multi_string(
+    "signature_name", [], "A signature to call; repeatable. Default: every "
+    "signature the server reports.")
+_INPUT = flags.DEFINE_multi_string(
+    "input", [], "[SIGNATURE:]ALIAS=FILE.npy|.npz|.json, or FILE.npz|.json "
+    "for every array in it; repeatable. For classify/regress signatures the "
+    "names are tf.Example features. Inputs not given are sampled from the "
+    "signature's dtype and shape.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 1, "The size of unknown dimensions of sampled inputs.",
+    lower_bound=1)
+_REQUESTS = flags.DEFINE_integer(
+    "requests", 0, "Load mode: send this many requests per signature and "
+    "report throughput and p50/p90/p99 latency (0: one request each).",
+    lower_bound=0)
+_CONCURRENCY = flags.DEFINE_integer(
+    "concurrency", 1, "Load mode: requests in flight.", lower_bound=1)
+_TIMEOUT = flags.DEFINE_float(
+    "timeout", 10.0, "Deadline of every call, and of connecting, in seconds.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "text", ["text", "json"], "Report format.")
+_MAX_VALUES = flags.DEFINE_integer(
+    "max_values", 6, "How many leading values of each output to print.",
+    lower_bound=0)
+_PROGRESS = flags.DEFINE_boolean(
+    "progress", True, "Load mode: draw a progress bar on stderr.")
+_TLS = flags.DEFINE_boolean("tls", False, "Connect with TLS.")
+_ROOT_CERT = flags.DEFINE_string(
+    "root_cert", None, "PEM file of CA certificates to trust (with --tls; "
+    "default: the system's).")
+_CLIENT_CERT = flags.DEFINE_string(
+    "client_cert", None, "PEM certificate chain for mutual TLS (with "
+    "--client_key).")
+_CLIENT_KEY = flags.DEFINE_string(
+    "client_key", None, "PEM private key for mutual TLS (with --client_cert).")
+_MAX_MESSAGE_MB = flags.DEFINE_integer(
+    "max_message_mb", 64, "Largest request or response message, in MiB.",
+    lower_bound=1)
+
+flags.mark_flag_as_required("model_name")
+flags.mark_flags_as_mutual_exclusive(["model_version", "version_label"])
+flags.register_validator(
+    "timeout", lambda value: value > 0, message="--timeout must be > 0 seconds")
+flags.register_multi_flags_validator(
+    ["client_cert", "client_key"],
+    lambda f: bool(f["client_cert"]) == bool(f["client_key"]),
+    message="--client_cert and --client_key go together (mutual TLS)")
+flags.register_multi_flags_validator(
+    ["tls", "root_cert", "client_cert"],
+    lambda f: f["tls"] or not (f["root_cert"] or f["client_cert"]),
+    message="--root_cert/--client_cert/--client_key need --tls")
+
+
+def _read_pem(flag: flags.FlagHolder) -> bytes | None:
+  if not flag.value:
+    return None
+  try:
+    with open(flag.value, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise app.UsageError(f"--{flag.name}={flag.value}: {e.strerror}") from e
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = run_lib.RunConfig(
+      signature_names=_SIGNATURE_NAME.value,
+      inputs=_INPUT.value,
+      batch_size=_BATCH_SIZE.value,
+      requests=_REQUESTS.value,
+      concurrency=_CONCURRENCY.value,
+      output_format=_FORMAT.value,
+      max_values=_MAX_VALUES.value,
+      progress=_PROGRESS.value)
+  with client_lib.ServingClient(
+      _SERVER.value, _MODEL_NAME.value,
+      model_version=_MODEL_VERSION.value,
+      version_label=_VERSION_LABEL.value,
+      timeout_s=_TIMEOUT.value,
+      tls=_TLS.value,
+      root_cert=_read_pem(_ROOT_CERT),
+      client_cert=_read_pem(_CLIENT_CERT),
+      client_key=_read_pem(_CLIENT_KEY),
+      max_message_mb=_MAX_MESSAGE_MB.value) as client:
+    try:
+      return run_lib.run(client, config)
+    except input_files.InputFileError as e:
+      raise app.UsageError(str(e)) from e
+
+
+if __name__ == "__main__":
+  app.run(main)

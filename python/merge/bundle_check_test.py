@@ -1,0 +1,204 @@
+"""Tests for bundle_check on small SavedModels built by the test itself.
+
+The fixtures are written with TensorFlow's own v1 SavedModelBuilder so that
+the checker is tested independently of the merger; merge_lib_test runs it on
+real merged bundles.
+"""
+
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow as tf
+
+from tensorflow.core.protobuf import saved_model_pb2
+from python.merge import bundle_check
+from python.merge import errors
+
+_v1 = tf.compat.v1
+
+
+def _info(tensor):
+  return _v1.saved_model.utils.build_tensor_info(tensor)
+
+
+def _build(export_dir, make_signatures):
+  """Writes a SavedModel whose signatures `make_signatures()` returns."""
+  graph = tf.Graph()
+  with graph.as_default(), _v1.Session(graph=graph) as sess:
+    signatures = make_signatures()
+    sess.run(_v1.global_variables_initializer())
+    builder = _v1.saved_model.Builder(export_dir)
+    builder.add_meta_graph_and_variables(
+        sess, ["serve"], signature_def_map=signatures,
+        main_op=_v1.tables_initializer(), strip_default_attrs=True)
+    builder.save()
+  return export_dir
+
+
+def _predict_head():
+  x = _v1.placeholder(tf.float32, [None, 4], name="head/x")
+  w = tf.Variable(tf.ones([4, 2]), name="head/w")
+  probs = tf.nn.softmax(tf.matmul(x, w), name="head/probs")
+  classes = tf.argmax(probs, axis=1, output_type=tf.int32, name="head/classes")
+  return {
+      "head": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"x": _info(x)},
+          outputs={"probs": _info(probs), "classes": _info(classes)},
+          method_name="tensorflow/serving/predict")
+  }
+
+
+def _classifier():
+  serialized = _v1.placeholder(tf.string, [None], name="clf/examples")
+  parsed = _v1.io.parse_example(serialized, {
+      "age": _v1.io.FixedLenFeature([3], tf.float32),
+      "city": _v1.io.FixedLenFeature([], tf.string),
+      "visits": _v1.io.VarLenFeature(tf.int64),
+  })
+  score = tf.reduce_sum(parsed["age"], axis=1, keepdims=True)
+  scores = tf.concat([score, -score], axis=1, name="clf/scores")
+  classes = tf.tile(tf.expand_dims(parsed["city"], 1), [1, 2],
+                    name="clf/classes")
+  return {
+      "clf": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"inputs": _info(serialized)},
+          outputs={"scores": _info(scores), "classes": _info(classes)},
+          method_name="tensorflow/serving/classify")
+  }
+
+
+def _lookup():
+  keys = _v1.placeholder(tf.string, [None], name="lut/keys")
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(["a", "b"], [1, 2],
+                                          key_dtype=tf.string,
+                                          value_dtype=tf.int32), -1)
+  ids = tf.identity(table.lookup(keys), name="lut/ids")
+  return {
+      "lut": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"keys": _info(keys)}, outputs={"ids": _info(ids)},
+          method_name="tensorflow/serving/predict")
+  }
+
+
+def _nan_head():
+  x = _v1.placeholder(tf.float32, [None, 2], name="bad/x")
+  y = tf.debugging.check_numerics(tf.math.log(x - 10.0), "log of negative",
+                                  name="bad/y")
+  return {
+      "bad": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"x": _info(x)}, outputs={"y": _info(y)},
+          method_name="tensorflow/serving/predict")
+  }
+
+
+def _edit_saved_model(export_dir, edit):
+  path = os.path.join(export_dir, "saved_model.pb")
+  proto = saved_model_pb2.SavedModel()
+  with open(path, "rb") as f:
+    proto.ParseFromString(f.read())
+  edit(proto.meta_graphs[0])
+  with open(path, "wb") as f:
+    f.write(proto.SerializeToString())
+
+
+class BundleCheckTest(parameterized.TestCase):
+
+  def _dir(self):
+    return os.path.join(self.create_tempdir().full_path, "bundle")
+
+  def test_predict_signature_runs_and_reports_output_shapes(self):
+    export_dir = _build(self._dir(), _predict_head)
+    result = bundle_check.check_bundle(export_dir,
+                                       expected_signatures=["head"])
+    self.assertEqual(list(result), ["head"])
+    self.assertEqual(result["head"].method_name, "tensorflow/serving/predict")
+    self.assertEqual(result["head"].outputs, {
+        "probs": ("float32", (1, 2)),
+        "classes": ("int32", (1,)),
+    })
+
+  def test_batch_size_sets_the_unknown_batch_dimension(self):
+    export_dir = _build(self._dir(), _predict_head)
+    result = bundle_check.check_bundle(export_dir, batch_size=3)
+    self.assertEqual(result["head"].outputs["probs"], ("float32", (3, 2)))
+
+  def test_classify_input_gets_an_example_with_every_parsed_feature(self):
+    # An empty tf.Example would fail: "age" and "city" have no default.
+    export_dir = _build(self._dir(), _classifier)
+    result = bundle_check.check_bundle(export_dir)
+    self.assertEqual(result["clf"].outputs, {
+        "scores": ("float32", (1, 2)),
+        "classes": ("string", (1, 2)),
+    })
+
+  def test_lookup_table_is_initialized_by_the_loader(self):
+    export_dir = _build(self._dir(), _lookup)
+    result = bundle_check.check_bundle(export_dir)
+    self.assertEqual(result["lut"].outputs, {"ids": ("int32", (1,))})
+
+  def test_signature_that_fails_at_run_time(self):
+    export_dir = _build(self._dir(), lambda: {**_predict_head(),
+                                              **_nan_head()})
+    with self.assertRaisesRegex(
+        errors.VerifyError,
+        r"bundle .*bundle: 1 of 2 signature\(s\) failed the check:\n"
+        r'  signature "bad" does not run on synthesized inputs \(batch 1\): '
+        r"Node: 'bad/y' log of negative : Tensor had NaN values"):
+      bundle_check.check_bundle(export_dir)
+
+  @parameterized.named_parameters(
+      ("dtype", lambda sig: setattr(sig.outputs["probs"], "dtype",
+                                    tf.int64.as_datatype_enum),
+       r'signature "head" output "probs": declared int64 but the graph '
+       r"returns float32"),
+      ("shape", lambda sig: sig.outputs["probs"].tensor_shape.dim[1]
+       .__setattr__("size", 3),
+       r'signature "head" output "probs": declared shape \(None, 3\) but '
+       r"the graph returns shape \[1, 2\]"),
+      ("missing_tensor", lambda sig: setattr(sig.outputs["probs"], "name",
+                                             "head/probz:0"),
+       r'signature "head" output "probs" names tensor "head/probz:0", which '
+       r"is not in the graph"),
+  )
+  def test_signature_that_lies_about_its_outputs(self, edit, regex):
+    export_dir = _build(self._dir(), _predict_head)
+    _edit_saved_model(export_dir,
+                      lambda mg: edit(mg.signature_def["head"]))
+    with self.assertRaisesRegex(errors.VerifyError, regex):
+      bundle_check.check_bundle(export_dir)
+
+  def test_missing_expected_signature(self):
+    export_dir = _build(self._dir(), _predict_head)
+    with self.assertRaisesRegex(
+        errors.VerifyError,
+        r"lacks signature\(s\) \['other'\]; it has \['head'\]"):
+      bundle_check.check_bundle(export_dir,
+                                expected_signatures=["head", "other"])
+
+  def test_corrupt_saved_model_does_not_load(self):
+    export_dir = _build(self._dir(), _predict_head)
+    with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
+      f.write(b"\x0a\xff\xff garbage")
+    with self.assertRaisesRegex(
+        errors.VerifyError,
+        r"bundle .*bundle does not load under tags \['serve'\]"):
+      bundle_check.check_bundle(export_dir)
+
+  def test_missing_variables_do_not_load(self):
+    export_dir = _build(self._dir(), _predict_head)
+    for name in os.listdir(os.path.join(export_dir, "variables")):
+      os.remove(os.path.join(export_dir, "variables", name))
+    with self.assertRaisesRegex(errors.VerifyError, "does not load"):
+      bundle_check.check_bundle(export_dir)
+
+  def test_wrong_tags(self):
+    export_dir = _build(self._dir(), _predict_head)
+    with self.assertRaisesRegex(
+        errors.VerifyError, r"does not load under tags \['gpu'\]"):
+      bundle_check.check_bundle(export_dir, tags=["gpu"])
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,238 @@
+"""Moving large constants out of the GraphDef into a variables checkpoint.
+
+A Const node `X` larger than the threshold becomes
+
+  merge_internal/variables/X = VarHandleOp(shared_name="X")
+  X = ReadVariableOp(merge_internal/variables/X)    # same name: consumers,
+                                                    # control edges, device and
+                                                    # colocation unchanged
+
+and its value is written, unchanged, under the key `X` into
+`variables/variables` (TensorBundle V2). Values are written per shard with
+eager `SaveV2` while the input graphs are processed (only one graph's large
+constants are held at a time) and joined at the end with
+`MergeV2Checkpoints`. Restore/save nodes and a SaverDef are added so that
+C++ `LoadSavedModel` (TF Serving) and `tf.compat.v1.saved_model.load` restore
+the values before serving. Since the checkpoint holds the constants' exact
+bytes, answers are bit-identical.
+"""
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+from tensorflow.core.framework import node_def_pb2
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saver_pb2
+
+from python.merge import errors
+from python.merge import spec as spec_lib
+
+_SCOPE = spec_lib.RESERVED_SCOPE
+VARIABLES_DIR = "variables"
+VARIABLES_PREFIX = "variables/variables"
+_TMP_DIR = "variables/merge_tmp_shards"
+# Shards are flushed when their pending values exceed this many bytes.
+_SHARD_BYTES = 256 << 20
+# Dtypes that cannot live in a checkpoint.
+_NOT_SAVEABLE = frozenset((types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT))
+
+
+@dataclasses.dataclass
+class _Variable:
+  key: str
+  handle: str
+  dtype: int
+  shape: object  # TensorShapeProto
+  device: str
+  # Control inputs of the replaced Const (e.g. a while-loop frame pivot).
+  # When present, the ReadVariableOp reads through a second handle op that
+  # carries them, so the read stays in the Const's frame while the restore
+  # handle stays in the root frame.
+  control: list
+
+
+def _join(base: str, relative: str) -> str:
+  return base.rstrip("/") + "/" + relative
+
+
+class Externalizer:
+  """Replaces large Consts by restored variables, writing their values.
+
+  Args:
+    threshold_bytes: Consts whose serialized tensor is larger than this are
+      externalized; a negative value disables externalization.
+    export_dir: Where `variables/` is written; None only plans (decides and
+      rewrites nodes, writes nothing).
+  """
+
+  def __init__(self, threshold_bytes: int, export_dir: Optional[str]):
+    self._threshold = threshold_bytes
+    self._export_dir = export_dir
+    self._variables: list[_Variable] = []
+    self._pending_names: list[str] = []
+    self._pending_values: list[tf.Tensor] = []
+    self._pending_bytes = 0
+    self._shards: list[str] = []
+    self.externalized_bytes = 0
+
+  @property
+  def count(self) -> int:
+    return len(self._variables)
+
+  def process(self, graph_def: tf.compat.v1.GraphDef) -> None:
+    """Externalizes the large Consts of an already scoped graph, in place."""
+    if self._threshold < 0:
+      return
+    for node in graph_def.node:
+      if node.op != "Const":
+        continue
+      tensor = node.attr["value"].tensor
+      size = tensor.ByteSize()
+      if size <= self._threshold or tensor.dtype in _NOT_SAVEABLE:
+        continue
+      self._externalize(node, size)
+    self._flush()
+
+  def _externalize(self, node: node_def_pb2.NodeDef, size: int) -> None:
+    tensor = node.attr["value"].tensor
+    dtype = tensor.dtype
+    shape = tf.TensorShape(tensor.tensor_shape)
+    key = node.name
+    handle = f"{_SCOPE}/variables/{key}"
+    if self._export_dir is not None:
+      value = tf.raw_ops.ParseTensor(
+          serialized=tensor.SerializeToString(),
+          out_type=tf.dtypes.as_dtype(dtype))
+      self._pending_names.append(key)
+      self._pending_values.append(value)
+      self._pending_bytes += size
+    control = [i for i in node.input if i.startswith("^")]
+    colocation = None
+    if "_class" in node.attr:
+      colocation = type(node.attr["_class"])()
+      colocation.CopyFrom(node.attr["_class"])
+    # The ReadVariableOp keeps the Const's name, device and colocation, so no
+    # consumer changes.
+    node.ClearField("attr")
+    node.op = "ReadVariableOp"
+    del node.input[:]
+    node.input.append(f"{_SCOPE}/read_handles/{key}" if control else handle)
+    node.attr["dtype"].type = dtype
+    if colocation is not None:
+      node.attr["_class"].CopyFrom(colocation)
+    self._variables.append(
+        _Variable(key=key, handle=handle, dtype=dtype, shape=shape.as_proto(),
+                  device=node.device, control=control))
+    self.externalized_bytes += size
+    if self._pending_bytes >= _SHARD_BYTES:
+      self._flush()
+
+  def _flush(self) -> None:
+    if not self._pending_names:
+      return
+    prefix = _join(self._export_dir,
+                   f"{_TMP_DIR}/part-{len(self._shards):05d}")
+    try:
+      tf.raw_ops.SaveV2(
+          prefix=prefix, tensor_names=self._pending_names,
+          shape_and_slices=[""] * len(self._pending_names),
+          tensors=self._pending_values)
+    except tf.errors.OpError as e:
+      raise errors.GraphError(
+          f"cannot write externalized constants to {prefix}: {e.message}"
+      ) from e
+    self._shards.append(prefix)
+    self._pending_names, self._pending_values = [], []
+    self._pending_bytes = 0
+
+  def finish(self) -> tuple[list[node_def_pb2.NodeDef],
+                            Optional[saver_pb2.SaverDef]]:
+    """Joins the shards and returns the nodes and SaverDef to add.
+
+    Returns:
+      (nodes, saver_def): VarHandleOps plus restore/save nodes to add to the
+      merged graph, and the SaverDef; ([], None) if nothing was externalized.
+
+    Raises:
+      GraphError: if the checkpoint cannot be written.
+    """
+    if not self._variables:
+      return [], None
+    self._flush()
+    if self._export_dir is not None:
+      destination = _join(self._export_dir, VARIABLES_PREFIX)
+      try:
+        tf.raw_ops.MergeV2Checkpoints(
+            checkpoint_prefixes=self._shards,
+            destination_prefix=destination, delete_old_dirs=True)
+        tmp_dir = _join(self._export_dir, _TMP_DIR)
+        if tf.io.gfile.exists(tmp_dir):
+          tf.io.gfile.rmtree(tmp_dir)
+      except tf.errors.OpError as e:
+        raise errors.GraphError(
+            f"cannot write the variables checkpoint {destination}: "
+            f"{e.message}") from e
+    return self._nodes(), saver_pb2.SaverDef(
+        filename_tensor_name=f"{_SCOPE}/filename:0",
+        save_tensor_name=f"{_SCOPE}/save/control_dependency:0",
+        restore_op_name=f"{_SCOPE}/restore_all",
+        max_to_keep=1,
+        sharded=False,
+        version=saver_pb2.SaverDef.V2)
+
+  def _nodes(self) -> list[node_def_pb2.NodeDef]:
+    nodes = []
+
+    def add(name, op, inputs=(), device=""):
+      node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs),
+                                  device=device)
+      nodes.append(node)
+      return node
+
+    def string_const(name, values):
+      node = add(name, "Const")
+      node.attr["dtype"].type = types_pb2.DT_STRING
+      tensor = node.attr["value"].tensor
+      tensor.dtype = types_pb2.DT_STRING
+      if isinstance(values, list):
+        tensor.tensor_shape.dim.add(size=len(values))
+        tensor.string_val.extend(v.encode() for v in values)
+      else:
+        tensor.string_val.append(values.encode())
+      return node
+
+    def handle_op(name, var, control=()):
+      handle = add(name, "VarHandleOp", control, device=var.device)
+      handle.attr["dtype"].type = var.dtype
+      handle.attr["shape"].shape.CopyFrom(var.shape)
+      handle.attr["shared_name"].s = var.key.encode()
+
+    for var in self._variables:
+      handle_op(var.handle, var)
+      if var.control:
+        handle_op(f"{_SCOPE}/read_handles/{var.key}", var, var.control)
+    keys = [v.key for v in self._variables]
+    dtypes = [v.dtype for v in self._variables]
+    string_const(f"{_SCOPE}/filename", "model")
+    string_const(f"{_SCOPE}/tensor_names", keys)
+    string_const(f"{_SCOPE}/shape_and_slices", [""] * len(keys))
+    restore = add(f"{_SCOPE}/restore", "RestoreV2",
+                  [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
+                   f"{_SCOPE}/shape_and_slices"], device="/device:CPU:0")
+    restore.attr["dtypes"].list.type.extend(dtypes)
+    assigns = []
+    for i, var in enumerate(self._variables):
+      assign = add(f"{_SCOPE}/assign/{var.key}", "AssignVariableOp",
+                   [var.handle, f"{_SCOPE}/restore:{i}"], device=var.device)
+      assign.attr["dtype"].type = var.dtype
+      assigns.append("^" + assign.name)
+    add(f"{_SCOPE}/restore_all", "NoOp", assigns)
+    save = add(f"{_SCOPE}/save/SaveV2", "SaveV2",
+               [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
+                f"{_SCOPE}/shape_and_slices"] + keys, device="/device:CPU:0")
+    save.attr["dtypes"].list.type.extend(dtypes)
+    control = add(f"{_SCOPE}/save/control_dependency", "Identity",
+                  [f"{_SCOPE}/filename", "^" + save.name])
+    control.attr["T"].type = types_pb2.DT_STRING
+    return nodes

@@ -1,0 +1,149 @@
+"""Reading frozen graphs: one parse per file, with actionable errors.
+
+`.pbtxt` files are parsed as text GraphDefs, everything else as binary. A
+text file named `.pb` (or a binary one named `.pbtxt`), a SavedModel's
+`saved_model.pb` and truncated or corrupt files are reported as such.
+"""
+
+import hashlib
+import tensorflow as tf
+from google.protobuf import message
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from python.merge import errors
+
+_CHUNK = 8 << 20
+
+
+def _open_error(path: str, where: str, e: Exception) -> errors.GraphError:
+  return errors.GraphError(f"{where}: cannot read frozen graph {path}: {e}")
+
+
+def check_exists(path: str, where: str) -> None:
+  """Raises GraphError naming `where` if `path` is missing or a directory."""
+  try:
+    exists = tf.io.gfile.exists(path)
+    is_dir = exists and tf.io.gfile.isdir(path)
+  except tf.errors.OpError as e:
+    raise _open_error(path, where, e) from e
+  if not exists:
+    raise errors.GraphError(
+        f"{where}: frozen graph {path} does not exist; fix the path "
+        "(relative paths are resolved against the spec file's directory).")
+  if is_dir:
+    raise errors.GraphError(
+        f"{where}: frozen graph {path} is a directory; name the .pb or "
+        ".pbtxt GraphDef file (a SavedModel directory is not a frozen "
+        "graph).")
+
+
+def content_hash(path: str, where: str) -> str:
+  """Returns the sha256 hex digest of a file, streaming it in chunks.
+
+  Args:
+    path: Local path or tf.io.gfile URI.
+    where: Context for error messages (spec, model, key).
+
+  Raises:
+    GraphError: if the file is missing or unreadable.
+  """
+  check_exists(path, where)
+  digest = hashlib.sha256()
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+          break
+        digest.update(chunk)
+  except (OSError, tf.errors.OpError) as e:
+    raise _open_error(path, where, e) from e
+  return digest.hexdigest()
+
+
+def _looks_like_text(data: bytes) -> bool:
+  head = data[:4096]
+  try:
+    text = head.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  stripped = text.lstrip()
+  return (stripped.startswith(("node", "library", "versions", "#")) and
+          ("{" in text or ":" in text))
+
+
+def _is_saved_model(data: bytes) -> bool:
+  saved_model = saved_model_pb2.SavedModel()
+  try:
+    saved_model.ParseFromString(data)
+  except message.DecodeError:
+    return False
+  return bool(saved_model.meta_graphs) and any(
+      len(m.graph_def.node) for m in saved_model.meta_graphs)
+
+
+def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
+  """Parses a frozen GraphDef (binary, or text if `path` ends in .pbtxt).
+
+  Args:
+    path: Local path or tf.io.gfile URI.
+    where: Context for error messages, e.g. 'spec m.toml, model #1 "a", key
+      "frozen"'.
+
+  Returns:
+    The parsed GraphDef.
+
+  Raises:
+    GraphError: missing/unreadable file, text/binary mix-up, a SavedModel
+      instead of a GraphDef, corrupt or empty data.
+  """
+  check_exists(path, where)
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      data = f.read()
+  except (OSError, tf.errors.OpError) as e:
+    raise _open_error(path, where, e) from e
+  graph_def = tf.compat.v1.GraphDef()
+  if path.endswith(".pbtxt"):
+    try:
+      text = data.decode("utf-8")
+    except UnicodeDecodeError:
+      text = None
+    if text is None:
+      raise errors.GraphError(
+          f"{where}: {path} ends in .pbtxt but holds binary data (is it a "
+          "binary GraphDef? then rename it to .pb).")
+    try:
+      text_format.Parse(text, graph_def)
+    except text_format.ParseError as e:
+      raise errors.GraphError(
+          f"{where}: {path} is not a valid text GraphDef: {e}") from e
+  else:
+    if _looks_like_text(data):
+      raise errors.GraphError(
+          f"{where}: {path} holds a text-format GraphDef but does not end in "
+          ".pbtxt; rename it to .pbtxt (or convert it to binary).")
+    try:
+      graph_def.ParseFromString(data)
+    except message.DecodeError as e:
+      if _is_saved_model(data):
+        raise errors.GraphError(
+            f"{where}: {path} is a SavedModel (saved_model.pb), not a frozen "
+            "GraphDef; freeze the model first (e.g. with "
+            "convert_variables_to_constants) and name the frozen .pb.") from e
+      raise errors.GraphError(
+          f"{where}: {path} is not a binary GraphDef (corrupt or truncated, "
+          f"{len(data)} bytes): {e}") from e
+  del data
+  if not graph_def.node:
+    raise errors.GraphError(
+        f"{where}: {path} parsed as a GraphDef with no nodes; the file is "
+        "empty, truncated or not a GraphDef.")
+  bad = next((n for n in graph_def.node if not n.name or not n.op), None)
+  if bad is not None:
+    raise errors.GraphError(
+        f"{where}: {path} is not a valid GraphDef (a node has an empty "
+        f"name or op: {str(bad)[:200]!r}); the file is probably corrupt.")
+  return graph_def
+

@@ -1,0 +1,256 @@
+"""Describing frozen graphs and SavedModels: what a spec author needs to know.
+
+`describe_frozen(path)` lists a GraphDef's placeholders (the tensors to feed),
+its probable outputs (tensors no other node consumes) and every tensor with
+dtype and static shape. `describe_saved_model(dir)` reads a SavedModel's
+`saved_model.pb` (no weights are loaded) and lists its tag-sets and
+signatures like `saved_model_cli show --all`. Both return plain dicts (the
+`--format=json` output) with text formatters beside them.
+"""
+
+from typing import Any, Optional
+
+import tensorflow as tf
+from google.protobuf import message as proto_message
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+
+from python.merge import errors
+from python.merge import graph_io
+
+# Ops whose unconsumed outputs are not model outputs.
+_NOT_OUTPUTS = frozenset({
+    "Const", "NoOp", "Assert", "Print", "PrintV2", "Placeholder",
+    "PlaceholderWithDefault", "VarHandleOp", "VariableV2", "Variable",
+    "HashTableV2", "MutableHashTableV2", "MutableDenseHashTableV2",
+    "InitializeTableV2", "InitializeTableFromTextFileV2", "SaveV2",
+    "RestoreV2", "MergeV2Checkpoints", "AssignVariableOp", "Assign",
+    "CheckNumerics", "ControlTrigger",
+})
+
+
+class InspectError(errors.MergeError):
+  """The file or directory to inspect cannot be read."""
+
+
+def describe_frozen(path: str) -> dict[str, Any]:
+  """Describes a frozen GraphDef.
+
+  Args:
+    path: a `.pb` (binary) or `.pbtxt` (text) GraphDef, local or URI.
+
+  Returns:
+    {"path", "nodes", "functions", "placeholders": [tensor], "outputs":
+    [tensor], "tensors": [tensor]} where each tensor is {"name", "op",
+    "dtype", "shape"} (shape: list with -1 for unknown dims, None for
+    unknown rank).
+
+  Raises:
+    errors.GraphError: the file is missing, corrupt or not a GraphDef.
+    InspectError: the graph cannot be imported (e.g. an unknown op).
+  """
+  graph_def = graph_io.read_graph_def(path, f"--frozen={path}")
+  graph = tf.Graph()
+  try:
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(graph_def, name="")
+  except (ValueError, tf.errors.OpError) as e:
+    raise InspectError(
+        f"--frozen={path}: the GraphDef does not import into TensorFlow "
+        f"{tf.__version__}: {e}") from e
+  tensors, placeholders, outputs = [], [], []
+  for op in graph.get_operations():
+    described = [_tensor_dict(t) for t in op.outputs]
+    tensors.extend(described)
+    if op.type in ("Placeholder", "PlaceholderWithDefault"):
+      placeholders.extend(described)
+    elif (op.type not in _NOT_OUTPUTS and op.outputs and
+          not op._control_outputs and  # pylint: disable=protected-access
+          not any(t.consumers() for t in op.outputs)):
+      outputs.extend(described)
+  return {
+      "path": path,
+      "nodes": len(graph_def.node),
+      "functions": len(graph_def.library.function),
+      "placeholders": placeholders,
+      "outputs": outputs,
+      "tensors": tensors,
+  }
+
+
+def format_frozen_text(desc: dict[str, Any]) -> str:
+  """Formats `describe_frozen`'s result for people, with a spec skeleton."""
+  lines = [
+      f"Frozen graph {desc['path']}: {desc['nodes']} nodes, "
+      f"{desc['functions']} library functions",
+      "",
+      "Placeholders (feed these; spec `inputs`):",
+  ]
+  lines += _tensor_table(desc["placeholders"], with_op=False) or ["  (none)"]
+  lines += ["", "Probable outputs (consumed by no other node; spec `outputs`):"]
+  lines += _tensor_table(desc["outputs"], with_op=True) or ["  (none)"]
+  lines += ["", f"All tensors ({len(desc['tensors'])}):"]
+  lines += _tensor_table(desc["tensors"], with_op=True)
+  lines += ["", "Spec skeleton:", "  [[model]]",
+            '  signature_name = "my_model"',
+            f'  frozen = "{desc["path"]}"',
+            f"  inputs = {_alias_table(desc['placeholders'])}",
+            f"  outputs = {_alias_table(desc['outputs'])}"]
+  return "\n".join(lines)
+
+
+def describe_saved_model(export_dir: str) -> dict[str, Any]:
+  """Describes a SavedModel's MetaGraphs and signatures (no weights loaded).
+
+  Args:
+    export_dir: a SavedModel directory (a version directory), local or URI.
+
+  Returns:
+    {"path", "meta_graphs": [{"tags": [...], "signatures": {name: {"method",
+    "inputs": {alias: {"dtype", "shape", "name"}}, "outputs": {...}}}}]}.
+
+  Raises:
+    InspectError: no saved_model.pb(txt) (listing the versions when
+      `export_dir` is a model base path), or it cannot be parsed.
+  """
+  proto = _read_saved_model(export_dir)
+  meta_graphs = []
+  for meta_graph in proto.meta_graphs:
+    signatures = {}
+    for name in sorted(meta_graph.signature_def):
+      sig = meta_graph.signature_def[name]
+      signatures[name] = {
+          "method": sig.method_name,
+          "inputs": {a: _info_dict(i) for a, i in sorted(sig.inputs.items())},
+          "outputs": {
+              a: _info_dict(i) for a, i in sorted(sig.outputs.items())
+          },
+      }
+    meta_graphs.append({
+        "tags": list(meta_graph.meta_info_def.tags),
+        "signatures": signatures,
+    })
+  return {"path": export_dir, "meta_graphs": meta_graphs}
+
+
+def format_saved_model_text(desc: dict[str, Any]) -> str:
+  """Formats `describe_saved_model`'s result like `saved_model_cli show`."""
+  lines = []
+  for meta_graph in desc["meta_graphs"]:
+    tags = ", ".join(meta_graph["tags"])
+    lines.append(f"MetaGraphDef with tag-set: '{tags}' contains the "
+                 "following SignatureDefs:")
+    for name, sig in meta_graph["signatures"].items():
+      lines += ["", f"signature_def['{name}']:"]
+      for kind, word in (("inputs", "input(s)"), ("outputs", "output(s)")):
+        lines.append("  The given SavedModel SignatureDef contains the "
+                     f"following {word}:")
+        for alias, info in sig[kind].items():
+          lines += [
+              f"    {kind}['{alias}'] tensor_info:",
+              f"        dtype: {info['dtype_enum']}",
+              f"        shape: {_shape_text(info['shape'])}",
+              f"        name: {info['name']}",
+          ]
+      lines.append(f"  Method name is: {sig['method']}")
+    lines.append("")
+  return "\n".join(lines).rstrip("\n")
+
+
+def _read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
+  pb = export_dir.rstrip("/") + "/saved_model.pb"
+  pbtxt = export_dir.rstrip("/") + "/saved_model.pbtxt"
+  try:
+    if not tf.io.gfile.isdir(export_dir):
+      raise InspectError(
+          f"--dir={export_dir} is not a directory; pass a SavedModel "
+          "version directory such as /models/merged/1.")
+    if tf.io.gfile.exists(pb):
+      with tf.io.gfile.GFile(pb, "rb") as f:
+        data, path, text = f.read(), pb, False
+    elif tf.io.gfile.exists(pbtxt):
+      with tf.io.gfile.GFile(pbtxt, "r") as f:
+        data, path, text = f.read(), pbtxt, True
+    else:
+      versions = sorted(
+          int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir)
+          if n.rstrip("/").isdigit())
+      hint = (f"; it looks like a model base path with versions "
+              f"{versions}: pass --dir={export_dir.rstrip('/')}/{versions[-1]}"
+              if versions else "")
+      raise InspectError(
+          f"--dir={export_dir} has no saved_model.pb or saved_model.pbtxt"
+          f"{hint}.")
+  except tf.errors.OpError as e:
+    raise InspectError(f"--dir={export_dir}: cannot read: {e.message}") from e
+  proto = saved_model_pb2.SavedModel()
+  try:
+    if text:
+      text_format.Parse(data, proto)
+    else:
+      proto.ParseFromString(data)
+  except (proto_message.DecodeError, text_format.ParseError) as e:
+    raise InspectError(
+        f"{path} is not a valid SavedModel proto (corrupt or truncated, "
+        f"{len(data)} bytes): {e}") from e
+  if not proto.meta_graphs:
+    raise InspectError(f"{path} holds no MetaGraphDef.")
+  return proto
+
+
+def _shape_list(shape: tf.TensorShape) -> Optional[list[int]]:
+  if shape.rank is None:
+    return None
+  return [-1 if d is None else int(d) for d in shape.as_list()]
+
+
+def _tensor_dict(tensor: tf.Tensor) -> dict[str, Any]:
+  return {
+      "name": tensor.name,
+      "op": tensor.op.type,
+      "dtype": tensor.dtype.name,
+      "shape": _shape_list(tensor.shape),
+  }
+
+
+def _info_dict(info) -> dict[str, Any]:
+  return {
+      "dtype": tf.dtypes.as_dtype(info.dtype).name,
+      "dtype_enum": types_pb2.DataType.Name(info.dtype),
+      "shape": _shape_list(tf.TensorShape(info.tensor_shape)),
+      "name": info.name,
+  }
+
+
+def _shape_text(shape: Optional[list[int]]) -> str:
+  if shape is None:
+    return "unknown_rank"
+  if len(shape) == 1:
+    return f"({shape[0]})"
+  return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _tensor_table(tensors: list[dict[str, Any]], with_op: bool) -> list[str]:
+  rows = [(t["name"], t["op"] if with_op else "", t["dtype"],
+           "unknown_rank" if t["shape"] is None else str(t["shape"]))
+          for t in tensors]
+  if not rows:
+    return []
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  out = []
+  for row in rows:
+    cells = [row[0].ljust(widths[0])]
+    if with_op:
+      cells.append(row[1].ljust(widths[1]))
+    cells += [row[2].ljust(widths[2]), row[3]]
+    out.append("  " + "  ".join(cells))
+  return out
+
+
+def _alias_table(tensors: list[dict[str, Any]]) -> str:
+  items = []
+  for t in tensors:
+    alias = t["name"].split(":")[0].rsplit("/", 1)[-1]
+    items.append(f'{alias} = "{t["name"]}"')
+  return "{ " + ", ".join(items) + " }" if items else "{}"

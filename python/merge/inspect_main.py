@@ -1,0 +1,52 @@
+r"""Shows what a frozen graph or a SavedModel contains.
+
+  bazel run //python/merge:inspect -- --frozen=/data/hyaudio.pb
+  bazel run //python/merge:inspect -- --dir=/models/merged/3 --format=json
+
+--frozen lists the placeholders, probable outputs and every tensor with dtype
+and shape (what a spec author needs) plus a spec skeleton; --dir lists the
+tag-sets and signatures of a SavedModel like `saved_model_cli show --all`.
+Exit codes: 0 ok, 1 unreadable input, 2 bad flags.
+"""
+
+import json
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from python.merge import cli
+from python.merge import inspect_lib
+
+_FROZEN = flags.DEFINE_string(
+    "frozen", None, "A frozen GraphDef to describe (.pb binary, .pbtxt text).")
+_DIR = flags.DEFINE_string(
+    "dir", None, "A SavedModel (version) directory to describe.")
+_FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
+                            "Output format on stdout.")
+
+flags.register_multi_flags_validator(
+    ["frozen", "dir"],
+    lambda values: bool(values["frozen"]) != bool(values["dir"]),
+    message="pass exactly one of --frozen=<graph.pb> and --dir=<SavedModel "
+    "directory>.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise cli.usage_error(
+        f"unexpected arguments {list(argv[1:])}; use --frozen or --dir.")
+  if _FROZEN.value:
+    desc = cli.run_job(lambda: inspect_lib.describe_frozen(_FROZEN.value))
+    text = inspect_lib.format_frozen_text
+  else:
+    desc = cli.run_job(lambda: inspect_lib.describe_saved_model(_DIR.value))
+    text = inspect_lib.format_saved_model_text
+  if _FORMAT.value == "json":
+    print(json.dumps(desc, indent=2))
+  else:
+    print(text(desc))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,83 @@
+r"""Merges frozen graphs into one SavedModel version for TensorFlow Serving.
+
+  bazel run //python/merge -- --spec=merge.toml --output_base=/models/merged
+
+Writes `<output_base>/<N>/` (one signature per model of the spec) atomically:
+staged under a non-numeric name, flushed, checked (every signature runs), then
+renamed; updates `current_version` and `exported_models`. Exit codes: 0 ok,
+1 the merge failed (message on stderr, nothing published), 2 bad flags.
+
+  --dry_run         validate spec and graphs, print what would be written
+  --format=json     machine-readable summary on stdout
+"""
+
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from python.merge import cli
+from python.merge import merge_lib
+
+_SPEC = flags.DEFINE_string(
+    "spec", None, "Merge spec (TOML): one [[model]] table per signature.")
+_OUTPUT_BASE = flags.DEFINE_string(
+    "output_base", None,
+    "Model base path TensorFlow Serving watches: a local directory or any "
+    "tf.io.gfile URI. Versions are published as numbered subdirectories.")
+_VERSION = flags.DEFINE_integer(
+    "version", None,
+    "Version to publish (default: highest numeric subdirectory + 1, or 1). "
+    "An existing version is refused, never overwritten.", lower_bound=0)
+_MESSAGE = flags.DEFINE_string(
+    "message", None,
+    "Recorded in current_version (default: the spec's `message`).")
+_KEEP_VERSIONS = flags.DEFINE_integer(
+    "keep_versions", None,
+    "After publishing, delete the oldest versions beyond this many (never "
+    "the new one). Default: keep every version.", lower_bound=1)
+_EXTERNALIZE_THRESHOLD_BYTES = flags.DEFINE_integer(
+    "externalize_threshold_bytes",
+    merge_lib.DEFAULT_EXTERNALIZE_THRESHOLD_BYTES,
+    "Constants larger than this many bytes are stored as variables under "
+    "variables/ so saved_model.pb stays small.", lower_bound=0)
+_WARMUP = flags.DEFINE_boolean(
+    "warmup", True,
+    "Write assets.extra/tf_serving_warmup_requests (one request per "
+    "signature) for TensorFlow Serving to replay at load.")
+_VERIFY = flags.DEFINE_boolean(
+    "verify", True,
+    "Load the staged bundle and run every signature before publishing.")
+_DRY_RUN = flags.DEFINE_boolean(
+    "dry_run", False,
+    "Validate the spec and the graphs and print what would be written; "
+    "write nothing.")
+_FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
+                            "Summary format on stdout.")
+
+flags.mark_flags_as_required(["spec", "output_base"])
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise cli.usage_error(
+        f"unexpected arguments {list(argv[1:])}; pass everything as flags, "
+        "e.g. --spec=merge.toml --output_base=/models/merged.")
+  result = cli.run_job(lambda: merge_lib.merge_and_publish(
+      _SPEC.value,
+      _OUTPUT_BASE.value,
+      version=_VERSION.value,
+      message=_MESSAGE.value,
+      verify=_VERIFY.value,
+      warmup=_WARMUP.value,
+      keep_versions=_KEEP_VERSIONS.value,
+      externalize_threshold_bytes=_EXTERNALIZE_THRESHOLD_BYTES.value,
+      dry_run=_DRY_RUN.value))
+  if _FORMAT.value == "json":
+    print(merge_lib.to_json(result))
+  else:
+    print(result.to_text())
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,316 @@
+"""Tests for publish: versions, staging, lock, history, keep_versions, URIs.
+
+These drive `publish.publish` with a small directory-writing callable; the
+real merge is exercised through it in merge_lib_test and merge_test.
+"""
+
+import os
+import threading
+import time
+import uuid
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow as tf
+
+from python.merge import errors
+from python.merge import publish
+
+
+def _writer(payload: str = "bundle", files=("saved_model.pb",
+                                            "variables/variables.index")):
+  """Returns a write callable that creates a small fake bundle."""
+
+  def write(path: str) -> str:
+    for rel in files:
+      full = path.rstrip("/") + "/" + rel
+      tf.io.gfile.makedirs(full.rsplit("/", 1)[0])
+      with tf.io.gfile.GFile(full, "w") as f:
+        f.write(f"{payload}:{rel}")
+    return payload
+
+  return write
+
+
+def _read(path: str) -> str:
+  with tf.io.gfile.GFile(path, "r") as f:
+    return f.read()
+
+
+class PublishTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.base = os.path.join(self.create_tempdir().full_path, "models")
+
+  def _entries(self):
+    return sorted(os.listdir(self.base))
+
+  def test_first_publish_creates_base_version_1_and_history(self):
+    pub = publish.publish(self.base, _writer("one"), signatures=["a", "b"],
+                          message="first")
+    self.assertEqual(pub.version, 1)
+    self.assertEqual(pub.path, os.path.join(self.base, "1"))
+    self.assertEqual(pub.written, "one")
+    self.assertEqual(pub.new_signatures, ("a", "b"))
+    self.assertEqual(_read(os.path.join(self.base, "1", "saved_model.pb")),
+                     "one:saved_model.pb")
+    self.assertEqual(
+        _read(os.path.join(self.base, "1", "variables/variables.index")),
+        "one:variables/variables.index")
+    self.assertEqual(_read(os.path.join(self.base, "current_version")),
+                     '1\ta,b\t"first"\n')
+    self.assertEqual(_read(os.path.join(self.base, "exported_models")),
+                     "a\nb\n")
+    # Only the version, the history and the lock file: no staging leftovers.
+    self.assertEqual(self._entries(), [
+        ".merge.lock", "1", "current_version", "exported_models"])
+
+  def test_next_version_and_new_signatures_newest_first(self):
+    publish.publish(self.base, _writer(), signatures=["a", "b"], message="m1")
+    pub = publish.publish(self.base, _writer(), signatures=["b", "c", "d"])
+    self.assertEqual(pub.version, 2)
+    self.assertEqual(pub.new_signatures, ("c", "d"))
+    self.assertEqual(
+        _read(os.path.join(self.base, "current_version")).splitlines(),
+        ['2\tc,d\t""', '1\ta,b\t"m1"'])
+    self.assertEqual(_read(os.path.join(self.base, "exported_models")),
+                     "b\nc\nd\n")
+    self.assertEqual(publish.read_history(self.base),
+                     (['2\tc,d\t""', '1\ta,b\t"m1"'], ["b", "c", "d"]))
+
+  def test_version_follows_highest_numeric_directory_ignoring_others(self):
+    for name in ("3", "12", "7", "backup", "13.old", ".hidden"):
+      os.makedirs(os.path.join(self.base, name))
+    with open(os.path.join(self.base, "99"), "w"):  # A file, not a version.
+      pass
+    self.assertEqual(publish.list_versions(self.base), [3, 7, 12])
+    self.assertEqual(publish.next_version(self.base), 13)
+    pub = publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(pub.version, 13)
+
+  def test_missing_base_means_version_1_without_creating_it(self):
+    self.assertEqual(publish.next_version(self.base), 1)
+    self.assertFalse(os.path.exists(self.base))
+
+  def test_explicit_version(self):
+    pub = publish.publish(self.base, _writer(), signatures=["a"], version=42)
+    self.assertEqual(pub.version, 42)
+    self.assertTrue(os.path.isfile(os.path.join(self.base, "42",
+                                                "saved_model.pb")))
+    self.assertEqual(publish.next_version(self.base), 43)
+
+  def test_existing_version_is_refused_and_untouched(self):
+    publish.publish(self.base, _writer("old"), signatures=["a"], message="m")
+    history = _read(os.path.join(self.base, "current_version"))
+    with self.assertRaisesRegex(
+        errors.PublishError,
+        r"version 1 already exists in --output_base=.*existing versions: 1\).*"
+        r"never overwritten.*Omit --version to publish 2"):
+      publish.publish(self.base, _writer("new"), signatures=["b"], version=1)
+    self.assertEqual(_read(os.path.join(self.base, "1", "saved_model.pb")),
+                     "old:saved_model.pb")
+    self.assertEqual(_read(os.path.join(self.base, "current_version")),
+                     history)
+    self.assertEqual(self._entries(), [
+        ".merge.lock", "1", "current_version", "exported_models"])
+
+  def test_existing_empty_directory_is_refused(self):
+    # rename() would silently replace an empty directory: must be refused.
+    os.makedirs(os.path.join(self.base, "5"))
+    with self.assertRaisesRegex(errors.PublishError, "version 5 already"):
+      publish.publish(self.base, _writer(), signatures=["a"], version=5)
+    self.assertEqual(os.listdir(os.path.join(self.base, "5")), [])
+
+  @parameterized.named_parameters(
+      ("negative", -1, "version=-1 is not a valid version number"),
+      ("too_large", 1 << 63, "integers from 0 to 9223372036854775807"),
+      ("bool", True, "version=True is not a valid"),
+      ("string", "3", "version='3' is not a valid"),
+  )
+  def test_bad_version(self, version, regex):
+    with self.assertRaisesRegex(errors.PublishError, regex):
+      publish.publish(self.base, _writer(), signatures=["a"], version=version)
+    self.assertFalse(os.path.exists(self.base))
+
+  @parameterized.named_parameters(("zero", 0), ("negative", -2))
+  def test_bad_keep_versions(self, keep):
+    with self.assertRaisesRegex(
+        errors.PublishError, rf"keep_versions={keep} must be a positive"):
+      publish.publish(self.base, _writer(), signatures=["a"],
+                      keep_versions=keep)
+
+  def test_writer_failure_publishes_nothing(self):
+    def write(path):
+      _writer()(path)
+      raise errors.GraphError("graph x.pb is corrupt")
+
+    with self.assertRaisesRegex(errors.GraphError, "graph x.pb is corrupt"):
+      publish.publish(self.base, write, signatures=["a"])
+    self.assertEqual(self._entries(), [".merge.lock"])
+    self.assertEqual(publish.next_version(self.base), 1)
+
+  def test_check_failure_publishes_nothing(self):
+    publish.publish(self.base, _writer(), signatures=["a"])
+    checked = []
+
+    def check(path):
+      checked.append(path)
+      self.assertTrue(os.path.isfile(os.path.join(path, "saved_model.pb")))
+      self.assertNotRegex(os.path.basename(path), r"^\d+$")
+      raise errors.VerifyError("signature a does not run")
+
+    with self.assertRaisesRegex(errors.VerifyError, "signature a"):
+      publish.publish(self.base, _writer(), signatures=["a", "b"], check=check)
+    self.assertLen(checked, 1)
+    self.assertEqual(os.path.dirname(checked[0]), self.base)
+    self.assertEqual(self._entries(), [
+        ".merge.lock", "1", "current_version", "exported_models"])
+    self.assertEqual(publish.read_history(self.base)[1], ["a"])
+
+  def test_writer_that_writes_nothing_is_an_error(self):
+    with self.assertRaisesRegex(errors.PublishError,
+                                "did not create the staging directory"):
+      publish.publish(self.base, lambda path: None, signatures=["a"])
+    self.assertEqual(publish.list_versions(self.base), [])
+
+  def test_leftovers_of_crashed_runs_are_removed(self):
+    publish.publish(self.base, _writer(), signatures=["a"])
+    leftovers = [".staging-2-123-1700000000-abcd", ".trash-1-5-ff",
+                 ".tmp-current_version-9-aa"]
+    for name in leftovers[:2]:
+      os.makedirs(os.path.join(self.base, name, "variables"))
+    with open(os.path.join(self.base, leftovers[2]), "w") as f:
+      f.write("partial")
+    pub = publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(pub.version, 2)
+    self.assertEqual(self._entries(), [
+        ".merge.lock", "1", "2", "current_version", "exported_models"])
+
+  @parameterized.named_parameters(
+      ("keep_1", 1, [5], [1, 2, 3, 4]),
+      ("keep_2", 2, [4, 5], [1, 2, 3]),
+      ("keep_more_than_exist", 10, [1, 2, 3, 4, 5], []),
+  )
+  def test_keep_versions(self, keep, remaining, deleted):
+    for _ in range(4):
+      publish.publish(self.base, _writer(), signatures=["a"])
+    pub = publish.publish(self.base, _writer(), signatures=["a"],
+                          keep_versions=keep)
+    self.assertEqual(pub.version, 5)
+    self.assertEqual(pub.deleted_versions, tuple(deleted))
+    self.assertEqual(publish.list_versions(self.base), remaining)
+    self.assertFalse(
+        [n for n in os.listdir(self.base) if n.startswith(".trash")])
+    # History is a log: every publication stays listed.
+    self.assertLen(publish.read_history(self.base)[0], 5)
+
+  def test_keep_versions_never_deletes_the_new_version(self):
+    publish.publish(self.base, _writer(), signatures=["a"], version=10)
+    publish.publish(self.base, _writer(), signatures=["a"], version=11)
+    pub = publish.publish(self.base, _writer(), signatures=["a"], version=3,
+                          keep_versions=1)
+    self.assertEqual(pub.deleted_versions, (10,))
+    self.assertEqual(publish.list_versions(self.base), [3, 11])
+
+  def test_history_message_is_quoted_and_escaped(self):
+    publish.publish(self.base, _writer(), signatures=["a"],
+                    message='say "hi"\tand\nbye')
+    line = _read(os.path.join(self.base, "current_version"))
+    self.assertEqual(line, '1\ta\t"say \\"hi\\"\\tand\\nbye"\n')
+    self.assertLen(line.split("\t"), 3)
+
+  def test_no_new_signatures_leaves_an_empty_field(self):
+    publish.publish(self.base, _writer(), signatures=["a", "b"])
+    pub = publish.publish(self.base, _writer(), signatures=["b", "a"],
+                          message="retrain")
+    self.assertEqual(pub.new_signatures, ())
+    self.assertEqual(
+        publish.read_history(self.base)[0][0], '2\t\t"retrain"')
+
+  def test_output_base_under_a_file_is_unwritable(self):
+    blocker = self.create_tempfile("not_a_dir").full_path
+    with self.assertRaisesRegex(
+        errors.PublishError,
+        r"cannot create --output_base='.*not_a_dir/models': Not a directory"):
+      publish.publish(os.path.join(blocker, "models"), _writer(),
+                      signatures=["a"])
+
+  def test_concurrent_publishes_are_serialized(self):
+    active = []
+    overlaps = []
+    results = []
+    failures = []
+
+    def write(path):
+      active.append(path)
+      if len(active) > 1:
+        overlaps.append(list(active))
+      time.sleep(0.2)  # Give the other thread every chance to overlap.
+      _writer()(path)
+      active.remove(path)
+
+    def run():
+      try:
+        results.append(publish.publish(self.base, write, signatures=["a"]))
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    self.assertEqual(failures, [])
+    self.assertEqual(overlaps, [])
+    self.assertCountEqual([r.version for r in results], [1, 2, 3])
+    self.assertEqual(publish.list_versions(self.base), [1, 2, 3])
+    self.assertEqual(
+        [l.split("\t")[0] for l in publish.read_history(self.base)[0]],
+        ["3", "2", "1"])
+
+  def test_file_uri_is_local(self):
+    uri = "file://" + self.base
+    pub = publish.publish(uri, _writer(), signatures=["a"])
+    self.assertEqual(pub.path, os.path.join(self.base, "1"))
+    self.assertIn(".merge.lock", os.listdir(self.base))
+
+  def test_ram_uri(self):
+    base = f"ram://publish_test_{uuid.uuid4().hex}/models"
+    copied = []
+    real_copy = tf.io.gfile.copy
+
+    def recording_copy(src, dst, overwrite=False):
+      copied.append(dst[len(base) + 1:])
+      return real_copy(src, dst, overwrite=overwrite)
+
+    self.enter_context(absltest.mock.patch.object(tf.io.gfile, "copy",
+                                                  recording_copy))
+    pub = publish.publish(base, _writer(files=("assets.extra/warm",
+                                               "saved_model.pb",
+                                               "variables/v.data")),
+                          signatures=["a", "b"], message="m")
+    self.assertEqual(pub.version, 1)
+    self.assertEqual(pub.path, base + "/1")
+    # saved_model.pb is copied last: TF Serving ignores the version until then.
+    self.assertEqual(copied[-1], "1/saved_model.pb")
+    self.assertCountEqual(copied, ["1/assets.extra/warm", "1/saved_model.pb",
+                                   "1/variables/v.data"])
+    self.assertEqual(_read(base + "/1/variables/v.data"),
+                     "bundle:variables/v.data")
+    self.assertEqual(_read(base + "/current_version"), '1\ta,b\t"m"\n')
+    self.assertEqual(publish.list_versions(base), [1])
+    self.assertFalse([
+        n for n in tf.io.gfile.listdir(base) if n.startswith(".staging")
+    ])
+    with self.assertRaisesRegex(errors.PublishError, "version 1 already"):
+      publish.publish(base, _writer(), signatures=["a"], version=1)
+    pub = publish.publish(base, _writer(), signatures=["a", "c"],
+                          keep_versions=1)
+    self.assertEqual((pub.version, pub.new_signatures, pub.deleted_versions),
+                     (2, ("c",), (1,)))
+    self.assertEqual(publish.list_versions(base), [2])
+
+
+if __name__ == "__main__":
+  absltest.main()

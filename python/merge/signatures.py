@@ -1,0 +1,287 @@
+"""Resolving spec aliases against a frozen graph, and building SignatureDefs.
+
+Shapes come from TensorFlow's shape inference: a copy of the graph in which
+large constants are replaced by placeholders of the same dtype and shape (so
+no weights are copied) is imported into a throwaway tf.Graph. When inference
+cannot tell a rank, a node's `_output_shapes` attr is used if present.
+"""
+
+import dataclasses
+from typing import NamedTuple, Optional, Sequence
+
+import tensorflow as tf
+from tensorflow.core.framework import tensor_shape_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from python.merge import errors
+from python.merge import spec as spec_lib
+
+# Constants above this size are replaced by placeholders for shape inference.
+_SKELETON_CONST_BYTES = 1024
+
+# Ops that fill lookup tables; the merged bundle runs them at load time.
+TABLE_INIT_OPS = frozenset((
+    "InitializeTable", "InitializeTableV2", "InitializeTableFromTextFile",
+    "InitializeTableFromTextFileV2", "LookupTableImport",
+    "LookupTableImportV2", "InitializeTableFromDataset"))
+# Ops whose presence means the graph was not frozen.
+_VARIABLE_OPS = frozenset(("Variable", "VariableV2", "VarHandleOp"))
+
+
+class TensorSpec(NamedTuple):
+  """dtype name (e.g. "float32") and shape (-1 unknown dim; None rank)."""
+  dtype: str
+  shape: Optional[list]
+
+
+@dataclasses.dataclass
+class SignatureInfo:
+  """What one signature of the merged bundle takes and returns.
+
+  Attributes:
+    method: "predict", "classify" or "regress".
+    inputs: Alias -> TensorSpec.
+    outputs: Alias -> TensorSpec.
+    tensors: Alias -> tensor name in the merged graph (inputs and outputs).
+  """
+  method: str
+  inputs: dict
+  outputs: dict
+  tensors: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def method_name(self) -> str:
+    return spec_lib.METHOD_NAMES[self.method]
+
+
+@dataclasses.dataclass
+class _Resolved:
+  name: str
+  dtype: tf.DType
+  shape: Optional[list]
+
+
+@dataclasses.dataclass
+class GraphAnalysis:
+  """Result of analyzing one unique input graph.
+
+  Attributes:
+    signatures: Signature name -> SignatureInfo (tensor names scoped).
+    init_ops: Scoped names of table initializers to run at load.
+    tensor_infos: Signature name -> (inputs, outputs) of alias -> TensorInfo.
+  """
+  signatures: dict
+  init_ops: list
+  tensor_infos: dict
+
+
+def where(model: spec_lib.ModelSpec, index: int, source: Optional[str],
+          key: Optional[str] = None) -> str:
+  """Formats the context of a message: spec file, model and key."""
+  parts = [f"spec {source}" if source else "spec",
+           f'model #{index + 1} "{model.signature_name}"']
+  if key:
+    parts.append(f'key "{key}"')
+  return ", ".join(parts)
+
+
+def _skeleton(graph_def: tf.compat.v1.GraphDef) -> tf.compat.v1.GraphDef:
+  """Copy of `graph_def` with large Consts replaced by Placeholders."""
+  skeleton = tf.compat.v1.GraphDef()
+  skeleton.versions.CopyFrom(graph_def.versions)
+  skeleton.library.CopyFrom(graph_def.library)
+  for node in graph_def.node:
+    if (node.op == "Const" and
+        node.attr["value"].tensor.ByteSize() > _SKELETON_CONST_BYTES):
+      tensor = node.attr["value"].tensor
+      placeholder = skeleton.node.add(name=node.name, op="Placeholder",
+                                      device=node.device)
+      placeholder.attr["dtype"].type = tensor.dtype
+      placeholder.attr["shape"].shape.CopyFrom(tensor.tensor_shape)
+    else:
+      skeleton.node.add().CopyFrom(node)
+  return skeleton
+
+
+def _import(graph_def: tf.compat.v1.GraphDef, path: str,
+            context: str) -> tf.Graph:
+  graph = tf.Graph()
+  try:
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(_skeleton(graph_def), name="")
+  except (ValueError, TypeError, tf.errors.OpError) as e:
+    raise errors.GraphError(
+        f"{context}: frozen graph {path} is not a valid graph for TensorFlow "
+        f"{tf.__version__}: {e}") from e
+  return graph
+
+
+def _output_shapes_attr(op: tf.Operation, index: int) -> Optional[list]:
+  try:
+    shapes = op.get_attr("_output_shapes")
+  except ValueError:
+    return None
+  if index >= len(shapes) or shapes[index].unknown_rank:
+    return None
+  return [d.size if d.size >= 0 else -1 for d in shapes[index].dim]
+
+
+def _tensor_names(graph: tf.Graph) -> list[str]:
+  return [t.name for op in graph.get_operations() for t in op.outputs]
+
+
+def _resolve(graph: tf.Graph, tensor: str, alias: str, key: str, path: str,
+             context: str) -> _Resolved:
+  """Finds a tensor of the graph for a spec alias, or explains why not."""
+  node, _, index = tensor.partition(":")
+  index = int(index) if index else 0
+  try:
+    op = graph.get_operation_by_name(node)
+  except KeyError:
+    op = None
+  if op is None or index >= len(op.outputs):
+    names = _tensor_names(graph)
+    hint = spec_lib.closest(f"{node}:{index}", names)
+    if op is not None:
+      problem = (f'node "{node}" has {len(op.outputs)} output(s), so '
+                 f'"{tensor}" does not exist')
+    else:
+      problem = f'tensor "{tensor}" is not in the graph'
+    raise errors.GraphError(
+        f'{context}, key "{key}": alias "{alias}": {problem} ({path}). '
+        + (f"Closest names: {', '.join(hint)}." if hint else
+           f"The graph has {len(names)} tensors; list them with "
+           f"`bazel run //python/merge:inspect -- --frozen={path}`."))
+  out = op.outputs[index]
+  dtype = out.dtype.base_dtype
+  shape = None
+  if out.shape.rank is not None:
+    shape = [-1 if d is None else int(d) for d in out.shape.as_list()]
+  else:
+    shape = _output_shapes_attr(op, index)
+  return _Resolved(name=out.name, dtype=dtype, shape=shape)
+
+
+def _check_method(model: spec_lib.ModelSpec, inputs: dict, outputs: dict,
+                  context: str) -> None:
+  """The dtype/rank checks TF Serving's classifier and regressor apply."""
+
+  def need(alias, resolved, dtype, ranks, key, what):
+    if resolved.dtype != dtype:
+      raise errors.GraphError(
+          f'{context}, key "{key}": method "{model.method}" needs alias '
+          f'"{alias}" to be {dtype.name} ({what}); tensor "{resolved.name}" '
+          f'is {resolved.dtype.name}. Use method = "predict" or alias a '
+          f"{dtype.name} tensor.")
+    if resolved.shape is not None and len(resolved.shape) not in ranks:
+      raise errors.GraphError(
+          f'{context}, key "{key}": method "{model.method}" needs alias '
+          f'"{alias}" of rank {" or ".join(map(str, ranks))} ({what}); '
+          f'tensor "{resolved.name}" has shape {resolved.shape}.')
+
+  if model.method == spec_lib.CLASSIFY:
+    need("inputs", inputs["inputs"], tf.string, (1,), "inputs",
+         "a batch of serialized tf.Example")
+    if "classes" in outputs:
+      need("classes", outputs["classes"], tf.string, (2,), "outputs",
+           "[batch, num_classes] class labels")
+    if "scores" in outputs:
+      need("scores", outputs["scores"], tf.float32, (2,), "outputs",
+           "[batch, num_classes] scores")
+  elif model.method == spec_lib.REGRESS:
+    need("inputs", inputs["inputs"], tf.string, (1,), "inputs",
+         "a batch of serialized tf.Example")
+    need("outputs", outputs["outputs"], tf.float32, (1, 2), "outputs",
+         "[batch] or [batch, 1] values")
+    shape = outputs["outputs"].shape
+    if shape is not None and len(shape) == 2 and shape[1] not in (1, -1):
+      raise errors.GraphError(
+          f'{context}, key "outputs": method "regress" needs alias '
+          f'"outputs" of shape [batch] or [batch, 1]; tensor '
+          f'"{outputs["outputs"].name}" has shape {shape}.')
+
+
+def tensor_info(name: str, dtype: tf.DType,
+                shape: Optional[list]) -> meta_graph_pb2.TensorInfo:
+  """Builds a TensorInfo (name, dtype, static shape or unknown rank)."""
+  info = meta_graph_pb2.TensorInfo(name=name, dtype=dtype.as_datatype_enum)
+  if shape is None:
+    info.tensor_shape.unknown_rank = True
+  else:
+    info.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]))
+  return info
+
+
+def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
+            models: Sequence[tuple[int, spec_lib.ModelSpec]],
+            source: Optional[str]) -> GraphAnalysis:
+  """Resolves every model's aliases against one unique input graph.
+
+  Args:
+    graph_def: The parsed input graph (unscoped; not modified).
+    scope: The scope its nodes will get in the merged graph.
+    models: (index in spec, ModelSpec) of every model using this graph.
+    source: Spec file path for messages.
+
+  Returns:
+    The signatures (with tensor names scoped), table init ops and
+    TensorInfos.
+
+  Raises:
+    GraphError: the graph does not import, is not frozen, an alias names a
+      missing tensor (closest names listed) or a method's dtype/rank
+      structure is violated.
+  """
+  first_index, first = models[0]
+  path = first.frozen
+  context = where(first, first_index, source)
+  variables = [n.name for n in graph_def.node if n.op in _VARIABLE_OPS]
+  if variables:
+    raise errors.GraphError(
+        f"{context}: {path} is not frozen: it still has variable node(s) "
+        f"{', '.join(variables[:5])}; freeze it (e.g. "
+        "tf.compat.v1.graph_util.convert_variables_to_constants) so weights "
+        "are constants.")
+  graph = _import(graph_def, path, context)
+  result = GraphAnalysis(signatures={}, init_ops=[], tensor_infos={})
+  for index, model in models:
+    context = where(model, index, source)
+    resolved_in = {
+        alias: _resolve(graph, tensor, alias, "inputs", path, context)
+        for alias, tensor in model.inputs.items()
+    }
+    resolved_out = {
+        alias: _resolve(graph, tensor, alias, "outputs", path, context)
+        for alias, tensor in model.outputs.items()
+    }
+    _check_method(model, resolved_in, resolved_out, context)
+    infos_in = {a: tensor_info(f"{scope}/{r.name}", r.dtype, r.shape)
+                for a, r in resolved_in.items()}
+    infos_out = {a: tensor_info(f"{scope}/{r.name}", r.dtype, r.shape)
+                 for a, r in resolved_out.items()}
+    result.tensor_infos[model.signature_name] = (infos_in, infos_out)
+    tensors = {a: i.name for a, i in infos_in.items()}
+    tensors.update({a: i.name for a, i in infos_out.items()})
+    result.signatures[model.signature_name] = SignatureInfo(
+        method=model.method,
+        inputs={a: TensorSpec(r.dtype.name, r.shape)
+                for a, r in resolved_in.items()},
+        outputs={a: TensorSpec(r.dtype.name, r.shape)
+                 for a, r in resolved_out.items()},
+        tensors=tensors)
+  result.init_ops = [f"{scope}/{n.name}" for n in graph_def.node
+                     if n.op in TABLE_INIT_OPS]
+  return result
+
+
+def signature_def(info: SignatureInfo, tensor_infos: tuple
+                  ) -> meta_graph_pb2.SignatureDef:
+  """Builds the SignatureDef of one model."""
+  infos_in, infos_out = tensor_infos
+  sig = meta_graph_pb2.SignatureDef(method_name=info.method_name)
+  for alias, tinfo in infos_in.items():
+    sig.inputs[alias].CopyFrom(tinfo)
+  for alias, tinfo in infos_out.items():
+    sig.outputs[alias].CopyFrom(tinfo)
+  return sig

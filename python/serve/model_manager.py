@@ -1,0 +1,561 @@
+"""Model discovery, version policy and availability-preserving (un)loading.
+
+The pieces TF Serving spreads over FileSystemStoragePathSource,
+AspiredVersionsManager, AvailabilityPreservingPolicy, ServableStateMonitor and
+ServerCore, in one class:
+
+* Discovery: each model's `base_path` is listed every
+  `file_system_poll_wait_seconds`; only all-digit child names are versions
+  (staging folders such as `.tmp-3` are ignored). The model's
+  `model_version_policy` (latest{num_versions}, all, specific{versions}) picks
+  the aspired versions.
+* Transitions: the highest new aspired version is loaded (and warmed up)
+  before any version is unloaded; a version that is no longer aspired is
+  unloaded only while another aspired version is available (or none is
+  aspired at all). A failed load is retried `max_num_load_retries` times, then
+  left in the END state with its error while the previous version keeps
+  serving.
+* Serving: requests take a reference on a fully loaded version through
+  `ModelManager.servable()`; a version enters the serving map only after load
+  and warmup, and its session closes only after the last request holding it
+  has finished.
+"""
+
+import contextlib
+import dataclasses
+import re
+import threading
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+from absl import logging
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from python.serve import servable as servable_lib
+from python.serve import serving_error
+from python.serve import warmup
+
+State = get_model_status_pb2.ModelVersionStatus.State
+ModelConfig = model_server_config_pb2.ModelConfig
+ModelConfigList = model_server_config_pb2.ModelConfigList
+
+_VERSION_DIR = re.compile(r'^[0-9]+$')
+_TENSORFLOW_PLATFORM = 'tensorflow'
+
+
+class ConfigError(ValueError):
+  """A ModelServerConfig is invalid (bad path, duplicate name, ...)."""
+
+
+class ModelsUnavailableError(RuntimeError):
+  """Some models did not become available (startup or config reload)."""
+
+
+@dataclasses.dataclass
+class ManagerOptions:
+  """Tuning knobs, named after the tensorflow_model_server flags."""
+  saved_model_tags: Sequence[str] = ('serve',)
+  session_config: Optional[tf.compat.v1.ConfigProto] = None
+  enable_model_warmup: bool = True
+  num_request_iterations_for_warmup: int = 1
+  file_system_poll_wait_seconds: float = 1.0
+  max_num_load_retries: int = 5
+  load_retry_interval_seconds: float = 60.0
+  allow_version_labels_for_unavailable_models: bool = False
+
+
+def is_absolute_path_or_uri(path: str) -> bool:
+  """True for `/abs/path` or `scheme://...`, as ServerCore requires."""
+  return path.startswith('/') or '://' in path
+
+
+def validate_config_list(config_list: ModelConfigList) -> None:
+  """Checks a ModelConfigList the way ServerCore does before using it.
+
+  Args:
+    config_list: The models to serve.
+
+  Raises:
+    ConfigError: a name is empty or repeated, a base path is relative, or a
+      platform other than tensorflow is requested.
+  """
+  seen = set()
+  for config in config_list.config:
+    if not config.name:
+      raise ConfigError(
+          f'A model in the config list has no name (base_path='
+          f'{config.base_path!r}); set `name: "..."` in its config block.')
+    if config.name in seen:
+      raise ConfigError(
+          f'Illegal to list model {config.name} multiple times in config list')
+    seen.add(config.name)
+    if not is_absolute_path_or_uri(config.base_path):
+      raise ConfigError(
+          f'Expected model {config.name} to have an absolute path or URI; got '
+          f'base_path()={config.base_path}')
+    if config.model_platform not in ('', _TENSORFLOW_PLATFORM):
+      raise ConfigError(
+          f'Model {config.name} requested model_platform '
+          f'"{config.model_platform}"; this server only serves '
+          f'"{_TENSORFLOW_PLATFORM}" SavedModels.')
+
+
+def aspired_versions(config: ModelConfig,
+                     on_disk: Dict[int, str]) -> Dict[int, str]:
+  """Applies a model's version policy to the versions found on disk.
+
+  Args:
+    config: The model config holding `model_version_policy`.
+    on_disk: Version number -> version directory.
+
+  Returns:
+    The subset of `on_disk` that should be loaded.
+  """
+  policy = config.model_version_policy
+  choice = policy.WhichOneof('policy_choice')
+  if choice == 'all':
+    return dict(on_disk)
+  if choice == 'specific':
+    wanted = set(policy.specific.versions)
+    missing = wanted - set(on_disk)
+    if missing:
+      logging.warning('Model %s: specific versions %s not found under %s',
+                      config.name, sorted(missing), config.base_path)
+    return {v: p for v, p in on_disk.items() if v in wanted}
+  num_versions = 1
+  if choice == 'latest' and policy.latest.num_versions > 0:
+    num_versions = policy.latest.num_versions
+  newest = sorted(on_disk, reverse=True)[:num_versions]
+  return {v: on_disk[v] for v in newest}
+
+
+def list_versions(base_path: str) -> Dict[int, str]:
+  """Lists the numeric version directories under a base path.
+
+  Args:
+    base_path: A local path or tf.io.gfile URI.
+
+  Returns:
+    Version number -> version directory path.
+
+  Raises:
+    FileNotFoundError: the base path does not exist.
+  """
+  if not tf.io.gfile.isdir(base_path):
+    raise FileNotFoundError(base_path)
+  versions = {}
+  for child in tf.io.gfile.listdir(base_path):
+    child = child.rstrip('/')
+    if _VERSION_DIR.match(child):
+      path = base_path.rstrip('/') + '/' + child
+      if tf.io.gfile.isdir(path):
+        versions[int(child)] = path
+  return versions
+
+
+@dataclasses.dataclass
+class _Harness:
+  """One version the manager knows about (loading, serving or failed)."""
+  version: int
+  path: str
+  state: int
+  servable: Optional[servable_lib.Servable] = None
+  error: Optional[str] = None
+
+
+@dataclasses.dataclass
+class _Model:
+  config: ModelConfig
+  removed: bool = False
+  polled: bool = False
+  base_path_error: Optional[str] = None
+  aspired: Dict[int, str] = dataclasses.field(default_factory=dict)
+  harnesses: Dict[int, _Harness] = dataclasses.field(default_factory=dict)
+  available: Dict[int, servable_lib.Servable] = dataclasses.field(
+      default_factory=dict)
+  labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class ModelManager:
+  """Loads, serves and unloads the versions of every configured model."""
+
+  def __init__(self, options: ManagerOptions):
+    self._options = options
+    self._cond = threading.Condition()
+    self._models: Dict[str, _Model] = {}
+    # name -> version -> (state, error message); kept after unload (END).
+    self._states: Dict[str, Dict[int, Tuple[int, Optional[str]]]] = {}
+    self._wake = threading.Event()
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._config_lock = threading.Lock()
+
+  # --- lifecycle -----------------------------------------------------------
+
+  def start(self) -> None:
+    """Starts the background discovery/loading thread."""
+    self._thread = threading.Thread(target=self._run, name='model_manager',
+                                    daemon=True)
+    self._thread.start()
+
+  def stop(self) -> None:
+    """Stops polling and unloads every version (waiting for requests)."""
+    self._stop.set()
+    self._wake.set()
+    if self._thread is not None:
+      self._thread.join()
+    with self._cond:
+      harnesses = [(name, h) for name, m in self._models.items()
+                   for h in m.harnesses.values() if h.servable is not None]
+      for model in self._models.values():
+        model.available.clear()
+    for name, harness in harnesses:
+      harness.servable.close()
+      self._set_state(name, harness.version, State.END)
+
+  # --- configuration -------------------------------------------------------
+
+  def reload_config(self, config_list: ModelConfigList,
+                    timeout_s: Optional[float] = None) -> None:
+    """Installs a new model list and waits for newly added models.
+
+    Models missing from `config_list` are unloaded, new ones are loaded and
+    awaited (as ServerCore::ReloadConfig does), existing ones pick up their
+    new version policy and labels.
+
+    Args:
+      config_list: The complete new list of models.
+      timeout_s: Optional bound on the wait; None waits as long as it takes.
+
+    Raises:
+      ConfigError: the list is invalid; nothing changed.
+      ModelsUnavailableError: a new model failed to load, or a label names a
+        version that is not available.
+    """
+    validate_config_list(config_list)
+    with self._config_lock:
+      with self._cond:
+        new_names = set()
+        wanted = {c.name: c for c in config_list.config}
+        for name, model in self._models.items():
+          if name not in wanted:
+            model.removed = True
+        for name, config in wanted.items():
+          model = self._models.get(name)
+          if model is None or model.removed:
+            if model is None:
+              model = _Model(config=ModelConfig())
+              self._models[name] = model
+            model.removed = False
+            model.polled = False
+            model.base_path_error = None
+            new_names.add(name)
+          model.config.CopyFrom(config)
+      self._wake.set()
+      self._wait_until_available(new_names, timeout_s)
+      self._install_labels(config_list)
+
+  def _install_labels(self, config_list: ModelConfigList) -> None:
+    with self._cond:
+      new_labels = {}
+      for config in config_list.config:
+        model = self._models[config.name]
+        labels = dict(config.version_labels)
+        if not self._options.allow_version_labels_for_unavailable_models:
+          for label, version in sorted(labels.items()):
+            if version not in model.available:
+              raise ModelsUnavailableError(
+                  f'Request to assign label "{label}" to version {version} of '
+                  f'model {config.name}, which is not currently available for '
+                  f'inference. Available versions: {sorted(model.available)}.')
+        new_labels[config.name] = labels
+      for name, labels in new_labels.items():
+        self._models[name].labels = labels
+
+  def _wait_until_available(self, names: Set[str],
+                            timeout_s: Optional[float]) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with self._cond:
+      while True:
+        pending = []
+        failures = []
+        for name in sorted(names):
+          model = self._models[name]
+          if model.base_path_error:
+            failures.append(model.base_path_error)
+            continue
+          if not model.polled or not model.aspired:
+            pending.append(name)
+            continue
+          latest = max(model.aspired)
+          harness = model.harnesses.get(latest)
+          if harness is None or harness.state in (State.START, State.LOADING):
+            pending.append(name)
+          elif harness.state != State.AVAILABLE:
+            failures.append(
+                f'{{name: {name} version: {latest}}} failed: {harness.error}')
+        if failures:
+          raise ModelsUnavailableError(
+              'Some servables were not available: ' + '; '.join(failures))
+        if not pending:
+          return
+        if self._stop.is_set():
+          raise ModelsUnavailableError(
+              f'Server stopping before models {pending} became available.')
+        remaining = None
+        if deadline is not None:
+          remaining = deadline - time.monotonic()
+          if remaining <= 0:
+            raise ModelsUnavailableError(
+                f'Models {pending} did not become available within '
+                f'{timeout_s}s.')
+        self._cond.wait(remaining if remaining is not None else 1.0)
+
+  # --- request path --------------------------------------------------------
+
+  @contextlib.contextmanager
+  def servable(self, model_spec: model_pb2.ModelSpec
+              ) -> Iterator[servable_lib.Servable]:
+    """Resolves a ModelSpec to a loaded version and holds it while in use.
+
+    Args:
+      model_spec: name plus optional version or version_label.
+
+    Yields:
+      The loaded version; it stays loaded until the block exits.
+
+    Raises:
+      ServingError: INVALID_ARGUMENT for an empty name or unknown label,
+        NOT_FOUND for an unknown model or version.
+    """
+    with self._cond:
+      servable = self._resolve(model_spec)
+      servable.acquire()
+    try:
+      yield servable
+    finally:
+      servable.release()
+
+  def _resolve(self, model_spec: model_pb2.ModelSpec
+              ) -> servable_lib.Servable:
+    name = model_spec.name
+    if not name:
+      raise serving_error.invalid_argument(
+          'ModelSpec has no name specified. Set model_spec.name to one of '
+          f'{self._known_models()}.')
+    model = self._models.get(name)
+    if model is not None and model.removed:
+      model = None
+    choice = model_spec.WhichOneof('version_choice')
+    if choice == 'version_label':
+      label = model_spec.version_label
+      if model is None or label not in model.labels:
+        known = sorted(model.labels) if model else []
+        raise serving_error.invalid_argument(
+            f'Unrecognized servable version label: {label}. Labels of model '
+            f'{name}: {known}.')
+      version = model.labels[label]
+      request = f'Specific({name}, {version})'
+    elif choice == 'version':
+      version = model_spec.version.value
+      request = f'Specific({name}, {version})'
+    else:
+      version = None
+      request = f'Latest({name})'
+    if model is None:
+      raise serving_error.not_found(
+          f'Servable not found for request: {request}. Known models: '
+          f'{self._known_models()}.')
+    if version is None and model.available:
+      version = max(model.available)
+    servable = model.available.get(version)
+    if servable is None:
+      raise serving_error.not_found(
+          f'Servable not found for request: {request}. Available versions of '
+          f'model {name}: {sorted(model.available)}.')
+    return servable
+
+  def _known_models(self) -> List[str]:
+    return sorted(n for n, m in self._models.items() if not m.removed)
+
+  def model_status(self, name: str, version: Optional[int] = None
+                  ) -> List[Tuple[int, int, Optional[str]]]:
+    """Returns (version, state, error) like ServableStateMonitor.
+
+    Args:
+      name: Model name.
+      version: Only this version if given.
+
+    Returns:
+      (version, ModelVersionStatus.State, error message or None), newest
+      version first.
+
+    Raises:
+      ServingError: NOT_FOUND if the model or version was never seen.
+    """
+    with self._cond:
+      states = self._states.get(name, {})
+      if version is not None:
+        if version not in states:
+          raise serving_error.not_found(
+              f'Could not find version {version} of model {name}. Known '
+              f'versions: {sorted(states, reverse=True)}.')
+        return [(version,) + states[version]]
+      if not states:
+        raise serving_error.not_found(
+            f'Could not find any versions of model {name}. Known models: '
+            f'{sorted(self._states)}.')
+      return [(v,) + states[v] for v in sorted(states, reverse=True)]
+
+  # --- background work -----------------------------------------------------
+
+  def _set_state(self, name: str, version: int, state: int,
+                 error: Optional[str] = None) -> None:
+    with self._cond:
+      self._states.setdefault(name, {})[version] = (state, error)
+      self._cond.notify_all()
+
+  def _run(self) -> None:
+    poll_wait = self._options.file_system_poll_wait_seconds
+    while not self._stop.is_set():
+      self._wake.clear()
+      try:
+        self._poll_once()
+      except Exception:  # pylint: disable=broad-except
+        logging.exception('Model manager poll failed; retrying next poll.')
+      if self._stop.is_set():
+        return
+      if poll_wait > 0:
+        self._wake.wait(poll_wait)
+      else:
+        self._wake.wait()
+
+  def _poll_once(self) -> None:
+    with self._cond:
+      models = list(self._models.items())
+    for name, model in models:
+      if self._stop.is_set():
+        return
+      if model.removed:
+        aspired = {}
+      else:
+        aspired = self._discover(name, model)
+        if aspired is None:
+          continue
+      with self._cond:
+        model.aspired = aspired
+        model.polled = True
+        self._cond.notify_all()
+      self._reconcile(name, model)
+    with self._cond:
+      for name, model in list(self._models.items()):
+        if model.removed and not model.harnesses:
+          del self._models[name]
+      self._cond.notify_all()
+
+  def _discover(self, name: str, model: _Model) -> Optional[Dict[int, str]]:
+    with self._cond:
+      config = ModelConfig()
+      config.CopyFrom(model.config)
+    try:
+      on_disk = list_versions(config.base_path)
+    except (FileNotFoundError, tf.errors.OpError) as e:
+      message = (f'Could not find base path {config.base_path} for servable '
+                 f'{name}: {e}')
+      logging.error(message)
+      with self._cond:
+        if not model.polled:
+          model.base_path_error = message
+          self._cond.notify_all()
+      return None
+    if not on_disk:
+      logging.warning('No versions of servable %s found under base path %s. '
+                      'Did you forget to name your leaf directory as a '
+                      'number (eg. \'/1/\')?', name, config.base_path)
+    return aspired_versions(config, on_disk)
+
+  def _reconcile(self, name: str, model: _Model) -> None:
+    """Applies availability-preserving actions until none is left."""
+    while not self._stop.is_set():
+      with self._cond:
+        aspired = dict(model.aspired)
+        for version in [v for v, h in model.harnesses.items()
+                        if h.state == State.END and v not in aspired]:
+          del model.harnesses[version]  # forget failed loads once unaspired
+        serving = [v for v, h in model.harnesses.items()
+                   if h.state == State.AVAILABLE]
+        aspired_serving = [v for v in serving if v in aspired]
+        unaspired_serving = [v for v in serving if v not in aspired]
+        new = [v for v in aspired if v not in model.harnesses]
+      if unaspired_serving and (not aspired or aspired_serving or
+                                len(unaspired_serving) > 1):
+        self._unload(name, model, min(unaspired_serving))
+      elif new:
+        version = max(new)
+        self._load(name, model, version, aspired[version])
+      else:
+        return
+
+  def _load(self, name: str, model: _Model, version: int, path: str) -> None:
+    harness = _Harness(version=version, path=path, state=State.LOADING)
+    with self._cond:
+      model.harnesses[version] = harness
+    self._set_state(name, version, State.LOADING)
+    logging.info('Loading servable: {name: %s version: %d} from %s', name,
+                 version, path)
+    attempts = self._options.max_num_load_retries + 1
+    error = None
+    for attempt in range(attempts):
+      if attempt:
+        logging.info('Retrying load of {name: %s version: %d} (retry %d of '
+                     '%d)', name, version, attempt, attempts - 1)
+        if self._stop.wait(self._options.load_retry_interval_seconds):
+          break
+      try:
+        loaded = servable_lib.load(name, version, path,
+                                   self._options.saved_model_tags,
+                                   self._options.session_config)
+      except servable_lib.LoadError as e:
+        error = str(e)
+        logging.error('%s', error)
+        continue
+      try:
+        if self._options.enable_model_warmup:
+          warmup.run_warmup(loaded,
+                            self._options.num_request_iterations_for_warmup)
+      except servable_lib.LoadError as e:
+        loaded.close()
+        error = f'Failed to warm up {{name: {name} version: {version}}}: {e}'
+        logging.error('%s', error)
+        continue
+      with self._cond:
+        harness.servable = loaded
+        harness.state = State.AVAILABLE
+        model.available[version] = loaded
+      self._set_state(name, version, State.AVAILABLE)
+      logging.info('Successfully loaded servable version {name: %s version: '
+                   '%d}', name, version)
+      return
+    with self._cond:
+      harness.state = State.END
+      harness.error = error or 'load cancelled: server stopping'
+    self._set_state(name, version, State.END, harness.error)
+
+  def _unload(self, name: str, model: _Model, version: int) -> None:
+    with self._cond:
+      harness = model.harnesses[version]
+      model.available.pop(version, None)
+      harness.state = State.UNLOADING
+    self._set_state(name, version, State.UNLOADING)
+    logging.info('Unloading servable version {name: %s version: %d}', name,
+                 version)
+    harness.servable.close()
+    with self._cond:
+      del model.harnesses[version]
+    self._set_state(name, version, State.END)
+    logging.info('Done unloading servable version {name: %s version: %d}',
+                 name, version)
+

@@ -1,0 +1,169 @@
+r"""Serves SavedModels over TF Serving's gRPC API, like tensorflow_model_server.
+
+Same flag names and defaults as tensorflow_model_server, plus --host:
+
+  bazel run //python/serve -- --port=8500 --model_name=m \
+      --model_base_path=/abs/path/to/m
+  bazel run //python/serve -- --model_config_file=/abs/models.config
+
+SIGTERM or SIGINT stops accepting requests, drains the ones in flight and
+exits 0. Exit status 1 means the server could not start (e.g. a model that
+does not load), 2 a bad command line.
+"""
+
+import os
+import signal
+import sys
+import threading
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from python.serve import model_manager
+from python.serve import server_lib
+
+_PORT = flags.DEFINE_integer('port', 8500, 'Port to listen on for gRPC API.')
+_HOST = flags.DEFINE_string(
+    'host', '127.0.0.1',
+    'Address to bind. TF Serving binds every interface; this server only '
+    'when asked (--host=0.0.0.0).')
+_REST_API_PORT = flags.DEFINE_integer(
+    'rest_api_port', 0,
+    'Accepted for compatibility; only 0 (no HTTP/REST API) is supported.')
+_MODEL_NAME = flags.DEFINE_string(
+    'model_name', 'default',
+    'Name of model (ignored if --model_config_file flag is set).')
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    'model_base_path', '',
+    'Path to export (ignored if --model_config_file flag is set, otherwise '
+    'required). Must be absolute or a URI.')
+_MODEL_CONFIG_FILE = flags.DEFINE_string(
+    'model_config_file', '',
+    'If non-empty, read an ascii ModelServerConfig protobuf from the supplied '
+    'file name, and serve the models in that file. (If used, --model_name, '
+    '--model_base_path are ignored.)')
+_MODEL_CONFIG_FILE_POLL_WAIT_SECONDS = flags.DEFINE_integer(
+    'model_config_file_poll_wait_seconds', 0,
+    'Interval in seconds between each poll of the model config file; 0 reads '
+    'it once at startup.')
+_FILE_SYSTEM_POLL_WAIT_SECONDS = flags.DEFINE_integer(
+    'file_system_poll_wait_seconds', 1,
+    'Interval in seconds between each poll of the filesystem for new model '
+    'versions. 0 polls exactly once; a negative value never polls again.')
+_ENABLE_MODEL_WARMUP = flags.DEFINE_bool(
+    'enable_model_warmup', True,
+    'Replay assets.extra/tf_serving_warmup_requests of each version before '
+    'serving it.')
+_NUM_REQUEST_ITERATIONS_FOR_WARMUP = flags.DEFINE_integer(
+    'num_request_iterations_for_warmup', 1,
+    'Number of times each warmup record is replayed.', lower_bound=1)
+_GRPC_MAX_THREADS = flags.DEFINE_integer(
+    'grpc_max_threads', 4 * (os.cpu_count() or 1),
+    'Max gRPC server threads to handle gRPC messages.', lower_bound=1)
+_MAX_NUM_LOAD_RETRIES = flags.DEFINE_integer(
+    'max_num_load_retries', 5,
+    'Maximum number of times it retries loading a model after the first '
+    'failure, before giving up.', lower_bound=0)
+_LOAD_RETRY_INTERVAL_MICROS = flags.DEFINE_integer(
+    'load_retry_interval_micros', 60 * 1000 * 1000,
+    'The interval, in microseconds, between each servable load retry.',
+    lower_bound=0)
+_SAVED_MODEL_TAGS = flags.DEFINE_string(
+    'saved_model_tags', 'serve',
+    'Comma-separated set of tags corresponding to the meta graph def to '
+    'load from SavedModel.')
+_TENSORFLOW_SESSION_PARALLELISM = flags.DEFINE_integer(
+    'tensorflow_session_parallelism', 0,
+    'Number of threads to use for running a Tensorflow session; 0 = auto.',
+    lower_bound=0)
+_TENSORFLOW_INTRA_OP_PARALLELISM = flags.DEFINE_integer(
+    'tensorflow_intra_op_parallelism', 0,
+    'Number of threads for intra-op parallelism; 0 = auto. Overrides '
+    '--tensorflow_session_parallelism.', lower_bound=0)
+_TENSORFLOW_INTER_OP_PARALLELISM = flags.DEFINE_integer(
+    'tensorflow_inter_op_parallelism', 0,
+    'Number of threads for inter-op parallelism; 0 = auto. Overrides '
+    '--tensorflow_session_parallelism.', lower_bound=0)
+_ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS = flags.DEFINE_bool(
+    'allow_version_labels_for_unavailable_models', False,
+    'If true, allows assigning unused version labels to models that are not '
+    'available yet.')
+_DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
+    'drain_timeout_seconds', 30.0,
+    'On SIGTERM/SIGINT, how long in-flight requests may take to finish.',
+    lower_bound=0.0)
+
+flags.register_validator(
+    'model_base_path',
+    lambda path: not path or model_manager.is_absolute_path_or_uri(path),
+    message='Expected model to have an absolute path or URI; got a relative '
+    '--model_base_path. Pass e.g. --model_base_path="$PWD/models/m".')
+flags.register_validator(
+    'rest_api_port', lambda port: port == 0,
+    message='The HTTP/REST API is not implemented by python/serve; drop '
+    '--rest_api_port and use the gRPC API on --port.')
+flags.register_validator(
+    'port', lambda port: 0 <= port < 65536,
+    message='--port must be in [0, 65535].')
+
+
+def _options() -> server_lib.ServerOptions:
+  intra = (_TENSORFLOW_INTRA_OP_PARALLELISM.value or
+           _TENSORFLOW_SESSION_PARALLELISM.value)
+  inter = (_TENSORFLOW_INTER_OP_PARALLELISM.value or
+           _TENSORFLOW_SESSION_PARALLELISM.value)
+  manager = model_manager.ManagerOptions(
+      saved_model_tags=[t for t in _SAVED_MODEL_TAGS.value.split(',') if t],
+      session_config=tf.compat.v1.ConfigProto(
+          intra_op_parallelism_threads=intra,
+          inter_op_parallelism_threads=inter),
+      enable_model_warmup=_ENABLE_MODEL_WARMUP.value,
+      num_request_iterations_for_warmup=(
+          _NUM_REQUEST_ITERATIONS_FOR_WARMUP.value),
+      file_system_poll_wait_seconds=_FILE_SYSTEM_POLL_WAIT_SECONDS.value,
+      max_num_load_retries=_MAX_NUM_LOAD_RETRIES.value,
+      load_retry_interval_seconds=_LOAD_RETRY_INTERVAL_MICROS.value / 1e6,
+      allow_version_labels_for_unavailable_models=(
+          _ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS.value))
+  return server_lib.ServerOptions(
+      port=_PORT.value,
+      host=_HOST.value,
+      model_name=_MODEL_NAME.value,
+      model_base_path=_MODEL_BASE_PATH.value,
+      model_config_file=_MODEL_CONFIG_FILE.value,
+      model_config_file_poll_wait_seconds=(
+          _MODEL_CONFIG_FILE_POLL_WAIT_SECONDS.value),
+      grpc_max_threads=_GRPC_MAX_THREADS.value,
+      drain_timeout_seconds=_DRAIN_TIMEOUT_SECONDS.value,
+      manager=manager)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not _MODEL_BASE_PATH.value and not _MODEL_CONFIG_FILE.value:
+    raise app.UsageError(
+        'Both --model_base_path and --model_config_file are empty! Pass '
+        '--model_base_path=/abs/path (with --model_name) or '
+        '--model_config_file=/abs/models.config.')
+  server = server_lib.ModelServer(_options())
+
+  def _on_signal(signum, unused_frame):
+    logging.info('Received %s', signal.Signals(signum).name)
+    # stop() blocks while draining; run it off the signal handler.
+    threading.Thread(target=server.stop, daemon=True).start()
+
+  signal.signal(signal.SIGTERM, _on_signal)
+  signal.signal(signal.SIGINT, _on_signal)
+  try:
+    server.start()
+  except server_lib.ServerError as e:
+    print(f'Failed to start server. Error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  server.wait_for_termination()
+
+
+if __name__ == '__main__':
+  app.run(main)
