@@ -242,7 +242,9 @@ def examples_from_features(
   if len(set(batches.values())) != 1:
     raise InputError(
         "features disagree on the batch size (first dimension): "
-        + ", ".join(f"{n}={b}" for n, b in sorted(batches.items())))
+        + ", ".join(f"{n}={b}" for n, b in sorted(batches.items()))
+        + ". Give every feature one row per example (with several classify "
+        "or regress signatures, scope each --input as SIGNATURE:NAME=FILE).")
   batch = next(iter(batches.values()))
   examples = [example_pb2.Example() for _ in range(batch)]
   for name, array in sorted(arrays.items()):

@@ -15,6 +15,8 @@ Usage:
 Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 
@@ -91,12 +93,24 @@ def _read_pem(flag: flags.FlagHolder) -> bytes | None:
     with open(flag.value, "rb") as f:
       return f.read()
   except OSError as e:
-    raise app.UsageError(f"--{flag.name}={flag.value}: {e.strerror}") from e
+    raise app.UsageError(f"--{flag.name}={flag.value}: {e.strerror}",
+                         exitcode=2) from e
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags like absl, but exits 2 (bad usage) on a bad flag."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise app.UsageError(
+        f"unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
   config = run_lib.RunConfig(
       signature_names=_SIGNATURE_NAME.value,
       inputs=_INPUT.value,
@@ -119,8 +133,8 @@ def main(argv):
     try:
       return run_lib.run(client, config)
     except input_files.InputFileError as e:
-      raise app.UsageError(str(e)) from e
+      raise app.UsageError(str(e), exitcode=2) from e
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

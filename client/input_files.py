@@ -8,7 +8,8 @@ The `--input` flag of //client takes one of:
   alias=FILE.json           a JSON (nested) list, or an object holding `alias`
   FILE.npz | FILE.json      every array in the archive / every key of the
                             JSON object, by name
-  SIGNATURE:alias=FILE...   the same, for one signature only
+  SIGNATURE:alias=FILE...,  the same, for one signature only
+  SIGNATURE:FILE.npz|.json
 
 For predict signatures a name is an input alias; for classify and regress
 signatures it is a tf.Example feature name (one Example per row), or
@@ -19,7 +20,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -89,7 +90,12 @@ def parse_input_flag(text: str) -> InputSpec:
     spec = InputSpec(text=text, path=path, name=name,
                      signature=signature or None)
   else:
-    spec = InputSpec(text=text, path=text, name=None, signature=None)
+    signature, sep, path = text.partition(":")
+    if (sep and signature and os.path.splitext(path)[1].lower() in SUFFIXES
+        and not os.path.exists(text)):
+      spec = InputSpec(text=text, path=path, name=None, signature=signature)
+    else:
+      spec = InputSpec(text=text, path=text, name=None, signature=None)
   suffix = _check_suffix(text, spec.path)
   if spec.name is None and suffix == ".npy":
     raise InputFileError(
@@ -191,7 +197,8 @@ def load_inputs(flag_values: Sequence[str]) -> List[NamedArray]:
 
 def inputs_for_signature(loaded: Sequence[NamedArray], signature_name: str,
                          accepts: Mapping[str, object],
-                         any_name: bool) -> Dict[str, np.ndarray]:
+                         any_name: bool,
+                         claimed: Collection[str] = ()) -> Dict[str, np.ndarray]:
   """Picks the loaded arrays that go to one signature.
 
   Scoped arrays (SIGNATURE:name) win over unscoped ones of the same name.
@@ -201,13 +208,16 @@ def inputs_for_signature(loaded: Sequence[NamedArray], signature_name: str,
     signature_name: the signature.
     accepts: the names the signature takes (its input aliases).
     any_name: True when the signature takes any name (tf.Example features).
+    claimed: with `any_name`, unscoped names it does not take because a
+      predict signature being run has an input of that name.
 
   Returns:
     name -> array.
   """
   picked: Dict[str, np.ndarray] = {}
   for item in loaded:
-    if item.signature is None and (any_name or item.name in accepts):
+    if item.signature is None and (
+        item.name in accepts or (any_name and item.name not in claimed)):
       picked.setdefault(item.name, item.array)
   for item in loaded:
     if item.signature == signature_name:

@@ -15,7 +15,7 @@ import math
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, Collection, Dict, List, Optional, Sequence, Set, TextIO
 
 import numpy as np
 
@@ -190,8 +190,13 @@ def select_signatures(metadata: client_lib.ModelMetadata,
 def build_inputs(client: client_lib.ServingClient,
                  signature: client_lib.Signature,
                  loaded: Sequence[input_files.NamedArray],
-                 batch_size: int):
+                 batch_size: int,
+                 claimed: Collection[str] = ()):
   """The inputs for one signature: files where given, samples elsewhere.
+
+  Unscoped --input names go to the predict signatures that have an input of
+  that name; classify and regress signatures take the other unscoped names
+  as tf.Example features (`claimed` = the predict signatures' input names).
 
   Returns:
     (name -> array, name -> InputInfo).
@@ -201,7 +206,7 @@ def build_inputs(client: client_lib.ServingClient,
   """
   given = input_files.inputs_for_signature(
       loaded, signature.name, signature.inputs,
-      any_name=signature.takes_examples)
+      any_name=signature.takes_examples, claimed=claimed)
   info = {name: InputInfo(str(a.dtype), list(a.shape), "file")
           for name, a in given.items()}
   if signature.takes_examples:
@@ -220,6 +225,13 @@ def build_inputs(client: client_lib.ServingClient,
       info[alias] = InputInfo(signature.inputs[alias].dtype.name,
                               list(samples[alias].shape), "sample")
   return inputs, info
+
+
+def predict_input_names(
+    signatures: Sequence[client_lib.Signature]) -> Set[str]:
+  """The input aliases of the predict signatures among `signatures`."""
+  return {alias for s in signatures if not s.takes_examples
+          for alias in s.inputs}
 
 
 def _check_unused(loaded: Sequence[input_files.NamedArray],
@@ -248,11 +260,12 @@ def check(client: client_lib.ServingClient,
           batch_size: int) -> List[CallReport]:
   """Sends one request to each signature; never raises for server errors."""
   reports = []
+  claimed = predict_input_names(signatures)
   for signature in signatures:
     report = CallReport(signature.name, signature.method, {})
     try:
       inputs, report.inputs = build_inputs(client, signature, loaded,
-                                           batch_size)
+                                           batch_size, claimed)
       report.result = client.run(signature.name, inputs, batch_size)
     except client_lib.RpcError as e:
       report.error_code = e.code.name
@@ -295,9 +308,10 @@ def load(client: client_lib.ServingClient,
     raise ValueError(
         f"requests and concurrency must be >= 1; got {requests}, {concurrency}")
   reports = []
+  claimed = predict_input_names(signatures)
   for signature in signatures:
     try:
-      inputs, _ = build_inputs(client, signature, loaded, batch_size)
+      inputs, _ = build_inputs(client, signature, loaded, batch_size, claimed)
     except client_lib.ClientError as e:
       reports.append(LoadReport(signature.name, signature.method, requests,
                                 [], 0.0, {}, {}, input_error=str(e)))

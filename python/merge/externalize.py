@@ -134,6 +134,7 @@ class Externalizer:
     prefix = _join(self._export_dir,
                    f"{_TMP_DIR}/part-{len(self._shards):05d}")
     try:
+      tf.io.gfile.makedirs(prefix.rsplit("/", 1)[0])
       tf.raw_ops.SaveV2(
           prefix=prefix, tensor_names=self._pending_names,
           shape_and_slices=[""] * len(self._pending_names),

@@ -297,8 +297,15 @@ class GraphMerger:
   `finish()` returns the merged GraphDef.
   """
 
-  def __init__(self):
-    self.graph_def = tf.compat.v1.GraphDef()
+  def __init__(self, graph_def: Optional[tf.compat.v1.GraphDef] = None):
+    """Creates a merger.
+
+    Args:
+      graph_def: Empty GraphDef to build into, e.g. the `graph_def` field of
+        the MetaGraphDef being written (avoids copying the merged graph).
+    """
+    self.graph_def = (tf.compat.v1.GraphDef() if graph_def is None else
+                      graph_def)
     self._library = FunctionLibraryMerger()
     self._stripper = DefaultAttrStripper()
     self._producers = []

@@ -177,7 +177,10 @@ def merge_and_publish(
                            if spec.serving_default else ())
 
   if dry_run:
-    return _dry_run(spec, output_base, version, signatures, start)
+    info = bundle_writer.plan(
+        spec, warmup=warmup,
+        externalize_threshold_bytes=externalize_threshold_bytes)
+    return _dry_run(spec, info, output_base, version, signatures, start)
 
   def write(export_dir: str):
     return bundle_writer.write_saved_model(
@@ -212,17 +215,14 @@ def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
   return spec
 
 
-def _dry_run(spec: MergeSpec, output_base: str, version: Optional[int],
-             signatures: tuple[str, ...], start: float) -> MergeResult:
-  info = bundle_writer.plan(spec)
+def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
+             version: Optional[int], signatures: tuple[str, ...],
+             start: float) -> MergeResult:
   existing = publish.list_versions(output_base)
   if version is None:
     version = existing[-1] + 1 if existing else 1
   elif version in existing:
-    raise errors.PublishError(
-        f"version {version} already exists in --output_base={output_base!r};"
-        " published versions are never overwritten. Omit --version to "
-        f"publish {existing[-1] + 1}.")
+    raise publish.version_exists_error(output_base, version, existing)
   _, exported = publish.read_history(output_base)
   new = tuple(s for s in signatures if s not in set(exported))
   base = output_base.rstrip("/")
@@ -244,20 +244,26 @@ def _signature_json(info) -> dict[str, Any]:
   return {
       "method": info.method,
       "inputs": {
-          alias: {"dtype": dtype, "shape": list(shape)}
+          alias: {"dtype": dtype, "shape": _shape(shape)}
           for alias, (dtype, shape) in info.inputs.items()
       },
       "outputs": {
-          alias: {"dtype": dtype, "shape": list(shape)}
+          alias: {"dtype": dtype, "shape": _shape(shape)}
           for alias, (dtype, shape) in info.outputs.items()
       },
   }
 
 
+def _shape(shape) -> Optional[list[int]]:
+  return None if shape is None else list(shape)
+
+
 def _io_text(info) -> str:
   def fmt(tensors):
-    return ", ".join(f"{alias} {dtype}{list(shape)}"
-                     for alias, (dtype, shape) in tensors.items())
+    return ", ".join(
+        f"{alias} {dtype}"
+        f"{'<unknown rank>' if shape is None else list(shape)}"
+        for alias, (dtype, shape) in tensors.items())
   return f"({fmt(info.inputs)}) -> ({fmt(info.outputs)})"
 
 

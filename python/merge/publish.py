@@ -180,6 +180,16 @@ def read_history(output_base: str) -> tuple[list[str], list[str]]:
   return current, exported
 
 
+def version_exists_error(output_base: str, version: int,
+                         existing: Sequence[int]) -> errors.PublishError:
+  """The error for publishing over an existing version."""
+  return errors.PublishError(
+      f"version {version} already exists in --output_base={output_base!r} "
+      f"(existing versions: {_format_versions(existing)}); published "
+      "versions are never overwritten. Omit --version to publish "
+      f"{(max(existing) + 1) if existing else 1}, or pick an unused number.")
+
+
 def format_history_line(version: int, new_signatures: Sequence[str],
                         message: Optional[str]) -> str:
   """Returns one `current_version` line (without the newline).
@@ -284,13 +294,7 @@ class _Publisher:
         version = existing[-1] + 1 if existing else 1
       final = _join(self.base, str(version))
       if version in existing or self.exists(final):
-        raise errors.PublishError(
-            f"version {version} already exists in --output_base="
-            f"{self.base!r} (existing versions: "
-            f"{_format_versions(existing)}); published versions are never "
-            f"overwritten. Omit --version to publish "
-            f"{(existing[-1] + 1) if existing else 1}, or pick an unused "
-            "number.")
+        raise version_exists_error(self.base, version, existing)
       if existing and version < existing[-1]:
         logging.warning(
             "Publishing version %d below the highest existing version %d: "

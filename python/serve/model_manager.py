@@ -290,13 +290,16 @@ class ModelManager:
           if not model.polled or not model.aspired:
             pending.append(name)
             continue
+          # Every aspired version must settle; the newest must be available.
+          settling = [v for v in model.aspired
+                      if v not in model.harnesses or
+                      model.harnesses[v].state in (State.START, State.LOADING)]
           latest = max(model.aspired)
-          harness = model.harnesses.get(latest)
-          if harness is None or harness.state in (State.START, State.LOADING):
+          if settling:
             pending.append(name)
-          elif harness.state != State.AVAILABLE:
-            failures.append(
-                f'{{name: {name} version: {latest}}} failed: {harness.error}')
+          elif model.harnesses[latest].state != State.AVAILABLE:
+            failures.append(f'{{name: {name} version: {latest}}} failed: '
+                            f'{model.harnesses[latest].error}')
         if failures:
           raise ModelsUnavailableError(
               'Some servables were not available: ' + '; '.join(failures))

@@ -95,20 +95,6 @@ _DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
     'On SIGTERM/SIGINT, how long in-flight requests may take to finish.',
     lower_bound=0.0)
 
-flags.register_validator(
-    'model_base_path',
-    lambda path: not path or model_manager.is_absolute_path_or_uri(path),
-    message='Expected model to have an absolute path or URI; got a relative '
-    '--model_base_path. Pass e.g. --model_base_path="$PWD/models/m".')
-flags.register_validator(
-    'rest_api_port', lambda port: port == 0,
-    message='The HTTP/REST API is not implemented by python/serve; drop '
-    '--rest_api_port and use the gRPC API on --port.')
-flags.register_validator(
-    'port', lambda port: 0 <= port < 65536,
-    message='--port must be in [0, 65535].')
-
-
 def _options() -> server_lib.ServerOptions:
   intra = (_TENSORFLOW_INTRA_OP_PARALLELISM.value or
            _TENSORFLOW_SESSION_PARALLELISM.value)
@@ -140,14 +126,34 @@ def _options() -> server_lib.ServerOptions:
       manager=manager)
 
 
-def main(argv):
+def _check_flags(argv) -> None:
+  """Raises app.UsageError (exit 2) for a command line TF Serving rejects."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}', exitcode=2)
   if not _MODEL_BASE_PATH.value and not _MODEL_CONFIG_FILE.value:
     raise app.UsageError(
         'Both --model_base_path and --model_config_file are empty! Pass '
         '--model_base_path=/abs/path (with --model_name) or '
-        '--model_config_file=/abs/models.config.')
+        '--model_config_file=/abs/models.config.', exitcode=2)
+  base_path = _MODEL_BASE_PATH.value
+  if (not _MODEL_CONFIG_FILE.value and
+      not model_manager.is_absolute_path_or_uri(base_path)):
+    raise app.UsageError(
+        f'Expected model {_MODEL_NAME.value} to have an absolute path or URI; '
+        f'got base_path()={base_path}. Pass e.g. '
+        f'--model_base_path="$PWD/{base_path}".', exitcode=2)
+  if _REST_API_PORT.value:
+    raise app.UsageError(
+        f'--rest_api_port={_REST_API_PORT.value}: the HTTP/REST API is not '
+        'implemented by python/serve; drop the flag and use the gRPC API on '
+        '--port.', exitcode=2)
+  if not 0 <= _PORT.value < 65536:
+    raise app.UsageError(f'--port={_PORT.value} is not in [0, 65535].',
+                         exitcode=2)
+
+
+def main(argv):
+  _check_flags(argv)
   server = server_lib.ModelServer(_options())
 
   def _on_signal(signum, unused_frame):
@@ -160,6 +166,9 @@ def main(argv):
   try:
     server.start()
   except server_lib.ServerError as e:
+    if server.stop_requested:
+      logging.info('Stopped while starting: %s', e)
+      return
     print(f'Failed to start server. Error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
   server.wait_for_termination()

@@ -234,6 +234,8 @@ class ModelServer:
     self._health = health.HealthServicer()
     self._config_poller: Optional[threading.Thread] = None
     self._stopped = threading.Event()
+    self._stop_lock = threading.Lock()
+    self.stop_requested = False
     self.port: Optional[int] = None
 
   def _initial_config(self) -> model_server_config_pb2.ModelServerConfig:
@@ -266,6 +268,8 @@ class ModelServer:
             model_manager.ModelsUnavailableError) as e:
       self._manager.stop()
       raise ServerError(str(e)) from e
+    if self.stop_requested:
+      raise ServerError('Stop requested while the models were loading.')
 
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(
@@ -324,8 +328,10 @@ class ModelServer:
 
   def stop(self) -> None:
     """Stops accepting RPCs, drains in-flight ones, unloads all models."""
-    if self._stopped.is_set():
-      return
+    with self._stop_lock:
+      if self.stop_requested:
+        return
+      self.stop_requested = True
     logging.info('Stopping: draining in-flight requests (up to %.0fs)',
                  self._options.drain_timeout_seconds)
     self._health.enter_graceful_shutdown()

@@ -8,6 +8,8 @@ Writes one SavedModel per kind (`tf1`, `tf2`, `classify_regress`) into
 """
 
 import os
+import shutil
+import tempfile
 
 from absl import app
 from absl import flags
@@ -35,12 +37,17 @@ flags.register_validator(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  for kind in _KINDS.value:
-    write, warmup = bundles.WRITERS[kind]
-    export_dir = os.path.join(_OUTPUT_DIR.value, kind)
-    write(export_dir)
-    if _WARMUP.value and warmup is not None:
-      warmup(export_dir)
+  # TensorFlow's writers refuse existing directories, and Bazel creates the
+  # declared outputs' directories up front: write aside, then copy over.
+  with tempfile.TemporaryDirectory() as scratch:
+    for kind in _KINDS.value:
+      write, warmup = bundles.WRITERS[kind]
+      export_dir = os.path.join(scratch, kind)
+      write(export_dir)
+      if _WARMUP.value and warmup is not None:
+        warmup(export_dir)
+      shutil.copytree(export_dir, os.path.join(_OUTPUT_DIR.value, kind),
+                      dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ text format when `path` ends in ".pbtxt") and returns a dict describing it:
 feeds)` runs the frozen graph alone, which is what merged bundles are
 compared against. `write_spec` writes a TOML merge spec.
 
-Regenerate a graph by hand, e.g.:
+Write every graph by hand (to try the tools on them):
   bazel run //python/merge/testdata:write_graphs -- --out_dir=/tmp/frozen
 """
 
@@ -409,13 +409,14 @@ def make_inputs(info: Mapping[str, Any], batch_size: int = 2,
   return feeds
 
 
-def run_frozen(info: Mapping[str, Any], feeds: Mapping[str, np.ndarray]
-               ) -> dict:
+def run_frozen(info: Mapping[str, Any], feeds: Mapping[str, np.ndarray],
+               config: Optional[tf.compat.v1.ConfigProto] = None) -> dict:
   """Runs the frozen graph alone and returns {output alias: numpy array}.
 
   Args:
     info: The dict a `write_*` function returned (its "path" is read).
     feeds: {input alias: value}, e.g. from `make_inputs`.
+    config: Session config (default: TensorFlow's default).
 
   Returns:
     {output alias: value} as the frozen graph computes it.
@@ -430,7 +431,7 @@ def run_frozen(info: Mapping[str, Any], feeds: Mapping[str, np.ndarray]
   graph = tf.Graph()
   with graph.as_default():
     tf.compat.v1.import_graph_def(graph_def, name="")
-  with tf.compat.v1.Session(graph=graph) as sess:
+  with tf.compat.v1.Session(graph=graph, config=config) as sess:
     if info.get("init_op"):
       sess.run(info["init_op"])
     fetches = dict(info["outputs"])
@@ -504,24 +505,3 @@ def model_entry(signature_name: str, info: Mapping[str, Any],
   entry.update(overrides)
   return entry
 
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  out_dir = _OUT_DIR.value
-  write_hyaudio(os.path.join(out_dir, "hyaudio.pb"))
-  write_while_loop(os.path.join(out_dir, "while_loop.pb"))
-  write_lookup_table(os.path.join(out_dir, "lookup_table.pb"))
-  write_function_library(os.path.join(out_dir, "function_library_a.pb"), "a")
-  write_function_library(os.path.join(out_dir, "function_library_b.pb"), "b")
-  write_large_const(os.path.join(out_dir, "large_const.pb"), 2 << 20)
-  write_classifier(os.path.join(out_dir, "classifier.pb"))
-  write_regressor(os.path.join(out_dir, "regressor.pb"))
-  print(f"wrote test graphs to {out_dir}")
-
-
-if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  _OUT_DIR = flags.DEFINE_string("out_dir", "/tmp/frozen_graphs",
-                                 "Directory the test graphs are written to.")
-  app.run(main)

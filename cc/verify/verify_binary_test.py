@@ -1,0 +1,401 @@
+"""Black-box tests of //cc/verify: exit codes, messages and --json on bundles.
+
+Bundles are written once per test class with cc/verify/testdata/bundles.py,
+then copied and broken per test (truncated saved_model.pb, variables removed,
+a signature naming a missing tensor or the wrong dtype, a corrupt warmup file,
+a missing tag-set, ...).
+
+  bazel test //cc/verify:verify_binary_test
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Callable
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from cc.verify.testdata import bundles
+from tensorflow.core.protobuf import saved_model_pb2
+
+_EXIT_OK = 0
+_EXIT_FAILED = 1
+_EXIT_USAGE = 2
+
+
+def _verifier_path() -> str:
+  """The verifier binary: from runfiles under Bazel, else $VERIFY_BINARY."""
+  if "VERIFY_BINARY" in os.environ:
+    return os.environ["VERIFY_BINARY"]
+  runfiles = os.environ.get("TEST_SRCDIR")
+  if not runfiles:
+    raise RuntimeError("run under `bazel test`, or set VERIFY_BINARY to the "
+                       "verify binary")
+  return os.path.join(runfiles, os.environ.get("TEST_WORKSPACE",
+                                               "tf_serving_merge"),
+                      "cc", "verify", "verify")
+
+
+class VerifyBinaryTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._base = absltest.get_default_test_tmpdir()
+    cls._pristine = os.path.join(cls._base, "pristine")
+    shutil.rmtree(cls._pristine, ignore_errors=True)
+    cls._info = {}
+    for kind, (write, warmup) in bundles.WRITERS.items():
+      export_dir = os.path.join(cls._pristine, kind)
+      cls._info[kind] = write(export_dir)
+      if warmup is not None:
+        warmup(export_dir)
+
+  def _bundle(self, kind: str) -> str:
+    """Returns a private copy of the pristine `kind` bundle."""
+    path = os.path.join(self.create_tempdir().full_path, kind)
+    shutil.copytree(os.path.join(self._pristine, kind), path)
+    return path
+
+  def _run(self, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([_verifier_path(), *args], capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+
+  def _run_json(self, export_dir: str, *args: str) -> tuple[int, Any]:
+    proc = self._run(f"--export_dir={export_dir}", "--json", *args)
+    try:
+      report = json.loads(proc.stdout)
+    except json.JSONDecodeError as e:
+      self.fail(f"--json output does not parse ({e}):\n{proc.stdout}\n"
+                f"stderr:\n{proc.stderr[-3000:]}")
+    return proc.returncode, report
+
+  def _edit_saved_model(self, export_dir: str,
+                        edit: Callable[[Any], None]) -> None:
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+      saved_model.ParseFromString(f.read())
+    edit(saved_model.meta_graphs[0])
+    with open(path, "wb") as f:
+      f.write(saved_model.SerializeToString())
+
+  # --- Good bundles -------------------------------------------------------
+
+  @parameterized.named_parameters(
+      ("tf1_smoke", "tf1", "smoke"),
+      ("tf1_warmup", "tf1", "warmup"),
+      ("tf2_smoke", "tf2", "smoke"),
+      ("classify_regress_smoke", "classify_regress", "smoke"),
+      ("classify_regress_warmup", "classify_regress", "warmup"),
+  )
+  def test_good_bundle_passes_with_json_report(self, kind, run):
+    export_dir = os.path.join(self._pristine, kind)
+    code, report = self._run_json(export_dir, f"--run={run}")
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertTrue(report["ok"])
+    self.assertEqual(report["export_dir"], export_dir)
+    self.assertEqual(report["errors"], [])
+    self.assertTrue(report["loaded"])
+    self.assertGreater(report["load_ms"], 0)
+    info = self._info[kind]
+    expected_names = sorted(info.get("signatures") or info["signature_names"])
+    self.assertEqual(sorted(report["signatures"]), expected_names)
+    for name, sig in report["signatures"].items():
+      self.assertTrue(sig["ok"], sig)
+      self.assertIsNone(sig["error"])
+      self.assertEqual(sig["ran"], run == "smoke", name)
+      if "signatures" in info:
+        expected = info["signatures"][name]
+        self.assertEqual(sig["method"], expected["method"])
+        self.assertEqual(
+            {k: v["name"] for k, v in sig["inputs"].items()},
+            expected["inputs"])
+        self.assertEqual(
+            {k: v["name"] for k, v in sig["outputs"].items()},
+            expected["outputs"])
+    if run == "warmup":
+      self.assertTrue(report["warmup"]["ok"], report["warmup"])
+      self.assertEqual(report["warmup"]["records"], 3)
+      self.assertEqual(sum(report["warmup"]["records_per_signature"].values()),
+                       3)
+    else:
+      self.assertIsNone(report["warmup"])
+
+  def test_json_describes_tensors(self):
+    code, report = self._run_json(os.path.join(self._pristine, "tf1"))
+    self.assertEqual(code, _EXIT_OK)
+    scaled = report["signatures"]["scaled"]
+    self.assertEqual(scaled["method"], "tensorflow/serving/predict")
+    self.assertEqual(scaled["inputs"]["x"],
+                     {"name": "x:0", "dtype": "float", "shape": [-1, 3]})
+    self.assertEqual(scaled["inputs"]["factor"]["shape"], [])
+    self.assertEqual(scaled["outputs"]["scaled"]["shape"], [-1, 2])
+    self.assertEqual(report["signatures"]["constant"]["inputs"], {})
+    self.assertGreaterEqual(scaled["run_ms"], 0)
+
+  def test_text_report_has_one_line_per_signature(self):
+    export_dir = os.path.join(self._pristine, "tf1")
+    proc = self._run(f"--export_dir={export_dir}")
+    self.assertEqual(proc.returncode, _EXIT_OK, proc.stdout + proc.stderr)
+    lines = proc.stdout.splitlines()
+    for name in ("constant", "scaled", "serving_default"):
+      matching = [l for l in lines if l.split()[1:2] == [name]]
+      self.assertLen(matching, 1, proc.stdout)
+      self.assertRegex(matching[0], r"^\s+ok\s+.*run [0-9.]+ ms$")
+    self.assertIn("loaded in", proc.stdout)
+    self.assertEqual(lines[-1], "RESULT: OK (3 signature(s))")
+
+  def test_signatures_flag_selects_and_run_none_skips_running(self):
+    export_dir = os.path.join(self._pristine, "tf1")
+    code, report = self._run_json(export_dir, "--signatures=scaled,constant",
+                                  "--run=none")
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertEqual(sorted(report["signatures"]), ["constant", "scaled"])
+    self.assertFalse(any(s["ran"] for s in report["signatures"].values()))
+
+  # --- Broken bundles -------------------------------------------------------
+
+  def _assert_fails(self, export_dir: str, pattern: str, *args: str,
+                    where: str = "errors") -> dict[str, Any]:
+    code, report = self._run_json(export_dir, *args)
+    self.assertEqual(code, _EXIT_FAILED, report)
+    self.assertFalse(report["ok"])
+    if where == "errors":
+      self.assertRegex("\n".join(report["errors"]), pattern)
+    elif where == "warmup":
+      self.assertRegex(report["warmup"]["error"], pattern)
+    else:
+      self.assertRegex(report["signatures"][where]["error"], pattern)
+    return report
+
+  def test_truncated_saved_model_pb(self):
+    export_dir = self._bundle("tf1")
+    path = os.path.join(export_dir, "saved_model.pb")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+      f.truncate(size // 2)
+    self._assert_fails(
+        export_dir,
+        r"cannot read the SavedModel proto in .*saved_model\.pb is truncated")
+
+  def test_missing_saved_model_pb_lists_directory(self):
+    export_dir = self._bundle("tf1")
+    os.remove(os.path.join(export_dir, "saved_model.pb"))
+    self._assert_fails(
+        export_dir,
+        r"no saved_model\.pb or saved_model\.pbtxt in .*; it contains: "
+        r"assets\.extra, variables")
+
+  def test_missing_export_dir(self):
+    missing = os.path.join(self.create_tempdir().full_path, "nope")
+    self._assert_fails(missing, r"export_dir .*/nope does not exist")
+
+  def test_model_base_path_suggests_version_directory(self):
+    base = self.create_tempdir().full_path
+    shutil.copytree(os.path.join(self._pristine, "tf1"),
+                    os.path.join(base, "7"))
+    self._assert_fails(
+        base, r"model base path with versions 7.*--export_dir=.*/7")
+
+  def test_legacy_session_bundle(self):
+    export_dir = self.create_tempdir().full_path
+    for name in ("export.meta", "export-00000-of-00001"):
+      with open(os.path.join(export_dir, name), "wb") as f:
+        f.write(b"\0")
+    self._assert_fails(export_dir, r"legacy SessionBundle export")
+
+  def test_variables_folder_removed(self):
+    export_dir = self._bundle("tf1")
+    shutil.rmtree(os.path.join(export_dir, "variables"))
+    self._assert_fails(
+        export_dir,
+        r"the graph has 2 variable\(s\) \(e\.g\. 'weights'\) but "
+        r".*/variables/variables\.index is missing: .*Restore the variables/ "
+        r"directory")
+
+  def test_variables_data_corrupt_fails_restore(self):
+    export_dir = self._bundle("tf1")
+    data = os.path.join(export_dir, "variables",
+                        "variables.data-00000-of-00001")
+    with open(data, "r+b") as f:
+      f.truncate(4)
+    self._assert_fails(export_dir, r"LoadSavedModel\(.*\) failed: ")
+
+  def test_signature_names_tensor_not_in_graph(self):
+    export_dir = self._bundle("tf1")
+
+    def edit(meta_graph):
+      meta_graph.signature_def["serving_default"].inputs["x"].name = "xx:0"
+
+    self._edit_saved_model(export_dir, edit)
+    report = self._assert_fails(
+        export_dir,
+        r"input 'x' \(xx:0\): the graph has no node 'xx'; closest names: "
+        r"'x'",
+        where="serving_default")
+    # Only the broken signature fails; the others still ran.
+    self.assertTrue(report["signatures"]["scaled"]["ok"])
+    self.assertTrue(report["signatures"]["scaled"]["ran"])
+    self.assertFalse(report["signatures"]["serving_default"]["ran"])
+
+  def test_wrong_dtype_in_signature(self):
+    export_dir = self._bundle("tf1")
+
+    def edit(meta_graph):
+      meta_graph.signature_def["serving_default"].outputs["y"].dtype = 3
+
+    self._edit_saved_model(export_dir, edit)
+    self._assert_fails(
+        export_dir,
+        r"output 'y' \(y:0\): the signature declares dtype int32 but node "
+        r"'y' \(op Identity\) produces float",
+        where="serving_default")
+
+  def test_incompatible_shape_in_signature(self):
+    export_dir = self._bundle("tf1")
+
+    def edit(meta_graph):
+      shape = meta_graph.signature_def["serving_default"].inputs["x"]
+      shape.tensor_shape.dim[1].size = 4
+
+    self._edit_saved_model(export_dir, edit)
+    self._assert_fails(
+        export_dir,
+        r"input 'x' \(x:0\): the signature declares shape \[-1,4\] but the "
+        r"graph's shape is \[-1,3\]",
+        where="serving_default")
+
+  def test_unknown_method_name(self):
+    export_dir = self._bundle("tf1")
+
+    def edit(meta_graph):
+      meta_graph.signature_def["scaled"].method_name = "tensorflow/serving/foo"
+
+    self._edit_saved_model(export_dir, edit)
+    self._assert_fails(
+        export_dir,
+        r"method_name 'tensorflow/serving/foo' is not one TF Serving serves; "
+        r"expected one of tensorflow/serving/predict, "
+        r"tensorflow/serving/classify, tensorflow/serving/regress",
+        where="scaled")
+
+  def test_classify_signature_without_classes_or_scores(self):
+    export_dir = self._bundle("classify_regress")
+
+    def edit(meta_graph):
+      outputs = meta_graph.signature_def["classify"].outputs
+      outputs["labels"].CopyFrom(outputs["classes"])
+      del outputs["classes"]
+      del outputs["scores"]
+
+    self._edit_saved_model(export_dir, edit)
+    self._assert_fails(
+        export_dir,
+        r"classify signatures need at least one of the outputs 'classes' or "
+        r"'scores'; found \{labels\}",
+        where="classify")
+
+  def test_missing_serving_default_is_a_warning(self):
+    export_dir = self._bundle("tf1")
+
+    def edit(meta_graph):
+      sigs = meta_graph.signature_def
+      sigs["renamed"].CopyFrom(sigs["serving_default"])
+      del sigs["serving_default"]
+
+    self._edit_saved_model(export_dir, edit)
+    code, report = self._run_json(export_dir)
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertTrue(report["ok"])
+    self.assertRegex("\n".join(report["warnings"]),
+                     r"no 'serving_default' signature")
+
+  def test_missing_tag_set_lists_present_ones(self):
+    export_dir = os.path.join(self._pristine, "tf1")
+    self._assert_fails(
+        export_dir,
+        r"no MetaGraphDef with tag-set \{gpu,serve\} in .*; tag-sets "
+        r"present: \{serve\}\. Pass the one to serve with --tags, e\.g\. "
+        r"--tags=serve",
+        "--tags=serve,gpu")
+
+  def test_corrupt_warmup_file(self):
+    export_dir = self._bundle("tf1")
+    path = os.path.join(export_dir, bundles.WARMUP_RELATIVE_PATH)
+    with open(path, "r+b") as f:
+      f.seek(20)
+      f.write(b"\xff\xfe\xfd\xfc")
+    self._assert_fails(
+        export_dir,
+        r"warmup record #0 in .*tf_serving_warmup_requests is unreadable: "
+        r".*Please verify your warmup data is in TFRecord format",
+        "--run=warmup", where="warmup")
+
+  def test_warmup_record_that_is_not_a_prediction_log(self):
+    export_dir = self._bundle("tf1")
+    bundles.write_warmup(export_dir, [
+        bundles.predict_log("serving_default",
+                            {"x": [[1.0, 2.0, 3.0]]}),
+        b"\x32\x05abc",  # classify_log declaring 5 bytes, holding 3.
+    ])
+    self._assert_fails(
+        export_dir,
+        r"Failed to parse warmup record #1 from .* as a "
+        r"tensorflow\.serving\.PredictionLog",
+        "--run=warmup", where="warmup")
+
+  def test_warmup_request_with_wrong_input_names_the_record(self):
+    export_dir = self._bundle("tf1")
+    bundles.write_warmup(export_dir, [
+        bundles.predict_log("scaled", {"x": [[1.0, 2.0, 3.0]],
+                                       "bogus": [1.0]}),
+    ])
+    self._assert_fails(
+        export_dir,
+        r"warmup record #0 \(predict_log, signature 'scaled'\) failed: .*"
+        r"Sent extra: \{bogus\}\. Missing but required: \{\}",
+        "--run=warmup", where="warmup")
+
+  def test_more_than_1000_warmup_records(self):
+    export_dir = self._bundle("tf1")
+    record = bundles.predict_log("constant", {})
+    bundles.write_warmup(export_dir, [record] * 1001)
+    report = self._assert_fails(
+        export_dir,
+        r"Number of warmup records exceeds the maximum \(1000\)",
+        "--run=warmup", where="warmup")
+    self.assertEqual(report["warmup"]["records"], 1000)
+
+  def test_missing_warmup_file_with_run_warmup(self):
+    export_dir = self._bundle("tf2")
+    self._assert_fails(export_dir, r"no warmup file at .*--run=smoke",
+                       "--run=warmup", where="warmup")
+
+  # --- Usage --------------------------------------------------------------
+
+  @parameterized.named_parameters(
+      ("no_export_dir", [], r"--export_dir is required"),
+      ("unknown_flag", ["--export_dir=/x", "--bogus=1"],
+       r"unknown flag '--bogus'; known flags: .*--export_dir"),
+      ("bad_run", ["--export_dir=/x", "--run=fast"],
+       r"--run='fast' is not a run mode; choose smoke, warmup or none"),
+      ("positional", ["/x"], r"unexpected argument '/x'"),
+      ("empty_tag", ["--export_dir=/x", "--tags=serve,,gpu"],
+       r"--tags='serve,,gpu' has an empty name"),
+      ("duplicate_signature", ["--export_dir=/x", "--signatures=a,a"],
+       r"--signatures='a,a' names 'a' twice"),
+  )
+  def test_bad_usage_exits_2(self, args, pattern):
+    proc = self._run(*args)
+    self.assertEqual(proc.returncode, _EXIT_USAGE, proc.stderr)
+    self.assertRegex(proc.stderr, pattern)
+    self.assertIn("usage: verify --export_dir=DIR", proc.stderr)
+    self.assertEqual(proc.stdout, "")
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,1385 @@
+#include "cc/verify/verify_lib.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cc/verify/json_writer.h"
+#include "cc/verify/prediction_log.h"
+#include "tensorflow/cc/saved_model/constants.h"
+#include "tensorflow/cc/saved_model/loader.h"
+#include "tensorflow/cc/saved_model/reader.h"
+#include "tensorflow/core/common_runtime/graph_constructor.h"
+#include "tensorflow/core/common_runtime/shape_refiner.h"
+#include "tensorflow/core/example/example.pb.h"
+#include "tensorflow/core/framework/function.h"
+#include "tensorflow/core/framework/graph.pb.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/types.h"
+#include "tensorflow/core/graph/graph.h"
+#include "tensorflow/core/graph/tensor_id.h"
+#include "tensorflow/core/lib/io/path.h"
+#include "tensorflow/core/lib/io/record_reader.h"
+#include "tensorflow/core/platform/env.h"
+#include "tensorflow/core/protobuf/meta_graph.pb.h"
+#include "tensorflow/core/protobuf/saved_model.pb.h"
+#include "tensorflow/core/public/session.h"
+
+namespace tf_serving_merge {
+namespace verify {
+namespace {
+
+using ::tensorflow::DataType;
+using ::tensorflow::MetaGraphDef;
+using ::tensorflow::PartialTensorShape;
+using ::tensorflow::SignatureDef;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorInfo;
+
+constexpr char kClassifyInputs[] = "inputs";
+constexpr char kClassifyOutputClasses[] = "classes";
+constexpr char kClassifyOutputScores[] = "scores";
+constexpr char kRegressInputs[] = "inputs";
+constexpr char kRegressOutputs[] = "outputs";
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  double ElapsedMs() const {
+    return std::chrono::duration<double, std::milli>(
+               std::chrono::steady_clock::now() - start_)
+        .count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+std::string BraceJoin(const std::vector<std::string>& items) {
+  return absl::StrCat("{", absl::StrJoin(items, ","), "}");
+}
+
+std::string QuotedJoin(const std::vector<std::string>& items) {
+  std::vector<std::string> quoted;
+  quoted.reserve(items.size());
+  for (const std::string& item : items) quoted.push_back("'" + item + "'");
+  return absl::StrJoin(quoted, ", ");
+}
+
+template <typename Map>
+std::vector<std::string> SortedKeys(const Map& map) {
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : map) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+bool IsNumber(std::string_view text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), absl::ascii_isdigit);
+}
+
+std::string MethodShortName(std::string_view method) {
+  if (method == kPredictMethodName) return "predict";
+  if (method == kClassifyMethodName) return "classify";
+  if (method == kRegressMethodName) return "regress";
+  return method.empty() ? "<none>" : std::string(method);
+}
+
+// ---------------------------------------------------------------------------
+// Step 1: the export directory.
+
+absl::Status CheckExportDir(const std::string& export_dir) {
+  tensorflow::Env* env = tensorflow::Env::Default();
+  if (!env->FileExists(export_dir).ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        "export_dir ", export_dir,
+        " does not exist; pass a SavedModel version directory such as "
+        "/models/merged/3"));
+  }
+  if (!env->IsDirectory(export_dir).ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "export_dir ", export_dir,
+        " is a file, not a directory; pass the directory that contains "
+        "saved_model.pb"));
+  }
+  for (const char* file : {tensorflow::kSavedModelFilenamePb,
+                           tensorflow::kSavedModelFilenamePbTxt,
+                           tensorflow::kSavedModelFilenameCpb}) {
+    if (env->FileExists(tensorflow::io::JoinPath(export_dir, file)).ok()) {
+      return absl::OkStatus();
+    }
+  }
+  std::vector<std::string> children;
+  if (absl::Status s = env->GetChildren(export_dir, &children); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot list export_dir ", export_dir, ": ", s.message()));
+  }
+  std::sort(children.begin(), children.end());
+  for (const std::string& child : children) {
+    if (child == "export.meta" || absl::StartsWith(child, "export-")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          export_dir, " holds a legacy SessionBundle export (", child,
+          "), which TensorFlow Serving 2.x does not load; re-export the "
+          "model as a SavedModel (tf.saved_model.save or "
+          "tf.compat.v1.saved_model.Builder)"));
+    }
+  }
+  std::vector<std::string> versions;
+  for (const std::string& child : children) {
+    if (IsNumber(child)) versions.push_back(child);
+  }
+  if (!versions.empty()) {
+    std::sort(versions.begin(), versions.end(),
+              [](const std::string& a, const std::string& b) {
+                return a.size() != b.size() ? a.size() < b.size() : a < b;
+              });
+    return absl::FailedPreconditionError(absl::StrCat(
+        export_dir, " looks like a model base path with versions ",
+        absl::StrJoin(versions, ", "),
+        ", not a SavedModel; pass a version directory, e.g. --export_dir=",
+        tensorflow::io::JoinPath(export_dir, versions.back())));
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "no saved_model.pb or saved_model.pbtxt in ", export_dir,
+      "; it contains: ",
+      children.empty() ? "nothing" : absl::StrJoin(children, ", ")));
+}
+
+// ---------------------------------------------------------------------------
+// Steps 2-5: the SavedModel proto.
+
+absl::StatusOr<tensorflow::SavedModel> ReadSavedModelProto(
+    const std::string& export_dir) {
+  tensorflow::SavedModel saved_model;
+  if (absl::Status s = tensorflow::ReadSavedModel(export_dir, &saved_model);
+      !s.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "cannot read the SavedModel proto in ", export_dir, ": ", s.message(),
+        ". saved_model.pb is truncated or not a SavedModel; re-export the "
+        "model or restore the file"));
+  }
+  return saved_model;
+}
+
+std::string TagSetString(const MetaGraphDef& meta_graph) {
+  std::vector<std::string> tags(meta_graph.meta_info_def().tags().begin(),
+                                meta_graph.meta_info_def().tags().end());
+  std::sort(tags.begin(), tags.end());
+  return BraceJoin(tags);
+}
+
+absl::StatusOr<const MetaGraphDef*> FindMetaGraph(
+    const tensorflow::SavedModel& saved_model,
+    const std::vector<std::string>& tags, const std::string& export_dir) {
+  const std::set<std::string> wanted(tags.begin(), tags.end());
+  std::vector<std::string> present;
+  for (const MetaGraphDef& meta_graph : saved_model.meta_graphs()) {
+    const std::set<std::string> have(meta_graph.meta_info_def().tags().begin(),
+                                     meta_graph.meta_info_def().tags().end());
+    if (have == wanted) return &meta_graph;
+    present.push_back(TagSetString(meta_graph));
+  }
+  const std::vector<std::string> wanted_list(wanted.begin(), wanted.end());
+  std::string example = "serve";
+  if (!saved_model.meta_graphs().empty()) {
+    const auto& first = saved_model.meta_graphs(0).meta_info_def().tags();
+    std::vector<std::string> first_tags(first.begin(), first.end());
+    std::sort(first_tags.begin(), first_tags.end());
+    example = absl::StrJoin(first_tags, ",");
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "no MetaGraphDef with tag-set ", BraceJoin(wanted_list), " in ",
+      export_dir, "; tag-sets present: ",
+      present.empty() ? "none" : absl::StrJoin(present, ", "),
+      ". Pass the one to serve with --tags, e.g. --tags=", example));
+}
+
+bool IsVariableOp(std::string_view op) {
+  return op == "VariableV2" || op == "Variable" || op == "VarHandleOp";
+}
+
+absl::Status CheckVariables(const MetaGraphDef& meta_graph,
+                            const std::string& export_dir) {
+  int count = 0;
+  std::string first;
+  for (const tensorflow::NodeDef& node : meta_graph.graph_def().node()) {
+    if (!IsVariableOp(node.op())) continue;
+    if (count++ == 0) first = node.name();
+  }
+  if (count == 0) return absl::OkStatus();
+  const std::string index = tensorflow::io::JoinPath(
+      export_dir, tensorflow::kSavedModelVariablesDirectory,
+      absl::StrCat(tensorflow::kSavedModelVariablesFilename, ".index"));
+  if (tensorflow::Env::Default()->FileExists(index).ok()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the graph has ", count, " variable(s) (e.g. '", first, "') but ", index,
+      " is missing: TensorFlow's loader then skips the restore and every "
+      "request fails on uninitialized variables. Restore the variables/ "
+      "directory from the original export"));
+}
+
+absl::StatusOr<std::vector<std::string>> SelectSignatures(
+    const MetaGraphDef& meta_graph, const std::vector<std::string>& wanted) {
+  std::vector<std::string> available;
+  for (const auto& [name, signature] : meta_graph.signature_def()) {
+    if (name == tensorflow::kSavedModelInitOpSignatureKey) continue;
+    available.push_back(name);
+  }
+  std::sort(available.begin(), available.end());
+  if (wanted.empty()) return available;
+  std::vector<std::string> missing;
+  for (const std::string& name : wanted) {
+    if (!meta_graph.signature_def().contains(name)) missing.push_back(name);
+  }
+  if (!missing.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "--signatures names ", QuotedJoin(missing),
+        " not in the MetaGraphDef; signatures present: ",
+        available.empty() ? "none" : QuotedJoin(available)));
+  }
+  return wanted;
+}
+
+// ---------------------------------------------------------------------------
+// Step 6: signatures against the graph.
+
+// Node lookup plus dtypes and inferred shapes of every node output.
+class GraphIndex {
+ public:
+  explicit GraphIndex(const tensorflow::GraphDef& graph_def)
+      : graph_(tensorflow::OpRegistry::Global()),
+        refiner_(graph_def.versions(), graph_.op_registry()) {
+    for (const tensorflow::NodeDef& node : graph_def.node()) {
+      node_defs_[node.name()] = &node;
+      names_.push_back(node.name());
+    }
+    tensorflow::ImportGraphDefOptions options;
+    import_status_ =
+        tensorflow::ImportGraphDef(options, graph_def, &graph_, &refiner_);
+    if (import_status_.ok()) {
+      for (tensorflow::Node* node : graph_.op_nodes()) nodes_[node->name()] = node;
+    }
+  }
+
+  const absl::Status& import_status() const { return import_status_; }
+  const std::vector<std::string>& names() const { return names_; }
+  const tensorflow::NodeDef* FindNodeDef(std::string_view name) const {
+    auto it = node_defs_.find(std::string(name));
+    return it == node_defs_.end() ? nullptr : it->second;
+  }
+  // Null when the graph could not be imported.
+  const tensorflow::Node* FindNode(std::string_view name) const {
+    auto it = nodes_.find(std::string(name));
+    return it == nodes_.end() ? nullptr : it->second;
+  }
+  // The inferred shape of `node`:`index`, unknown rank if inference did not
+  // run for it.
+  PartialTensorShape InferredShape(const tensorflow::Node* node,
+                                   int index) const {
+    tensorflow::shape_inference::InferenceContext* context =
+        refiner_.GetContext(node);
+    if (context == nullptr || index >= context->num_outputs()) {
+      return PartialTensorShape();
+    }
+    tensorflow::TensorShapeProto proto;
+    context->ShapeHandleToProto(context->output(index), &proto);
+    return PartialTensorShape(proto);
+  }
+
+ private:
+  tensorflow::Graph graph_;
+  tensorflow::ShapeRefiner refiner_;
+  absl::Status import_status_;
+  std::unordered_map<std::string, const tensorflow::NodeDef*> node_defs_;
+  std::unordered_map<std::string, const tensorflow::Node*> nodes_;
+  std::vector<std::string> names_;
+};
+
+PartialTensorShape DeclaredShape(const TensorInfo& info) {
+  if (!info.has_tensor_shape() || info.tensor_shape().unknown_rank()) {
+    return PartialTensorShape();
+  }
+  return PartialTensorShape(info.tensor_shape());
+}
+
+TensorSummary Summarize(const TensorInfo& info) {
+  TensorSummary summary;
+  summary.dtype = info.dtype();
+  summary.shape = DeclaredShape(info);
+  switch (info.encoding_case()) {
+    case TensorInfo::kName:
+      summary.name = info.name();
+      break;
+    case TensorInfo::kCooSparse:
+      summary.encoding = "coo_sparse";
+      summary.name = info.coo_sparse().values_tensor_name();
+      break;
+    case TensorInfo::kCompositeTensor:
+      summary.encoding = "composite";
+      break;
+    default:
+      summary.encoding = "none";
+  }
+  return summary;
+}
+
+// Checks that `tensor_name` exists in the graph, and that its dtype and
+// inferred shape agree with `dtype` / `shape` (skipped for DT_INVALID /
+// unknown rank). `what` prefixes every message, e.g. "input 'x' (x:0)".
+void CheckTensorName(const GraphIndex& graph, const std::string& what,
+                     const std::string& tensor_name, DataType dtype,
+                     const PartialTensorShape& shape,
+                     std::vector<std::string>* errors) {
+  const tensorflow::TensorId id = tensorflow::ParseTensorName(tensor_name);
+  const std::string node_name(id.node());
+  if (id.index() < 0 || node_name.empty()) {
+    errors->push_back(absl::StrCat(what, ": '", tensor_name,
+                                   "' is not a tensor name (node:index)"));
+    return;
+  }
+  const tensorflow::NodeDef* node_def = graph.FindNodeDef(node_name);
+  if (node_def == nullptr) {
+    const std::vector<std::string> closest =
+        internal::ClosestNames(node_name, graph.names(), 5);
+    errors->push_back(absl::StrCat(
+        what, ": the graph has no node '", node_name, "'; closest names: ",
+        closest.empty() ? "none" : QuotedJoin(closest),
+        ". Fix the tensor name in the signature (or in the merge spec)"));
+    return;
+  }
+  const tensorflow::Node* node = graph.FindNode(node_name);
+  if (node == nullptr) return;  // Import failed; reported once elsewhere.
+  if (id.index() >= node->num_outputs()) {
+    errors->push_back(absl::StrCat(
+        what, ": node '", node_name, "' (op ", node->type_string(), ") has ",
+        node->num_outputs(), " output(s), so '", tensor_name,
+        "' does not exist"));
+    return;
+  }
+  const DataType produced = tensorflow::BaseType(node->output_type(id.index()));
+  if (dtype == tensorflow::DT_INVALID) {
+    errors->push_back(absl::StrCat(what, ": the signature declares no dtype; "
+                                   "the graph produces ",
+                                   internal::DtypeName(produced)));
+  } else if (tensorflow::BaseType(dtype) != produced) {
+    errors->push_back(absl::StrCat(
+        what, ": the signature declares dtype ", internal::DtypeName(dtype),
+        " but node '", node_name, "' (op ", node->type_string(),
+        ") produces ", internal::DtypeName(produced)));
+  }
+  const PartialTensorShape inferred = graph.InferredShape(node, id.index());
+  if (!shape.IsCompatibleWith(inferred)) {
+    errors->push_back(absl::StrCat(
+        what, ": the signature declares shape ", internal::ShapeString(shape),
+        " but the graph's shape is ", internal::ShapeString(inferred)));
+  }
+}
+
+void CheckTensorInfo(const GraphIndex& graph, const std::string& role,
+                     const std::string& alias, const TensorInfo& info,
+                     std::vector<std::string>* errors) {
+  switch (info.encoding_case()) {
+    case TensorInfo::kName:
+      CheckTensorName(graph, absl::StrCat(role, " '", alias, "' (", info.name(),
+                                          ")"),
+                      info.name(), info.dtype(), DeclaredShape(info), errors);
+      return;
+    case TensorInfo::kCooSparse: {
+      const auto& coo = info.coo_sparse();
+      const std::string what = absl::StrCat(role, " '", alias, "' (sparse ");
+      CheckTensorName(graph, what + "values)", coo.values_tensor_name(),
+                      info.dtype(), PartialTensorShape({-1}), errors);
+      CheckTensorName(graph, what + "indices)", coo.indices_tensor_name(),
+                      tensorflow::DT_INT64, PartialTensorShape({-1, -1}),
+                      errors);
+      CheckTensorName(graph, what + "dense_shape)",
+                      coo.dense_shape_tensor_name(), tensorflow::DT_INT64,
+                      PartialTensorShape({-1}), errors);
+      return;
+    }
+    case TensorInfo::kCompositeTensor: {
+      const auto& components = info.composite_tensor().components();
+      for (int i = 0; i < components.size(); ++i) {
+        CheckTensorInfo(graph, role, absl::StrCat(alias, "[", i, "]"),
+                        components[i], errors);
+      }
+      return;
+    }
+    default:
+      errors->push_back(absl::StrCat(role, " '", alias,
+                                     "' names no tensor (empty TensorInfo)"));
+  }
+}
+
+// The structure TF Serving's Classify API requires (classifier.cc,
+// PreProcessClassification) plus the dtypes its post-processing needs.
+void CheckClassifyStructure(const SignatureDef& signature,
+                            std::vector<std::string>* errors) {
+  if (signature.inputs().size() != 1) {
+    errors->push_back(absl::StrCat(
+        "classify signatures need exactly one input Tensor ('inputs', "
+        "serialized tf.Examples); found ",
+        signature.inputs().size(), ": ",
+        BraceJoin(SortedKeys(signature.inputs()))));
+  } else if (!signature.inputs().contains(kClassifyInputs)) {
+    errors->push_back(absl::StrCat(
+        "classify signatures need their input under the key 'inputs'; found ",
+        BraceJoin(SortedKeys(signature.inputs()))));
+  } else if (signature.inputs().at(kClassifyInputs).dtype() !=
+             tensorflow::DT_STRING) {
+    errors->push_back(absl::StrCat(
+        "classify input 'inputs' must be string (serialized tf.Examples); "
+        "declared ",
+        internal::DtypeName(signature.inputs().at(kClassifyInputs).dtype())));
+  }
+  if (signature.outputs().size() != 1 && signature.outputs().size() != 2) {
+    errors->push_back(absl::StrCat(
+        "classify signatures need one or two output Tensors ('classes' "
+        "and/or 'scores'); found ",
+        signature.outputs().size(), ": ",
+        BraceJoin(SortedKeys(signature.outputs()))));
+  }
+  const auto classes = signature.outputs().find(kClassifyOutputClasses);
+  const auto scores = signature.outputs().find(kClassifyOutputScores);
+  if (classes == signature.outputs().end() &&
+      scores == signature.outputs().end()) {
+    errors->push_back(absl::StrCat(
+        "classify signatures need at least one of the outputs 'classes' or "
+        "'scores'; found ",
+        BraceJoin(SortedKeys(signature.outputs()))));
+  }
+  if (classes != signature.outputs().end() &&
+      classes->second.dtype() != tensorflow::DT_STRING) {
+    errors->push_back(absl::StrCat(
+        "classify output 'classes' must be string; declared ",
+        internal::DtypeName(classes->second.dtype())));
+  }
+  if (scores != signature.outputs().end() &&
+      scores->second.dtype() != tensorflow::DT_FLOAT) {
+    errors->push_back(
+        absl::StrCat("classify output 'scores' must be float; declared ",
+                     internal::DtypeName(scores->second.dtype())));
+  }
+}
+
+// The structure TF Serving's Regress API requires (regressor.cc).
+void CheckRegressStructure(const SignatureDef& signature,
+                           std::vector<std::string>* errors) {
+  if (signature.inputs().size() != 1 ||
+      !signature.inputs().contains(kRegressInputs)) {
+    errors->push_back(absl::StrCat(
+        "regress signatures need exactly one input under the key 'inputs' "
+        "(serialized tf.Examples); found ",
+        BraceJoin(SortedKeys(signature.inputs()))));
+  } else if (signature.inputs().at(kRegressInputs).dtype() !=
+             tensorflow::DT_STRING) {
+    errors->push_back(absl::StrCat(
+        "regress input 'inputs' must be string (serialized tf.Examples); "
+        "declared ",
+        internal::DtypeName(signature.inputs().at(kRegressInputs).dtype())));
+  }
+  if (signature.outputs().size() != 1 ||
+      !signature.outputs().contains(kRegressOutputs)) {
+    errors->push_back(absl::StrCat(
+        "regress signatures need exactly one output under the key "
+        "'outputs'; found ",
+        BraceJoin(SortedKeys(signature.outputs()))));
+  } else if (signature.outputs().at(kRegressOutputs).dtype() !=
+             tensorflow::DT_FLOAT) {
+    errors->push_back(absl::StrCat(
+        "regress output 'outputs' must be float; declared ",
+        internal::DtypeName(signature.outputs().at(kRegressOutputs).dtype())));
+  }
+}
+
+void CheckSignature(const GraphIndex& graph, const SignatureDef& signature,
+                    SignatureReport* report) {
+  const std::string& method = signature.method_name();
+  if (method == kClassifyMethodName) {
+    CheckClassifyStructure(signature, &report->errors);
+  } else if (method == kRegressMethodName) {
+    CheckRegressStructure(signature, &report->errors);
+  } else if (method != kPredictMethodName) {
+    report->errors.push_back(absl::StrCat(
+        "method_name '", method,
+        "' is not one TF Serving serves; expected one of ",
+        kPredictMethodName, ", ", kClassifyMethodName, ", ",
+        kRegressMethodName));
+  }
+  for (const auto& alias : SortedKeys(signature.inputs())) {
+    CheckTensorInfo(graph, "input", alias, signature.inputs().at(alias),
+                    &report->errors);
+  }
+  for (const auto& alias : SortedKeys(signature.outputs())) {
+    CheckTensorInfo(graph, "output", alias, signature.outputs().at(alias),
+                    &report->errors);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Step 8: running signatures.
+
+std::string OutputName(const TensorInfo& info) {
+  return info.encoding_case() == TensorInfo::kCooSparse
+             ? info.coo_sparse().values_tensor_name()
+             : info.name();
+}
+
+// Checks a fetched output against its TensorInfo.
+absl::Status CheckOutput(const std::string& alias, const TensorInfo& info,
+                         const Tensor& value) {
+  if (value.dtype() != info.dtype()) {
+    return absl::InternalError(absl::StrCat(
+        "output '", alias, "' (", OutputName(info), ") returned dtype ",
+        internal::DtypeName(value.dtype()), " but the signature declares ",
+        internal::DtypeName(info.dtype())));
+  }
+  if (info.encoding_case() != TensorInfo::kName) return absl::OkStatus();
+  const PartialTensorShape declared = DeclaredShape(info);
+  if (!declared.IsCompatibleWith(value.shape())) {
+    return absl::InternalError(absl::StrCat(
+        "output '", alias, "' (", info.name(), ") returned shape ",
+        internal::ShapeString(PartialTensorShape(value.shape().dim_sizes())),
+        " but the signature declares ", internal::ShapeString(declared)));
+  }
+  return absl::OkStatus();
+}
+
+// Runs `signature` with `inputs` (alias -> tensor) fetching `output_aliases`,
+// then checks every output against the signature.
+absl::StatusOr<std::map<std::string, Tensor>> RunSignature(
+    tensorflow::Session* session, const SignatureDef& signature,
+    const std::map<std::string, Tensor>& inputs,
+    const std::vector<std::string>& output_aliases) {
+  std::vector<std::pair<std::string, Tensor>> feeds;
+  for (const auto& [alias, tensor] : inputs) {
+    feeds.emplace_back(signature.inputs().at(alias).name(), tensor);
+  }
+  std::vector<std::string> fetches;
+  for (const std::string& alias : output_aliases) {
+    fetches.push_back(OutputName(signature.outputs().at(alias)));
+  }
+  std::vector<Tensor> outputs;
+  if (absl::Status s = session->Run(feeds, fetches, {}, &outputs); !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("Session::Run failed: ", s.message()));
+  }
+  std::map<std::string, Tensor> by_alias;
+  for (size_t i = 0; i < output_aliases.size(); ++i) {
+    const std::string& alias = output_aliases[i];
+    if (absl::Status s =
+            CheckOutput(alias, signature.outputs().at(alias), outputs[i]);
+        !s.ok()) {
+      return s;
+    }
+    by_alias[alias] = outputs[i];
+  }
+  return by_alias;
+}
+
+// TF Serving's checks on classification results (PostProcessClassification).
+absl::Status CheckClassifyResult(const std::map<std::string, Tensor>& outputs,
+                                 int64_t num_examples) {
+  const Tensor* classes = nullptr;
+  const Tensor* scores = nullptr;
+  if (auto it = outputs.find(kClassifyOutputClasses); it != outputs.end()) {
+    classes = &it->second;
+  }
+  if (auto it = outputs.find(kClassifyOutputScores); it != outputs.end()) {
+    scores = &it->second;
+  }
+  for (const auto& [name, tensor] :
+       {std::pair<const char*, const Tensor*>{"classes", classes},
+        {"scores", scores}}) {
+    if (tensor == nullptr) continue;
+    if (tensor->dims() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "classify output '", name,
+          "' must have shape [batch_size, num_classes]; got ",
+          tensor->shape().DebugString()));
+    }
+    if (tensor->dim_size(0) != num_examples) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "classify output '", name, "' has batch size ", tensor->dim_size(0),
+          " for ", num_examples, " example(s)"));
+    }
+  }
+  if (classes != nullptr && scores != nullptr &&
+      classes->dim_size(1) != scores->dim_size(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "classify outputs 'classes' and 'scores' disagree on num_classes: ",
+        classes->dim_size(1), " vs. ", scores->dim_size(1)));
+  }
+  return absl::OkStatus();
+}
+
+// TF Serving's checks on regression results (PostProcessRegressionResult).
+absl::Status CheckRegressResult(const Tensor& output, int64_t num_examples) {
+  const bool shape_ok =
+      (output.dims() == 1 || (output.dims() == 2 && output.dim_size(1) == 1)) &&
+      output.dim_size(0) == num_examples;
+  if (!shape_ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "regress output 'outputs' must have shape [batch_size] or "
+        "[batch_size, 1] with batch_size ",
+        num_examples, "; got ", output.shape().DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+// Runs a classify or regress signature on serialized tf.Examples, as TF
+// Serving's Classify / Regress APIs do.
+absl::Status RunExamples(tensorflow::Session* session,
+                         const std::string& name,
+                         const SignatureDef& signature,
+                         const std::vector<std::string>& examples) {
+  const bool classify = signature.method_name() == kClassifyMethodName;
+  if (!classify && signature.method_name() != kRegressMethodName) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "signature '", name, "' has method_name '", signature.method_name(),
+        "'; a classify/regress request needs ", kClassifyMethodName, " or ",
+        kRegressMethodName));
+  }
+  std::vector<std::string> errors;
+  if (classify) {
+    CheckClassifyStructure(signature, &errors);
+  } else {
+    CheckRegressStructure(signature, &errors);
+  }
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  }
+  if (examples.empty()) {
+    return absl::InvalidArgumentError(
+        "Input is empty: the request holds no tf.Example");
+  }
+  Tensor batch(tensorflow::DT_STRING,
+               tensorflow::TensorShape({static_cast<int64_t>(examples.size())}));
+  auto flat = batch.flat<tensorflow::tstring>();
+  for (size_t i = 0; i < examples.size(); ++i) flat(i) = examples[i];
+  std::vector<std::string> output_aliases;
+  if (classify) {
+    for (const char* alias : {kClassifyOutputClasses, kClassifyOutputScores}) {
+      if (signature.outputs().contains(alias)) output_aliases.push_back(alias);
+    }
+  } else {
+    output_aliases.push_back(kRegressOutputs);
+  }
+  auto outputs = RunSignature(session, signature, {{kClassifyInputs, batch}},
+                              output_aliases);
+  if (!outputs.ok()) return outputs.status();
+  return classify ? CheckClassifyResult(*outputs, examples.size())
+                  : CheckRegressResult(outputs->at(kRegressOutputs),
+                                       examples.size());
+}
+
+// A zero-filled tensor for `info`: batch 1, unknown dimensions 1.
+absl::StatusOr<Tensor> SynthesizeInput(const std::string& alias,
+                                       const TensorInfo& info,
+                                       const GraphIndex& graph) {
+  if (info.encoding_case() != TensorInfo::kName) {
+    return absl::UnimplementedError(absl::StrCat(
+        "cannot synthesize the sparse/composite input '", alias,
+        "'; verify this signature with --run=warmup and recorded requests"));
+  }
+  PartialTensorShape shape = DeclaredShape(info);
+  if (shape.unknown_rank()) {
+    const tensorflow::TensorId id = tensorflow::ParseTensorName(info.name());
+    if (const tensorflow::Node* node = graph.FindNode(id.node())) {
+      shape = graph.InferredShape(node, id.index());
+    }
+  }
+  std::vector<int64_t> dims;
+  if (shape.unknown_rank()) {
+    dims.push_back(1);
+  } else {
+    for (int i = 0; i < shape.dims(); ++i) {
+      dims.push_back(shape.dim_size(i) < 0 ? 1 : shape.dim_size(i));
+    }
+  }
+  const tensorflow::TensorShape concrete(dims);
+  const DataType dtype = info.dtype();
+  if (dtype == tensorflow::DT_STRING) {
+    Tensor tensor(dtype, concrete);
+    const std::string empty_example =
+        tensorflow::Example().SerializeAsString();
+    auto flat = tensor.flat<tensorflow::tstring>();
+    for (int64_t i = 0; i < flat.size(); ++i) flat(i) = empty_example;
+    return tensor;
+  }
+  if (!tensorflow::DataTypeCanUseMemcpy(dtype)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "cannot synthesize input '", alias, "' of dtype ",
+        internal::DtypeName(dtype),
+        "; verify this signature with --run=warmup or --run=none"));
+  }
+  Tensor tensor(dtype, concrete);
+  if (tensor.TotalBytes() > 0) {
+    std::memset(const_cast<char*>(tensor.tensor_data().data()), 0,
+                tensor.TotalBytes());
+  }
+  return tensor;
+}
+
+void RunSmoke(tensorflow::Session* session, const std::string& name,
+              const SignatureDef& signature, const GraphIndex& graph,
+              SignatureReport* report) {
+  const Stopwatch stopwatch;
+  absl::Status status;
+  if (signature.method_name() == kClassifyMethodName ||
+      signature.method_name() == kRegressMethodName) {
+    status = RunExamples(session, name, signature,
+                         {tensorflow::Example().SerializeAsString()});
+  } else {
+    std::map<std::string, Tensor> inputs;
+    for (const auto& [alias, info] : signature.inputs()) {
+      auto tensor = SynthesizeInput(alias, info, graph);
+      if (!tensor.ok()) {
+        report->errors.push_back(std::string(tensor.status().message()));
+        return;
+      }
+      inputs[alias] = *std::move(tensor);
+    }
+    status = RunSignature(session, signature, inputs,
+                          SortedKeys(signature.outputs()))
+                 .status();
+  }
+  report->ran = true;
+  report->run_ms = stopwatch.ElapsedMs();
+  if (!status.ok()) {
+    report->errors.push_back(
+        absl::StrCat("smoke run failed: ", status.message()));
+  }
+}
+
+// Looks up a request's signature as TF Serving does (empty means
+// serving_default).
+absl::StatusOr<const SignatureDef*> RequestSignature(
+    const MetaGraphDef& meta_graph, const std::string& requested,
+    std::string* name) {
+  *name = requested.empty() ? kDefaultServingSignature : requested;
+  auto it = meta_graph.signature_def().find(*name);
+  if (it == meta_graph.signature_def().end()) {
+    std::vector<std::string> available;
+    for (const auto& [key, value] : meta_graph.signature_def()) {
+      if (key != tensorflow::kSavedModelInitOpSignatureKey) {
+        available.push_back(key);
+      }
+    }
+    std::sort(available.begin(), available.end());
+    return absl::InvalidArgumentError(absl::StrCat(
+        "No signature was found with the name: ", *name,
+        "; signatures present: ", QuotedJoin(available)));
+  }
+  return &it->second;
+}
+
+// Replays a PredictRequest as TF Serving's Predict API does (predict_util.cc).
+absl::Status RunPredictRequest(tensorflow::Session* session,
+                               const SignatureDef& signature,
+                               const GraphIndex& graph,
+                               const WarmupRequest& request) {
+  const std::string& method = signature.method_name();
+  if (method != kPredictMethodName && method != kClassifyMethodName &&
+      method != kRegressMethodName) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Expected prediction signature method_name to be one of {",
+        kPredictMethodName, ", ", kClassifyMethodName, ", ",
+        kRegressMethodName, "}. Was: ", method));
+  }
+  std::vector<std::string> extra;
+  std::vector<std::string> missing;
+  for (const auto& [alias, proto] : request.inputs) {
+    if (!signature.inputs().contains(alias)) extra.push_back(alias);
+  }
+  for (const auto& alias : SortedKeys(signature.inputs())) {
+    if (request.inputs.count(alias) > 0) continue;
+    // Inputs fed by a PlaceholderWithDefault may be omitted.
+    const tensorflow::TensorId id =
+        tensorflow::ParseTensorName(signature.inputs().at(alias).name());
+    const tensorflow::NodeDef* node = graph.FindNodeDef(id.node());
+    if (node == nullptr || node->op() != "PlaceholderWithDefault") {
+      missing.push_back(alias);
+    }
+  }
+  if (!extra.empty() || !missing.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request inputs do not match the signature: sent ",
+        BraceJoin(SortedKeys(request.inputs)), ", signature has ",
+        BraceJoin(SortedKeys(signature.inputs())), ". Sent extra: ",
+        BraceJoin(extra), ". Missing but required: ", BraceJoin(missing),
+        "."));
+  }
+  std::map<std::string, Tensor> inputs;
+  for (const auto& [alias, proto] : request.inputs) {
+    Tensor tensor;
+    if (!tensor.FromProto(proto)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor parsing error: input '", alias,
+                       "' is not a valid TensorProto"));
+    }
+    const DataType expected = signature.inputs().at(alias).dtype();
+    if (tensor.dtype() != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Expects arg[", alias, "] to be ", internal::DtypeName(expected),
+          " but ", internal::DtypeName(tensor.dtype()), " is provided"));
+    }
+    inputs[alias] = std::move(tensor);
+  }
+  std::vector<std::string> output_aliases;
+  if (request.output_filter.empty()) {
+    output_aliases = SortedKeys(signature.outputs());
+  } else {
+    for (const std::string& alias : request.output_filter) {
+      if (!signature.outputs().contains(alias)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "output tensor alias not found in signature: ", alias,
+            ". Outputs expected to be in the set ",
+            BraceJoin(SortedKeys(signature.outputs())), "."));
+      }
+      output_aliases.push_back(alias);
+    }
+  }
+  return RunSignature(session, signature, inputs, output_aliases).status();
+}
+
+// Executes one warmup request; `signature_used` receives the signature name
+// (for multi-inference, the names joined with '+').
+absl::Status RunWarmupRequest(tensorflow::Session* session,
+                              const MetaGraphDef& meta_graph,
+                              const GraphIndex& graph,
+                              const WarmupRequest& request,
+                              std::string* signature_used) {
+  switch (request.kind) {
+    case WarmupRequest::Kind::kPredict: {
+      auto signature =
+          RequestSignature(meta_graph, request.signature_name, signature_used);
+      if (!signature.ok()) return signature.status();
+      return RunPredictRequest(session, **signature, graph, request);
+    }
+    case WarmupRequest::Kind::kClassify:
+    case WarmupRequest::Kind::kRegress: {
+      auto signature =
+          RequestSignature(meta_graph, request.signature_name, signature_used);
+      if (!signature.ok()) return signature.status();
+      const char* wanted = request.kind == WarmupRequest::Kind::kClassify
+                               ? kClassifyMethodName
+                               : kRegressMethodName;
+      if ((*signature)->method_name() != wanted) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Expected ", WarmupKindName(request.kind),
+            " signature method_name to be ", wanted, ". Was: ",
+            (*signature)->method_name()));
+      }
+      return RunExamples(session, *signature_used, **signature,
+                         request.serialized_examples);
+    }
+    case WarmupRequest::Kind::kMultiInference: {
+      if (request.tasks.empty()) {
+        return absl::InvalidArgumentError(
+            "MultiInferenceRequest has no tasks");
+      }
+      std::vector<std::string> names;
+      for (const WarmupRequest::Task& task : request.tasks) {
+        std::string name;
+        auto signature = RequestSignature(meta_graph, task.signature_name,
+                                          &name);
+        if (!signature.ok()) return signature.status();
+        names.push_back(name);
+        if (task.method_name != kClassifyMethodName &&
+            task.method_name != kRegressMethodName) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "Unsupported signature method_name: ", task.method_name));
+        }
+        if ((*signature)->method_name() != task.method_name) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "task for signature '", name, "' asks for ", task.method_name,
+              " but the signature's method_name is ",
+              (*signature)->method_name()));
+        }
+        if (absl::Status s = RunExamples(session, name, **signature,
+                                         request.serialized_examples);
+            !s.ok()) {
+          return s;
+        }
+      }
+      *signature_used = absl::StrJoin(names, "+");
+      return absl::OkStatus();
+    }
+    case WarmupRequest::Kind::kUnsupported:
+      break;
+  }
+  return absl::UnimplementedError(
+      absl::StrCat("Unsupported log_type for warmup: ", request.log_type));
+}
+
+// Replays assets.extra/tf_serving_warmup_requests (TF Serving's
+// RunSavedModelWarmup): records in order, at most kMaxWarmupRecords, stopping
+// at the first error.
+void ReplayWarmup(tensorflow::Session* session, const MetaGraphDef& meta_graph,
+                  const GraphIndex& graph, const std::string& export_dir,
+                  WarmupReport* report) {
+  const Stopwatch stopwatch;
+  report->path = tensorflow::io::JoinPath(
+      export_dir, tensorflow::kSavedModelAssetsExtraDirectory,
+      kWarmupFileName);
+  tensorflow::Env* env = tensorflow::Env::Default();
+  if (!env->FileExists(report->path).ok()) {
+    report->error = absl::StrCat(
+        "no warmup file at ", report->path,
+        "; write TF Serving warmup records there (python/merge does unless "
+        "--nowarmup) or verify with --run=smoke");
+    return;
+  }
+  std::unique_ptr<tensorflow::RandomAccessFile> file;
+  if (absl::Status s = env->NewRandomAccessFile(report->path, &file);
+      !s.ok()) {
+    report->error =
+        absl::StrCat("cannot open ", report->path, ": ", s.message());
+    return;
+  }
+  tensorflow::io::SequentialRecordReader reader(file.get());
+  for (int index = 0;; ++index) {
+    tensorflow::tstring record;
+    absl::Status read = reader.ReadRecord(&record);
+    if (absl::IsOutOfRange(read)) break;  // End of file.
+    if (!read.ok()) {
+      report->error = absl::StrCat(
+          "warmup record #", index, " in ", report->path,
+          " is unreadable: ", read.message(),
+          absl::IsDataLoss(read)
+              ? ". Please verify your warmup data is in TFRecord format"
+              : "");
+      break;
+    }
+    if (index >= kMaxWarmupRecords) {
+      report->error = absl::StrCat(
+          "Number of warmup records exceeds the maximum (", kMaxWarmupRecords,
+          ") at ", report->path);
+      break;
+    }
+    auto request = DecodePredictionLog(std::string_view(record));
+    if (!request.ok()) {
+      report->error = absl::StrCat(
+          "Failed to parse warmup record #", index, " from ", report->path,
+          " as a tensorflow.serving.PredictionLog: ",
+          request.status().message());
+      break;
+    }
+    std::string signature_name;
+    if (absl::Status s = RunWarmupRequest(session, meta_graph, graph, *request,
+                                          &signature_name);
+        !s.ok()) {
+      report->error = absl::StrCat(
+          "warmup record #", index, " (", request->log_type,
+          signature_name.empty() ? "" : ", signature '", signature_name,
+          signature_name.empty() ? "" : "'", ") failed: ", s.message());
+      break;
+    }
+    ++report->records;
+    ++report->records_per_signature[signature_name];
+  }
+  report->run_ms = stopwatch.ElapsedMs();
+}
+
+void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
+                  JsonWriter* json) {
+  json->BeginObject();
+  for (const auto& [alias, tensor] : tensors) {
+    json->Key(alias).BeginObject();
+    json->Key("name").String(tensor.name);
+    json->Key("dtype").String(internal::DtypeName(tensor.dtype));
+    json->Key("shape");
+    if (tensor.shape.unknown_rank()) {
+      json->Null();
+    } else {
+      json->BeginArray();
+      for (int i = 0; i < tensor.shape.dims(); ++i) {
+        json->Int(tensor.shape.dim_size(i));
+      }
+      json->EndArray();
+    }
+    if (tensor.encoding != "name") json->Key("encoding").String(tensor.encoding);
+    json->EndObject();
+  }
+  json->EndObject();
+}
+
+std::string TensorsText(const std::map<std::string, TensorSummary>& tensors) {
+  std::vector<std::string> parts;
+  for (const auto& [alias, tensor] : tensors) {
+    parts.push_back(absl::StrCat(alias, ":", internal::DtypeName(tensor.dtype),
+                                 internal::ShapeString(tensor.shape)));
+  }
+  return absl::StrCat("(", absl::StrJoin(parts, ", "), ")");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Public API.
+
+absl::StatusOr<RunMode> ParseRunMode(std::string_view text) {
+  if (text == "smoke") return RunMode::kSmoke;
+  if (text == "warmup") return RunMode::kWarmup;
+  if (text == "none") return RunMode::kNone;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--run='", text, "' is not a run mode; choose smoke, warmup or none"));
+}
+
+std::string_view RunModeName(RunMode mode) {
+  switch (mode) {
+    case RunMode::kSmoke:
+      return "smoke";
+    case RunMode::kWarmup:
+      return "warmup";
+    case RunMode::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateOptions(const VerifyOptions& options) {
+  if (options.export_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--export_dir is required: the SavedModel directory to verify, e.g. "
+        "--export_dir=/models/merged/3");
+  }
+  if (options.tags.empty()) {
+    return absl::InvalidArgumentError(
+        "--tags must name at least one tag, e.g. --tags=serve");
+  }
+  for (const auto& [field, values] :
+       {std::pair<const char*, const std::vector<std::string>*>{
+            "--tags", &options.tags},
+        {"--signatures", &options.signatures}}) {
+    std::set<std::string> seen;
+    for (const std::string& value : *values) {
+      if (value.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, "='", absl::StrJoin(*values, ","),
+            "' has an empty name; separate names with single commas"));
+      }
+      if (!seen.insert(value).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, "='", absl::StrJoin(*values, ","), "' names '", value,
+            "' twice"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool VerifyReport::ok() const {
+  if (!errors.empty()) return false;
+  for (const auto& [name, signature] : signatures) {
+    if (!signature.ok()) return false;
+  }
+  return !warmup.has_value() || warmup->ok();
+}
+
+absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  VerifyReport report;
+  report.export_dir = options.export_dir;
+  report.tags = options.tags;
+  report.run = options.run;
+  const std::string& export_dir = options.export_dir;
+
+  if (absl::Status s = CheckExportDir(export_dir); !s.ok()) {
+    report.errors.emplace_back(s.message());
+    return report;
+  }
+  auto saved_model = ReadSavedModelProto(export_dir);
+  if (!saved_model.ok()) {
+    report.errors.emplace_back(saved_model.status().message());
+    return report;
+  }
+  auto meta_graph = FindMetaGraph(*saved_model, options.tags, export_dir);
+  if (!meta_graph.ok()) {
+    report.errors.emplace_back(meta_graph.status().message());
+    return report;
+  }
+  const MetaGraphDef& graph_meta = **meta_graph;
+  if (absl::Status s = CheckVariables(graph_meta, export_dir); !s.ok()) {
+    report.errors.emplace_back(s.message());
+  }
+  auto names = SelectSignatures(graph_meta, options.signatures);
+  if (!names.ok()) {
+    report.errors.emplace_back(names.status().message());
+    return report;
+  }
+  if (names->empty()) {
+    report.errors.push_back(absl::StrCat(
+        "the MetaGraphDef with tag-set ", TagSetString(graph_meta),
+        " has no signatures, so TF Serving cannot answer any request"));
+  }
+  if (!graph_meta.signature_def().contains(kDefaultServingSignature)) {
+    report.warnings.push_back(
+        "no 'serving_default' signature: requests that omit signature_name "
+        "fail; add one (python/merge: serving_default = \"<signature>\" in "
+        "the spec) if clients rely on the default");
+  }
+
+  const GraphIndex graph(graph_meta.graph_def());
+  if (!graph.import_status().ok()) {
+    report.errors.push_back(absl::StrCat(
+        "the graph cannot be imported, so tensor dtypes and shapes were not "
+        "checked: ",
+        graph.import_status().message()));
+  }
+  for (const std::string& name : *names) {
+    const SignatureDef& signature = graph_meta.signature_def().at(name);
+    SignatureReport& entry = report.signatures[name];
+    entry.method = signature.method_name();
+    for (const auto& [alias, info] : signature.inputs()) {
+      entry.inputs[alias] = Summarize(info);
+    }
+    for (const auto& [alias, info] : signature.outputs()) {
+      entry.outputs[alias] = Summarize(info);
+    }
+    CheckSignature(graph, signature, &entry);
+  }
+
+  tensorflow::SavedModelBundle bundle;
+  const std::unordered_set<std::string> tags(options.tags.begin(),
+                                             options.tags.end());
+  const Stopwatch load_watch;
+  absl::Status load = tensorflow::LoadSavedModel(
+      tensorflow::SessionOptions(), tensorflow::RunOptions(), export_dir, tags,
+      &bundle);
+  report.load_ms = load_watch.ElapsedMs();
+  if (!load.ok()) {
+    report.errors.push_back(absl::StrCat(
+        "tensorflow::LoadSavedModel(", export_dir, ", tags=",
+        BraceJoin(options.tags), ") failed: ", load.message()));
+    return report;
+  }
+  report.loaded = true;
+
+  switch (options.run) {
+    case RunMode::kSmoke:
+      for (const std::string& name : *names) {
+        SignatureReport& entry = report.signatures[name];
+        if (!entry.ok()) continue;  // Static checks failed; running is moot.
+        RunSmoke(bundle.session.get(), name,
+                 graph_meta.signature_def().at(name), graph, &entry);
+      }
+      break;
+    case RunMode::kWarmup:
+      report.warmup.emplace();
+      ReplayWarmup(bundle.session.get(), graph_meta, graph, export_dir,
+                   &*report.warmup);
+      break;
+    case RunMode::kNone:
+      break;
+  }
+  return report;
+}
+
+std::string FormatText(const VerifyReport& report) {
+  std::string out = absl::StrCat("export_dir: ", report.export_dir, "\n");
+  absl::StrAppend(&out, "tags: ", absl::StrJoin(report.tags, ","),
+                  "  run: ", RunModeName(report.run));
+  if (report.loaded) {
+    absl::StrAppend(&out, "  loaded in ", absl::StrFormat("%.1f", report.load_ms),
+                    " ms");
+  } else {
+    absl::StrAppend(&out, "  not loaded");
+  }
+  absl::StrAppend(&out, "\n");
+  size_t width = 0;
+  for (const auto& [name, signature] : report.signatures) {
+    width = std::max(width, name.size());
+  }
+  int failed = 0;
+  for (const auto& [name, signature] : report.signatures) {
+    if (!signature.ok()) ++failed;
+    absl::StrAppend(&out, "  ", signature.ok() ? "ok     " : "FAILED ", name,
+                    std::string(width - name.size() + 2, ' '),
+                    MethodShortName(signature.method), " ",
+                    TensorsText(signature.inputs), " -> ",
+                    TensorsText(signature.outputs));
+    if (signature.ran) {
+      absl::StrAppend(&out, "  run ", absl::StrFormat("%.1f", signature.run_ms),
+                      " ms");
+    }
+    absl::StrAppend(&out, "\n");
+    for (const std::string& error : signature.errors) {
+      absl::StrAppend(&out, "      error: ", error, "\n");
+    }
+  }
+  if (report.warmup.has_value()) {
+    const WarmupReport& warmup = *report.warmup;
+    absl::StrAppend(&out, "warmup: ", warmup.ok() ? "ok" : "FAILED", ", ",
+                    warmup.records, " record(s) replayed in ",
+                    absl::StrFormat("%.1f", warmup.run_ms), " ms from ",
+                    warmup.path, "\n");
+    if (!warmup.ok()) absl::StrAppend(&out, "  error: ", warmup.error, "\n");
+  }
+  for (const std::string& warning : report.warnings) {
+    absl::StrAppend(&out, "warning: ", warning, "\n");
+  }
+  for (const std::string& error : report.errors) {
+    absl::StrAppend(&out, "error: ", error, "\n");
+  }
+  if (report.ok()) {
+    absl::StrAppend(&out, "RESULT: OK (", report.signatures.size(),
+                    " signature(s))\n");
+  } else {
+    std::vector<std::string> why;
+    if (failed > 0) {
+      why.push_back(absl::StrCat(failed, " of ", report.signatures.size(),
+                                 " signature(s) failed"));
+    }
+    if (report.warmup.has_value() && !report.warmup->ok()) {
+      why.push_back("warmup failed");
+    }
+    if (!report.errors.empty()) {
+      why.push_back(absl::StrCat(report.errors.size(), " bundle error(s)"));
+    }
+    absl::StrAppend(&out, "RESULT: FAILED (", absl::StrJoin(why, ", "), ")\n");
+  }
+  return out;
+}
+
+std::string FormatJson(const VerifyReport& report) {
+  JsonWriter json;
+  json.BeginObject();
+  json.Key("ok").Bool(report.ok());
+  json.Key("export_dir").String(report.export_dir);
+  json.Key("tags").BeginArray();
+  for (const std::string& tag : report.tags) json.String(tag);
+  json.EndArray();
+  json.Key("run").String(RunModeName(report.run));
+  json.Key("loaded").Bool(report.loaded);
+  json.Key("load_ms");
+  if (report.loaded) {
+    json.Double(report.load_ms);
+  } else {
+    json.Null();
+  }
+  json.Key("signatures").BeginObject();
+  for (const auto& [name, signature] : report.signatures) {
+    json.Key(name).BeginObject();
+    json.Key("method").String(signature.method);
+    json.Key("inputs");
+    WriteTensors(signature.inputs, &json);
+    json.Key("outputs");
+    WriteTensors(signature.outputs, &json);
+    json.Key("ok").Bool(signature.ok());
+    json.Key("ran").Bool(signature.ran);
+    json.Key("run_ms");
+    if (signature.ran) {
+      json.Double(signature.run_ms);
+    } else {
+      json.Null();
+    }
+    json.Key("error");
+    if (signature.ok()) {
+      json.Null();
+    } else {
+      json.String(absl::StrJoin(signature.errors, "; "));
+    }
+    json.Key("errors").BeginArray();
+    for (const std::string& error : signature.errors) json.String(error);
+    json.EndArray();
+    json.EndObject();
+  }
+  json.EndObject();
+  json.Key("warmup");
+  if (report.warmup.has_value()) {
+    const WarmupReport& warmup = *report.warmup;
+    json.BeginObject();
+    json.Key("path").String(warmup.path);
+    json.Key("ok").Bool(warmup.ok());
+    json.Key("records").Int(warmup.records);
+    json.Key("records_per_signature").BeginObject();
+    for (const auto& [name, count] : warmup.records_per_signature) {
+      json.Key(name).Int(count);
+    }
+    json.EndObject();
+    json.Key("run_ms").Double(warmup.run_ms);
+    json.Key("error");
+    if (warmup.ok()) {
+      json.Null();
+    } else {
+      json.String(warmup.error);
+    }
+    json.EndObject();
+  } else {
+    json.Null();
+  }
+  json.Key("warnings").BeginArray();
+  for (const std::string& warning : report.warnings) json.String(warning);
+  json.EndArray();
+  json.Key("errors").BeginArray();
+  for (const std::string& error : report.errors) json.String(error);
+  json.EndArray();
+  json.EndObject();
+  return json.str();
+}
+
+namespace internal {
+
+std::vector<std::string> ClosestNames(std::string_view target,
+                                      const std::vector<std::string>& candidates,
+                                      int max_results) {
+  std::vector<std::pair<size_t, size_t>> scored;  // (distance, index)
+  std::vector<size_t> previous(target.size() + 1);
+  std::vector<size_t> current(target.size() + 1);
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const std::string& candidate = candidates[c];
+    for (size_t j = 0; j <= target.size(); ++j) previous[j] = j;
+    for (size_t i = 1; i <= candidate.size(); ++i) {
+      current[0] = i;
+      for (size_t j = 1; j <= target.size(); ++j) {
+        const size_t substitute =
+            previous[j - 1] + (candidate[i - 1] == target[j - 1] ? 0 : 1);
+        current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitute});
+      }
+      std::swap(previous, current);
+    }
+    scored.emplace_back(previous[target.size()], c);
+  }
+  std::stable_sort(scored.begin(), scored.end());
+  std::vector<std::string> result;
+  for (size_t i = 0; i < scored.size() && static_cast<int>(i) < max_results;
+       ++i) {
+    result.push_back(candidates[scored[i].second]);
+  }
+  return result;
+}
+
+std::string DtypeName(DataType dtype) {
+  std::string name = tensorflow::DataType_Name(dtype);
+  if (absl::StartsWith(name, "DT_")) name = name.substr(3);
+  if (name.empty()) name = absl::StrCat("dtype_", static_cast<int>(dtype));
+  return absl::AsciiStrToLower(name);
+}
+
+std::string ShapeString(const PartialTensorShape& shape) {
+  if (shape.unknown_rank()) return "<unknown rank>";
+  std::vector<int64_t> dims;
+  for (int i = 0; i < shape.dims(); ++i) dims.push_back(shape.dim_size(i));
+  return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+}
+
+}  // namespace internal
+}  // namespace verify
+}  // namespace tf_serving_merge

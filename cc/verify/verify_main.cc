@@ -1,0 +1,169 @@
+// Verifies a SavedModel the way TensorFlow Serving loads and serves it.
+//
+//   bazel run //cc/verify -- --export_dir=/models/merged/3 [--tags=serve]
+//       [--signatures=a,b] [--run=smoke|warmup|none] [--json]
+//
+// Exit status: 0 when every check holds, 1 when verification failed, 2 for
+// bad usage. See verify_lib.h for what is checked.
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/log/globals.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cc/verify/verify_lib.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] =
+    R"(usage: verify --export_dir=DIR [--tags=serve] [--signatures=a,b]
+              [--run=smoke|warmup|none] [--json]
+
+Loads the SavedModel in DIR with tensorflow::LoadSavedModel (as TensorFlow
+Serving does), checks every signature against the graph, then runs them.
+
+  --export_dir   SavedModel directory, e.g. /models/merged/3 (required)
+  --tags         comma-separated tag-set to load (default: serve)
+  --signatures   comma-separated signatures to check (default: all)
+  --run          smoke: run each signature once on synthesized inputs
+                 (default); warmup: replay assets.extra/
+                 tf_serving_warmup_requests; none: load and check only
+  --json         print a JSON report instead of text
+
+Exit status: 0 verified, 1 verification failed, 2 bad usage.
+)";
+
+struct Flags {
+  std::string export_dir;
+  std::string tags = "serve";
+  std::string signatures;
+  std::string run = "smoke";
+  bool json = false;
+  bool help = false;
+};
+
+std::vector<std::string> SplitList(const std::string& text) {
+  if (text.empty()) return {};
+  return absl::StrSplit(text, ',');
+}
+
+// Parses --name=value / --name value / --[no]json. Returns InvalidArgument
+// for unknown flags, missing values and positional arguments.
+absl::Status ParseFlags(int argc, char** argv, Flags* flags) {
+  const std::map<std::string_view, std::string*> string_flags = {
+      {"export_dir", &flags->export_dir},
+      {"tags", &flags->tags},
+      {"signatures", &flags->signatures},
+      {"run", &flags->run},
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help" || arg == "-help") {
+      flags->help = true;
+      continue;
+    }
+    if (arg.substr(0, 1) != "-") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg, "'; flags look like "
+                       "--export_dir=DIR"));
+    }
+    arg.remove_prefix(arg.substr(0, 2) == "--" ? 2 : 1);
+    std::string_view name = arg;
+    std::string_view value;
+    bool has_value = false;
+    if (const size_t eq = arg.find('='); eq != std::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      has_value = true;
+    }
+    if (name == "json" || name == "nojson") {
+      if (name == "nojson" && has_value) {
+        return absl::InvalidArgumentError("--nojson takes no value");
+      }
+      if (!has_value || value == "true" || value == "1") {
+        flags->json = name == "json";
+      } else if (value == "false" || value == "0") {
+        flags->json = false;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--json='", value, "' is not a boolean; use --json or --nojson"));
+      }
+      continue;
+    }
+    auto it = string_flags.find(name);
+    if (it == string_flags.end()) {
+      std::vector<std::string> known;
+      for (const auto& [known_name, target] : string_flags) {
+        known.push_back(absl::StrCat("--", known_name));
+      }
+      known.push_back("--json");
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag '--", name, "'; known flags: ",
+                       absl::StrJoin(known, ", ")));
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    *it->second = std::string(value);
+  }
+  return absl::OkStatus();
+}
+
+int UsageError(std::string_view message) {
+  std::cerr << "verify: " << message << "\n\n" << kUsage;
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Keep TensorFlow's INFO logging out of the way unless asked for with
+  // TF_CPP_MIN_LOG_LEVEL=0.
+  if (std::getenv("TF_CPP_MIN_LOG_LEVEL") == nullptr) {
+    absl::SetMinLogLevel(absl::LogSeverityAtLeast::kWarning);
+  }
+
+  Flags flags;
+  if (absl::Status s = ParseFlags(argc, argv, &flags); !s.ok()) {
+    return UsageError(s.message());
+  }
+  if (flags.help) {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  tf_serving_merge::verify::VerifyOptions options;
+  options.export_dir = flags.export_dir;
+  options.tags = SplitList(flags.tags);
+  options.signatures = SplitList(flags.signatures);
+  auto run = tf_serving_merge::verify::ParseRunMode(flags.run);
+  if (!run.ok()) return UsageError(run.status().message());
+  options.run = *run;
+  if (absl::Status s = tf_serving_merge::verify::ValidateOptions(options);
+      !s.ok()) {
+    return UsageError(s.message());
+  }
+
+  auto report = tf_serving_merge::verify::VerifySavedModel(options);
+  if (!report.ok()) return UsageError(report.status().message());
+  if (flags.json) {
+    std::cout << tf_serving_merge::verify::FormatJson(*report) << std::endl;
+  } else {
+    std::cout << tf_serving_merge::verify::FormatText(*report) << std::flush;
+  }
+  return report->ok() ? kExitOk : kExitFailed;
+}

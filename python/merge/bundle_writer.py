@@ -1,0 +1,255 @@
+"""Writes the merged SavedModel: the merge core behind `merge_lib`.
+
+  info = bundle_writer.write_saved_model(spec, "/models/merged/.staging-x")
+
+For every unique frozen graph of the spec (the same file listed twice is
+stored once; both signatures point at the first model's scope): parse it
+once, resolve the spec's aliases (dtype and static shape, closest names on
+typos), scope its nodes under `<signature_name>/`, merge its function
+library, strip default-valued attrs, move its large constants to
+`variables/` and append its nodes to the merged graph. Then write the warmup
+requests and, last, `saved_model.pb` (tag "serve", one signature per model,
+plus "serving_default" when the spec names one). Publishing (staging, fsync,
+rename to a version number) is `publish`'s job.
+"""
+
+import collections
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import meta_graph
+
+from python.merge import errors
+from python.merge import externalize
+from python.merge import graph_io
+from python.merge import graph_merge
+from python.merge import signatures as signatures_lib
+from python.merge import spec as spec_lib
+from python.merge import warmup as warmup_lib
+
+SAVED_MODEL_FILE = "saved_model.pb"
+SERVE_TAG = "serve"
+# saved_model.pb must stay below protobuf's 2 GiB message limit.
+_PROTO_LIMIT = (1 << 31) - 1
+_MAIN_OP_KEY = "saved_model_main_op"
+
+SignatureInfo = signatures_lib.SignatureInfo
+TensorSpec = signatures_lib.TensorSpec
+
+
+@dataclasses.dataclass
+class BundleInfo:
+  """What a merged bundle holds (or, from `plan`, would hold).
+
+  Attributes:
+    signatures: Model signature name -> SignatureInfo, in spec order (the
+      "serving_default" alias is not repeated here; see `serving_default`).
+    serving_default: Signature also exported as "serving_default", if any.
+    unique_graphs: Number of distinct frozen graphs stored.
+    nodes: Nodes in the merged graph.
+    functions: Functions in the merged function library.
+    externalized: Number of constants moved to `variables/`.
+    externalized_bytes: Bytes of those constants.
+    init_ops: Table initializers run at load time (scoped node names).
+    files: Relative path -> bytes. After `write_saved_model`, the files
+      written; from `plan`, an estimate (saved_model.pb and the warmup file
+      exact, variables approximate).
+    total_bytes: Sum of `files`.
+  """
+  signatures: dict
+  serving_default: Optional[str] = None
+  unique_graphs: int = 0
+  nodes: int = 0
+  functions: int = 0
+  externalized: int = 0
+  externalized_bytes: int = 0
+  init_ops: list = dataclasses.field(default_factory=list)
+  files: dict = dataclasses.field(default_factory=dict)
+  total_bytes: int = 0
+
+
+def _group_by_content(spec: spec_lib.MergeSpec) -> "collections.OrderedDict":
+  """content hash -> [(index, ModelSpec)], in order of first appearance."""
+  groups = collections.OrderedDict()
+  for index, model in enumerate(spec.models):
+    where = signatures_lib.where(model, index, spec.source, "frozen")
+    digest = graph_io.content_hash(model.frozen, where)
+    groups.setdefault(digest, []).append((index, model))
+  return groups
+
+
+def _fill_meta_graph(meta: meta_graph_pb2.MetaGraphDef, sig_defs: dict,
+                     init_op: Optional[str], saver_def) -> None:
+  """Fills everything but `graph_def` (already built in place)."""
+  info = meta.meta_info_def
+  info.tags.append(SERVE_TAG)
+  info.tensorflow_version = tf.__version__
+  info.tensorflow_git_version = tf.__git_version__
+  info.stripped_default_attrs = True
+  info.stripped_op_list.CopyFrom(
+      meta_graph.stripped_op_list_for_graph(meta.graph_def))
+  for name, sig in sig_defs.items():
+    meta.signature_def[name].CopyFrom(sig)
+  if init_op:
+    meta.collection_def[_MAIN_OP_KEY].node_list.value.append(init_op)
+  if saver_def is not None:
+    meta.saver_def.CopyFrom(saver_def)
+
+
+def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
+           externalize_threshold_bytes: int) -> BundleInfo:
+  """Plans (export_dir None) or writes the bundle; see write_saved_model."""
+  spec_lib.validate_spec(spec)
+  if isinstance(externalize_threshold_bytes, bool) or not isinstance(
+      externalize_threshold_bytes, int):
+    raise errors.SpecError(
+        "externalize_threshold_bytes must be an int (bytes; negative "
+        f"disables externalization); got {externalize_threshold_bytes!r}.")
+  groups = _group_by_content(spec)
+  # The merged graph is built directly inside the proto that is written.
+  saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+  meta = saved_model.meta_graphs.add()
+  merger = graph_merge.GraphMerger(meta.graph_def)
+  externalizer = externalize.Externalizer(externalize_threshold_bytes,
+                                          export_dir)
+  signature_infos = {}
+  tensor_infos = {}
+  init_ops = []
+  for members in groups.values():
+    first_index, first = members[0]
+    scope = first.signature_name
+    where = signatures_lib.where(first, first_index, spec.source, "frozen")
+    graph_def = graph_io.read_graph_def(first.frozen, where)
+    analysis = signatures_lib.analyze(graph_def, scope, members, spec.source)
+    signature_infos.update(analysis.signatures)
+    tensor_infos.update(analysis.tensor_infos)
+    init_ops.extend(analysis.init_ops)
+    renames = merger.scope_and_rename(graph_def, scope)
+    if renames:
+      logging.info("Renamed colliding functions of %s: %s", first.frozen,
+                   renames)
+    externalizer.process(graph_def)
+    merger.append(graph_def)
+    del graph_def
+    logging.info("Merged %s as scope %s/ for signature(s) %s", first.frozen,
+                 scope, ", ".join(m.signature_name for _, m in members))
+
+  restore_nodes, saver_def = externalizer.finish()
+  merger.add_nodes(restore_nodes)
+  init_op = None
+  if init_ops:
+    init_op = f"{spec_lib.RESERVED_SCOPE}/init_all_tables"
+    node = tf.compat.v1.NodeDef(name=init_op, op="NoOp")
+    node.input.extend("^" + name for name in init_ops)
+    merger.add_nodes([node])
+  graph_def = merger.finish()
+
+  # Signatures in spec order.
+  ordered = {m.signature_name: signature_infos[m.signature_name]
+             for m in spec.models}
+  sig_defs = {name: signatures_lib.signature_def(info, tensor_infos[name])
+              for name, info in ordered.items()}
+  if spec.serving_default and spec.serving_default != spec_lib.SERVING_DEFAULT:
+    sig_defs[spec_lib.SERVING_DEFAULT] = sig_defs[spec.serving_default]
+  _fill_meta_graph(meta, sig_defs, init_op, saver_def)
+  info = BundleInfo(
+      signatures=ordered,
+      serving_default=spec.serving_default,
+      unique_graphs=len(groups),
+      nodes=len(graph_def.node),
+      functions=len(graph_def.library.function),
+      externalized=externalizer.count,
+      externalized_bytes=externalizer.externalized_bytes,
+      init_ops=init_ops)
+  del graph_def
+  size = saved_model.ByteSize()
+  if size > _PROTO_LIMIT:
+    raise errors.GraphError(
+        f"the merged saved_model.pb would be {size} bytes, over protobuf's "
+        f"2 GiB limit; lower externalize_threshold_bytes (now "
+        f"{externalize_threshold_bytes}) so more constants move to "
+        "variables/.")
+  records = warmup_lib.warmup_records(ordered) if warmup else []
+
+  if export_dir is None:
+    info.files[SAVED_MODEL_FILE] = size
+    if records:
+      info.files[warmup_lib.WARMUP_FILE] = warmup_lib.record_file_size(
+          records)
+    if info.externalized_bytes:
+      info.files[externalize.VARIABLES_PREFIX + ".data-00000-of-00001"] = (
+          info.externalized_bytes)
+  else:
+    if records:
+      warmup_lib.write_warmup(export_dir, records)
+    path = export_dir.rstrip("/") + "/" + SAVED_MODEL_FILE
+    try:
+      tf.io.gfile.makedirs(export_dir)
+      with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved_model.SerializeToString())
+    except tf.errors.OpError as e:
+      raise errors.GraphError(f"cannot write {path}: {e.message}") from e
+    info.files = list_files(export_dir)
+  info.total_bytes = sum(info.files.values())
+  return info
+
+
+def list_files(export_dir: str) -> dict[str, int]:
+  """Relative path -> size of every file under `export_dir`."""
+  files = {}
+  base = export_dir.rstrip("/")
+  for root, _, names in tf.io.gfile.walk(base):
+    for name in names:
+      path = root.rstrip("/") + "/" + name
+      files[path[len(base) + 1:]] = tf.io.gfile.stat(path).length
+  return dict(sorted(files.items()))
+
+
+def write_saved_model(spec: spec_lib.MergeSpec, export_dir: str, *,
+                      warmup: bool = True,
+                      externalize_threshold_bytes: int = 1 << 20
+                     ) -> BundleInfo:
+  """Writes the merged SavedModel of `spec` into `export_dir`.
+
+  `saved_model.pb` is written last, so a reader never sees it before the
+  variables and warmup files. Nothing is fsynced (the publisher does that).
+  On error the directory may hold partial files but no saved_model.pb.
+
+  Args:
+    spec: The validated or Python-built spec (validated again here).
+    export_dir: Local path or tf.io.gfile URI; created if missing.
+    warmup: Write `assets.extra/tf_serving_warmup_requests`.
+    externalize_threshold_bytes: Constants larger than this move to
+      `variables/`; negative disables it.
+
+  Returns:
+    The BundleInfo, with `files` listing what was written.
+
+  Raises:
+    SpecError: invalid spec.
+    GraphError: unreadable/corrupt graph, alias not in the graph (closest
+      names listed), method structure violated, unwritable export_dir.
+  """
+  return _build(spec, export_dir, warmup, externalize_threshold_bytes)
+
+
+def plan(spec: spec_lib.MergeSpec, *, warmup: bool = True,
+         externalize_threshold_bytes: int = 1 << 20) -> BundleInfo:
+  """Does every check `write_saved_model` does without writing anything.
+
+  Args:
+    spec: The spec.
+    warmup: Whether warmup requests would be written (affects `files`).
+    externalize_threshold_bytes: As for `write_saved_model`.
+
+  Returns:
+    The BundleInfo the write would produce (`files` estimated).
+
+  Raises:
+    SpecError, GraphError: as `write_saved_model`.
+  """
+  return _build(spec, None, warmup, externalize_threshold_bytes)

@@ -1,0 +1,548 @@
+"""End-to-end tests of the merge core: write bundles, load them, compare.
+
+Every signature of a merged bundle must answer exactly what its frozen graph
+answers alone on the same inputs. The bundles are loaded with TensorFlow's
+SavedModel loader (`serve` tag) in a fresh session.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest
+from absl.testing import parameterized
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+from tensorflow_serving.apis import prediction_log_pb2
+
+from python.merge import bundle_writer
+from python.merge import errors
+from python.merge import spec as spec_lib
+from python.merge import warmup as warmup_lib
+from python.merge.testdata import graphs
+
+# The graph of "large" holds 3 MiB of weights; the default threshold is 1 MiB.
+_LARGE_BYTES = 3 << 20
+_THRESHOLDS = {"default": 1 << 20, "everything": 0}
+
+
+def _session_config(threshold):
+  """Grappler off for the threshold-0 bundle, and for its frozen reference.
+
+  With every constant turned into a variable, Grappler's remapper can no
+  longer fuse MatMul + Add(const bias) as it does in the frozen graph, so
+  the two sides would run different kernels (last-bit float differences).
+  With Grappler off both sides run the same kernels, so exact equality
+  checks the restored values themselves. The default-threshold bundle is
+  compared with the default configuration, as served.
+  """
+  config = tf.compat.v1.ConfigProto()
+  if threshold == "everything":
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+  return config
+
+
+def _model(name, info, **overrides):
+  fields = dict(signature_name=name, frozen=info["path"],
+                inputs=dict(info["inputs"]), outputs=dict(info["outputs"]),
+                method=info["method"])
+  fields.update(overrides)
+  return spec_lib.ModelSpec(**fields)
+
+
+def _load_saved_model_proto(export_dir):
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  return saved_model
+
+
+def _run_signature(sess, sig, feeds):
+  fetches = {alias: t.name for alias, t in sig.outputs.items()}
+  return sess.run(fetches,
+                  {sig.inputs[alias].name: v for alias, v in feeds.items()})
+
+
+class MergedBundleTest(parameterized.TestCase):
+  """One bundle with every kind of graph, written with two thresholds."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    frozen = os.path.join(cls.tmp, "frozen")
+    cls.infos = {
+        "hyaudio_1": graphs.write_hyaudio(f"{frozen}/hyaudio.pb"),
+        "hyaudio_text": graphs.write_hyaudio(f"{frozen}/hyaudio.pbtxt",
+                                             seed=7),
+        "loop": graphs.write_while_loop(f"{frozen}/loop.pb"),
+        "loop_v2": graphs.write_while_loop(f"{frozen}/loop_v2.pb", "v2",
+                                           iterations=3),
+        "table": graphs.write_lookup_table(f"{frozen}/table.pb"),
+        "table_offset": graphs.write_lookup_table(f"{frozen}/table2.pb",
+                                                  offset=10),
+        "fn_a": graphs.write_function_library(f"{frozen}/fn_a.pb", "a"),
+        "fn_b": graphs.write_function_library(f"{frozen}/fn_b.pb", "b"),
+        "large": graphs.write_large_const(f"{frozen}/large.pb", _LARGE_BYTES),
+        "classifier": graphs.write_classifier(f"{frozen}/classifier.pb"),
+        "regressor": graphs.write_regressor(f"{frozen}/regressor.pb"),
+    }
+    # The classic example: one audio model exported as two signatures.
+    cls.infos["hyaudio_2"] = cls.infos["hyaudio_1"]
+    cls.spec = spec_lib.MergeSpec(
+        models=tuple(_model(n, i) for n, i in cls.infos.items()),
+        serving_default="hyaudio_1", message="all kinds")
+    cls.bundles = {}
+    cls.sessions = {}
+    cls.metas = {}
+    for label, threshold in _THRESHOLDS.items():
+      export_dir = os.path.join(cls.tmp, f"bundle_{label}")
+      cls.bundles[label] = (export_dir, bundle_writer.write_saved_model(
+          cls.spec, export_dir, externalize_threshold_bytes=threshold))
+      sess = tf.compat.v1.Session(graph=tf.Graph(),
+                                  config=_session_config(label))
+      cls.metas[label] = tf.compat.v1.saved_model.loader.load(
+          sess, ["serve"], export_dir)
+      cls.sessions[label] = sess
+
+  @classmethod
+  def tearDownClass(cls):
+    for sess in cls.sessions.values():
+      sess.close()
+    super().tearDownClass()
+
+  @parameterized.product(
+      threshold=list(_THRESHOLDS),
+      signature=["hyaudio_1", "hyaudio_2", "hyaudio_text", "loop", "loop_v2",
+                 "table", "table_offset", "fn_a", "fn_b", "large",
+                 "classifier", "regressor"])
+  def test_signature_answers_like_frozen_graph(self, threshold, signature):
+    info = self.infos[signature]
+    sig = self.metas[threshold].signature_def[signature]
+    for seed in (0, 1):
+      feeds = graphs.make_inputs(info, batch_size=3, seed=seed)
+      want = graphs.run_frozen(info, feeds,
+                               config=_session_config(threshold))
+      got = _run_signature(self.sessions[threshold], sig, feeds)
+      self.assertEqual(set(got), set(want))
+      for alias in want:
+        # Bit-identical, not approximately equal.
+        np.testing.assert_array_equal(got[alias], want[alias],
+                                      err_msg=f"{signature}/{alias}")
+
+  def test_models_with_same_shared_names_do_not_share_tables(self):
+    sig = self.metas["default"].signature_def
+    words = np.array([b"apple", b"cherry"], dtype=object)
+    ids = _run_signature(self.sessions["default"], sig["table"],
+                         {"words": words})["ids"]
+    ids_offset = _run_signature(self.sessions["default"],
+                                sig["table_offset"], {"words": words})["ids"]
+    np.testing.assert_array_equal(ids, [0, 2])
+    np.testing.assert_array_equal(ids_offset, [10, 12])
+    graph_def = self.metas["default"].graph_def
+    shared = sorted(n.attr["shared_name"].s.decode() for n in graph_def.node
+                    if n.op == "HashTableV2")
+    self.assertEqual(shared,
+                     ["table/vocab_table", "table_offset/vocab_table"])
+
+  def test_signature_defs(self):
+    sigs = self.metas["default"].signature_def
+    self.assertEqual(
+        sorted(sigs),
+        sorted(list(self.infos) + ["serving_default"]))
+    hy = sigs["hyaudio_1"]
+    self.assertEqual(hy.method_name, "tensorflow/serving/predict")
+    self.assertEqual(hy.inputs["inputs"].name,
+                     "hyaudio_1/hyaudio/vggish_input:0")
+    self.assertEqual(hy.inputs["inputs"].dtype, tf.float32.as_datatype_enum)
+    self.assertEqual([d.size for d in hy.inputs["inputs"].tensor_shape.dim],
+                     [-1, 640])
+    self.assertEqual(hy.outputs["classes"].dtype, tf.int32.as_datatype_enum)
+    self.assertEqual([d.size for d in hy.outputs["classes"].tensor_shape.dim],
+                     [-1])
+    self.assertEqual([d.size for d in hy.outputs["probs"].tensor_shape.dim],
+                     [-1, 8])
+    self.assertEqual(sigs["serving_default"], hy)
+    cls_sig = sigs["classifier"]
+    self.assertEqual(cls_sig.method_name, "tensorflow/serving/classify")
+    self.assertEqual(cls_sig.inputs["inputs"].dtype,
+                     tf.string.as_datatype_enum)
+    self.assertEqual(cls_sig.outputs["classes"].dtype,
+                     tf.string.as_datatype_enum)
+    self.assertEqual(
+        [d.size for d in cls_sig.outputs["scores"].tensor_shape.dim], [-1, 3])
+    self.assertEqual(sigs["regressor"].method_name,
+                     "tensorflow/serving/regress")
+    self.assertEqual(
+        [d.size for d in sigs["regressor"].outputs["outputs"].tensor_shape.dim],
+        [-1])
+    _, info = self.bundles["default"]
+    self.assertEqual(list(info.signatures), list(self.infos))
+    self.assertEqual(info.signatures["hyaudio_1"].outputs["probs"],
+                     ("float32", [-1, 8]))
+    self.assertEqual(info.signatures["classifier"].method, "classify")
+
+  def test_same_graph_listed_twice_is_stored_once(self):
+    sigs = self.metas["default"].signature_def
+    self.assertEqual(sigs["hyaudio_2"].inputs["inputs"].name,
+                     "hyaudio_1/hyaudio/vggish_input:0")
+    graph_def = self.metas["default"].graph_def
+    self.assertFalse([n.name for n in graph_def.node
+                      if n.name.startswith("hyaudio_2/")])
+    _, info = self.bundles["default"]
+    self.assertEqual(info.unique_graphs, len(self.infos) - 1)
+
+  def test_colliding_function_libraries_are_renamed(self):
+    library = self.metas["default"].graph_def.library
+    names = sorted(f.signature.name for f in library.function)
+    self.assertEqual(
+        [n for n in names if "fn" in n or "grad" in n],
+        ["common_fn", "outer_fn", "outer_fn_fn_b", "scale_fn", "scale_fn_fn_b",
+         "scale_grad", "scale_grad_fn_b"])
+    gradients = {g.function_name: g.gradient_func for g in library.gradient}
+    self.assertEqual(gradients["scale_fn"], "scale_grad")
+    self.assertEqual(gradients["scale_fn_fn_b"], "scale_grad_fn_b")
+    outer_b = next(f for f in library.function
+                   if f.signature.name == "outer_fn_fn_b")
+    self.assertIn("scale_fn_fn_b", [n.op for n in outer_b.node_def])
+    call_b = next(n for n in self.metas["default"].graph_def.node
+                  if n.name == "fn_b/fn/call")
+    self.assertEqual(call_b.attr["f"].func.name, "scale_fn_fn_b")
+
+  def test_while_loop_frames_are_scoped(self):
+    frames = {n.attr["frame_name"].s.decode()
+              for n in self.metas["default"].graph_def.node if n.op == "Enter"}
+    self.assertTrue(frames)
+    for frame in frames:
+      self.assertTrue(frame.startswith("loop/"), frame)
+
+  def test_default_attrs_are_stripped(self):
+    saved_model = _load_saved_model_proto(self.bundles["default"][0])
+    meta = saved_model.meta_graphs[0]
+    self.assertTrue(meta.meta_info_def.stripped_default_attrs)
+    self.assertEqual(list(meta.meta_info_def.tags), ["serve"])
+    self.assertEqual(meta.meta_info_def.tensorflow_version, tf.__version__)
+    offenders = []
+    nodes = list(meta.graph_def.node) + [
+        n for f in meta.graph_def.library.function for n in f.node_def]
+    for node in nodes:
+      op_def = op_def_registry.get(node.op)
+      for attr in op_def.attr if op_def else ():
+        if (attr.HasField("default_value") and attr.name in node.attr and
+            node.attr[attr.name] == attr.default_value):
+          offenders.append(f"{node.name}.{attr.name}")
+    self.assertEqual(offenders, [])
+    # MatMul's transpose_a=false was in the frozen graph and is gone.
+    matmul = next(n for n in meta.graph_def.node
+                  if n.name == "hyaudio_1/hyaudio/MatMul")
+    self.assertNotIn("transpose_a", matmul.attr)
+
+  def test_large_constants_move_to_variables(self):
+    export_dir, info = self.bundles["default"]
+    self.assertEqual(info.externalized, 1)
+    self.assertGreaterEqual(info.externalized_bytes, _LARGE_BYTES)
+    saved_model_bytes = os.path.getsize(os.path.join(export_dir,
+                                                     "saved_model.pb"))
+    self.assertLess(saved_model_bytes, _LARGE_BYTES)
+    self.assertTrue(os.path.exists(
+        os.path.join(export_dir, "variables", "variables.index")))
+    self.assertFalse(os.path.exists(
+        os.path.join(export_dir, "variables", "merge_tmp_shards")))
+    self.assertEqual(info.files["saved_model.pb"], saved_model_bytes)
+    self.assertEqual(info.total_bytes, sum(info.files.values()))
+    graph_def = self.metas["default"].graph_def
+    weights = next(n for n in graph_def.node
+                   if n.name == "large/large/weights")
+    self.assertEqual(weights.op, "ReadVariableOp")
+    # With threshold 0 every constant of the graphs is a variable.
+    _, everything = self.bundles["everything"]
+    self.assertGreater(everything.externalized, 20)
+    consts = [n.name for n in self.metas["everything"].graph_def.node
+              if n.op == "Const" and not n.name.startswith("merge_internal/")]
+    self.assertEqual(consts, [])
+
+  @parameterized.parameters("default", "everything")
+  def test_warmup_requests_replay(self, threshold):
+    export_dir, _ = self.bundles[threshold]
+    path = os.path.join(export_dir, warmup_lib.WARMUP_FILE)
+    logs = []
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      logs.append(prediction_log_pb2.PredictionLog.FromString(record))
+    kinds = {}
+    for log in logs:
+      kind = log.WhichOneof("log_type")
+      request = getattr(log, kind).request
+      kinds[request.model_spec.signature_name] = kind
+    self.assertEqual(
+        kinds,
+        {name: {"classify": "classify_log", "regress": "regress_log"}.get(
+            info["method"], "predict_log")
+         for name, info in self.infos.items()})
+    sess = self.sessions[threshold]
+    sigs = self.metas[threshold].signature_def
+    for log in logs:
+      if log.WhichOneof("log_type") != "predict_log":
+        request = getattr(log, log.WhichOneof("log_type")).request
+        self.assertLen(request.input.example_list.examples, 1)
+        feeds = {"inputs": np.array(
+            [e.SerializeToString() for e in request.input.example_list.examples],
+            dtype=object)}
+      else:
+        request = log.predict_log.request
+        feeds = {a: tf.make_ndarray(t) for a, t in request.inputs.items()}
+        for value in feeds.values():
+          self.assertEqual(value.shape[:1], (1,))
+      # Every warmup request runs (TF Serving refuses to load otherwise).
+      outputs = _run_signature(sess, sigs[request.model_spec.signature_name],
+                               feeds)
+      self.assertTrue(outputs)
+
+  def test_plan_checks_without_writing(self):
+    out = self.create_tempdir().full_path
+    planned = bundle_writer.plan(self.spec)
+    self.assertEqual(os.listdir(out), [])
+    export_dir, written = self.bundles["default"]
+    self.assertEqual(planned.signatures, written.signatures)
+    self.assertEqual(planned.files["saved_model.pb"],
+                     written.files["saved_model.pb"])
+    self.assertEqual(planned.files[warmup_lib.WARMUP_FILE],
+                     written.files[warmup_lib.WARMUP_FILE])
+    self.assertEqual(planned.externalized_bytes, written.externalized_bytes)
+    self.assertTrue(os.path.isdir(export_dir))
+
+
+class BundleOptionsTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = self.create_tempdir().full_path
+    self.hyaudio = graphs.write_hyaudio(os.path.join(self.dir, "hy.pb"))
+
+  def _write(self, models, name="out", **kwargs):
+    export_dir = os.path.join(self.dir, name)
+    info = bundle_writer.write_saved_model(
+        spec_lib.MergeSpec(models=tuple(models)), export_dir, **kwargs)
+    return export_dir, info
+
+  def test_same_graph_twice_is_no_larger_than_once(self):
+    once_dir, once = self._write([_model("a", self.hyaudio)], "once",
+                                 warmup=False)
+    twice_dir, twice = self._write(
+        [_model("a", self.hyaudio),
+         _model("b", self.hyaudio,
+                outputs={"probabilities": "hyaudio/predict_probs:0"})],
+        "twice", warmup=False)
+    self.assertEqual(twice.unique_graphs, 1)
+    self.assertEqual(twice.nodes, once.nodes)
+    once_size = os.path.getsize(os.path.join(once_dir, "saved_model.pb"))
+    twice_size = os.path.getsize(os.path.join(twice_dir, "saved_model.pb"))
+    # Only the second SignatureDef is added.
+    self.assertLess(twice_size - once_size, 512)
+    self.assertGreater(once_size, 80_000)
+
+  def test_no_warmup_and_no_variables(self):
+    export_dir, info = self._write([_model("a", self.hyaudio)], warmup=False)
+    self.assertEqual(sorted(info.files), ["saved_model.pb"])
+    self.assertEqual(sorted(os.listdir(export_dir)), ["saved_model.pb"])
+    self.assertEqual(info.externalized, 0)
+
+  def test_negative_threshold_disables_externalization(self):
+    large = graphs.write_large_const(os.path.join(self.dir, "l.pb"), 2 << 20)
+    export_dir, info = self._write([_model("l", large)],
+                                   externalize_threshold_bytes=-1)
+    self.assertEqual(info.externalized, 0)
+    self.assertGreater(
+        os.path.getsize(os.path.join(export_dir, "saved_model.pb")), 2 << 20)
+
+  def test_ram_filesystem_uri(self):
+    export_dir = "ram://merge_test/bundle"
+    info = bundle_writer.write_saved_model(
+        spec_lib.MergeSpec(models=(_model("a", self.hyaudio),)), export_dir)
+    self.assertEqual(sorted(info.files),
+                     ["assets.extra/tf_serving_warmup_requests",
+                      "saved_model.pb"])
+    self.assertTrue(tf.io.gfile.exists(export_dir + "/saved_model.pb"))
+
+
+class GraphErrorTest(parameterized.TestCase):
+  """Bad graphs and aliases raise errors naming file, model and key."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.dir = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    cls.hyaudio = graphs.write_hyaudio(os.path.join(cls.dir, "hyaudio.pb"))
+
+  def _spec(self, *models):
+    return spec_lib.MergeSpec(models=tuple(models), source="/specs/m.toml")
+
+  def _file(self, name, data):
+    path = os.path.join(self.create_tempdir().full_path, name)
+    with open(path, "wb") as f:
+      f.write(data)
+    return path
+
+  def assert_plan_and_write_fail(self, spec, error, regex):
+    with self.assertRaisesRegex(error, regex):
+      bundle_writer.plan(spec)
+    out = os.path.join(self.create_tempdir().full_path, "out")
+    with self.assertRaisesRegex(error, regex):
+      bundle_writer.write_saved_model(spec, out)
+    self.assertFalse(os.path.exists(os.path.join(out, "saved_model.pb")))
+
+  def test_tensor_not_in_graph_lists_closest_names(self):
+    spec = self._spec(
+        _model("a", self.hyaudio,
+               outputs={"probs": "hyaudio/predict_prob:0"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'spec /specs/m.toml, model #1 "a", key "outputs": alias "probs": '
+        r'tensor "hyaudio/predict_prob:0" is not in the graph \(.*hyaudio.pb\)'
+        r"\. Closest names: hyaudio/predict_probs:0")
+
+  def test_tensor_without_index_is_output_zero(self):
+    spec = self._spec(
+        _model("a", self.hyaudio, inputs={"x": "hyaudio/vggish_input"},
+               outputs={"p": "hyaudio/predict_probs"}))
+    info = bundle_writer.plan(spec)
+    self.assertEqual(info.signatures["a"].tensors,
+                     {"x": "a/hyaudio/vggish_input:0",
+                      "p": "a/hyaudio/predict_probs:0"})
+
+  def test_output_index_out_of_range(self):
+    spec = self._spec(
+        _model("a", self.hyaudio, outputs={"p": "hyaudio/predict_probs:3"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'model #1 "a", key "outputs": alias "p": node '
+        r'"hyaudio/predict_probs" has 1 output\(s\), so '
+        r'"hyaudio/predict_probs:3" does not exist')
+
+  def test_second_model_error_names_second_model(self):
+    other = graphs.write_while_loop(
+        os.path.join(self.create_tempdir().full_path, "loop.pb"))
+    spec = self._spec(_model("a", self.hyaudio),
+                      _model("b", other, inputs={"x": "loop/y:0"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'model #2 "b", key "inputs": alias "x": tensor "loop/y:0"')
+
+  def test_missing_file(self):
+    spec = self._spec(_model("a", self.hyaudio,
+                             frozen=os.path.join(self.dir, "nope.pb")))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'model #1 "a", key "frozen": frozen graph .*nope.pb does not exist')
+
+  def test_directory_instead_of_file(self):
+    spec = self._spec(_model("a", self.hyaudio, frozen=self.dir))
+    self.assert_plan_and_write_fail(spec, errors.GraphError,
+                                    r"is a directory")
+
+  def test_text_graph_named_pb(self):
+    with open(self.hyaudio["path"], "rb") as f:
+      graph_def = tf.compat.v1.GraphDef.FromString(f.read())
+    path = self._file("text.pb", str(graph_def).encode())
+    self.assert_plan_and_write_fail(
+        self._spec(_model("a", self.hyaudio, frozen=path)), errors.GraphError,
+        r"text.pb holds a text-format GraphDef but does not end in \.pbtxt; "
+        r"rename it to \.pbtxt")
+
+  def test_binary_graph_named_pbtxt(self):
+    with open(self.hyaudio["path"], "rb") as f:
+      path = self._file("binary.pbtxt", f.read())
+    self.assert_plan_and_write_fail(
+        self._spec(_model("a", self.hyaudio, frozen=path)), errors.GraphError,
+        r"binary.pbtxt ends in \.pbtxt but holds binary data .*rename it to "
+        r"\.pb")
+
+  def test_corrupt_binary(self):
+    with open(self.hyaudio["path"], "rb") as f:
+      data = f.read()
+    path = self._file("truncated.pb", data[:len(data) // 2])
+    self.assert_plan_and_write_fail(
+        self._spec(_model("a", self.hyaudio, frozen=path)), errors.GraphError,
+        r"truncated.pb is not a binary GraphDef \(corrupt or truncated")
+
+  def test_empty_file(self):
+    path = self._file("empty.pb", b"")
+    self.assert_plan_and_write_fail(
+        self._spec(_model("a", self.hyaudio, frozen=path)), errors.GraphError,
+        r"empty.pb parsed as a GraphDef with no nodes")
+
+  def test_saved_model_instead_of_frozen_graph(self):
+    export_dir = os.path.join(self.create_tempdir().full_path, "sm")
+    bundle_writer.write_saved_model(
+        self._spec(_model("a", self.hyaudio)), export_dir, warmup=False)
+    path = os.path.join(export_dir, "saved_model.pb")
+    self.assert_plan_and_write_fail(
+        self._spec(_model("a", self.hyaudio, frozen=path)), errors.GraphError,
+        r"saved_model.pb is a SavedModel \(saved_model.pb\), not a frozen "
+        r"GraphDef")
+
+  def test_unfrozen_graph(self):
+    graph = tf.Graph()
+    with graph.as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+      v = tf.compat.v1.Variable(1.0, name="v")
+      tf.identity(x * v, name="y")
+    path = self._file("unfrozen.pb", graph.as_graph_def().SerializeToString())
+    spec = self._spec(spec_lib.ModelSpec("a", path, {"x": "x:0"},
+                                         {"y": "y:0"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r"unfrozen.pb is not frozen: it still has variable node\(s\) v; "
+        r"freeze it")
+
+  def test_unknown_op(self):
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.node.add(name="x", op="NoSuchOpAnywhere")
+    path = self._file("custom.pb", graph_def.SerializeToString())
+    spec = self._spec(spec_lib.ModelSpec("a", path, {"x": "x:0"},
+                                         {"y": "x:1"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r"custom.pb is not a valid graph for TensorFlow .*NoSuchOpAnywhere")
+
+  @parameterized.named_parameters(
+      ("classify_float_input", "classify",
+       {"inputs": "hyaudio/vggish_input:0"},
+       {"scores": "hyaudio/predict_probs:0"},
+       r'key "inputs": method "classify" needs alias "inputs" to be string '
+       r'.*tensor "hyaudio/vggish_input:0" is float32'),
+      ("classify_int_classes", "classify",
+       {"inputs": "classifier/input_example_tensor:0"},
+       {"classes": "classifier/scores:0"},
+       r'key "outputs": method "classify" needs alias "classes" to be string'),
+      ("regress_rank", "regress",
+       {"inputs": "classifier/input_example_tensor:0"},
+       {"outputs": "classifier/scores:0"},
+       r'method "regress" needs alias "outputs" of shape \[batch\] or '
+       r"\[batch, 1\]; tensor \"classifier/scores:0\" has shape \[-1, 3\]"),
+  )
+  def test_method_structure(self, method, inputs, outputs, regex):
+    tmp = self.create_tempdir().full_path
+    classifier = graphs.write_classifier(os.path.join(tmp, "c.pb"))
+    path = (self.hyaudio["path"] if "hyaudio" in next(iter(inputs.values()))
+            else classifier["path"])
+    spec = self._spec(spec_lib.ModelSpec("m", path, inputs, outputs, method))
+    self.assert_plan_and_write_fail(spec, errors.GraphError, regex)
+
+  def test_threshold_must_be_int(self):
+    with self.assertRaisesRegex(errors.SpecError,
+                                r"externalize_threshold_bytes must be an int"):
+      bundle_writer.plan(self._spec(_model("a", self.hyaudio)),
+                         externalize_threshold_bytes="1MiB")
+
+  def test_unwritable_export_dir(self):
+    blocker = self._file("file", b"x")
+    with self.assertRaisesRegex(errors.GraphError,
+                                r"cannot write .*file/out/saved_model.pb"):
+      bundle_writer.write_saved_model(self._spec(_model("a", self.hyaudio)),
+                                      os.path.join(blocker, "out"),
+                                      warmup=False)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,87 @@
+"""Unit tests of version discovery, version policy and config validation."""
+
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+from google.protobuf import text_format
+
+from python.serve import model_manager
+
+
+def _config(text: str) -> model_manager.ModelConfig:
+  return text_format.Parse(text, model_manager.ModelConfig())
+
+
+def _config_list(text: str) -> model_manager.ModelConfigList:
+  return text_format.Parse(text, model_manager.ModelConfigList())
+
+
+_ON_DISK = {1: '/m/1', 2: '/m/2', 5: '/m/5', 10: '/m/10'}
+
+
+class AspiredVersionsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('default_is_latest_one', 'name: "m" base_path: "/m"', [10]),
+      ('latest_two', 'name: "m" base_path: "/m" model_version_policy '
+       '{ latest { num_versions: 2 } }', [5, 10]),
+      ('all', 'name: "m" base_path: "/m" model_version_policy { all {} }',
+       [1, 2, 5, 10]),
+      ('specific_present_only', 'name: "m" base_path: "/m" '
+       'model_version_policy { specific { versions: 2 versions: 7 } }', [2]),
+  )
+  def test_policy(self, config_text, expected):
+    aspired = model_manager.aspired_versions(_config(config_text), _ON_DISK)
+    self.assertEqual(sorted(aspired), expected)
+    for version in expected:
+      self.assertEqual(aspired[version], _ON_DISK[version])
+
+  def test_latest_of_nothing_is_nothing(self):
+    self.assertEqual(
+        model_manager.aspired_versions(_config('name: "m"'), {}), {})
+
+
+class ListVersionsTest(absltest.TestCase):
+
+  def test_only_numeric_directories_are_versions(self):
+    base = self.create_tempdir()
+    for name in ('1', '20', '.tmp-3', 'staging_4', '5a', '-6'):
+      base.mkdir(name)
+    base.create_file('7')  # A file, not a directory.
+    versions = model_manager.list_versions(base.full_path)
+    self.assertEqual(versions, {1: os.path.join(base.full_path, '1'),
+                                20: os.path.join(base.full_path, '20')})
+
+  def test_missing_base_path_raises(self):
+    missing = os.path.join(self.create_tempdir().full_path, 'nope')
+    with self.assertRaisesRegex(FileNotFoundError, 'nope'):
+      model_manager.list_versions(missing)
+
+
+class ValidateConfigListTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('relative_path', 'config { name: "a" base_path: "models/a" }',
+       r'Expected model a to have an absolute path or URI; got '
+       r'base_path\(\)=models/a'),
+      ('duplicate', 'config { name: "a" base_path: "/a" } '
+       'config { name: "a" base_path: "/b" }',
+       'Illegal to list model a multiple times in config list'),
+      ('no_name', 'config { base_path: "/a" }', "no name.*'/a'"),
+      ('other_platform',
+       'config { name: "a" base_path: "/a" model_platform: "onnx" }',
+       'Model a requested model_platform "onnx"'),
+  )
+  def test_rejects(self, text, message):
+    with self.assertRaisesRegex(model_manager.ConfigError, message):
+      model_manager.validate_config_list(_config_list(text))
+
+  def test_accepts_paths_and_uris(self):
+    model_manager.validate_config_list(_config_list(
+        'config { name: "a" base_path: "/abs/a" model_platform: "tensorflow" }'
+        ' config { name: "b" base_path: "gs://bucket/b" }'))
+
+
+if __name__ == '__main__':
+  absltest.main()

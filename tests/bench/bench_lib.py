@@ -1,0 +1,307 @@
+"""Benchmark harness: whole processes, alternating rounds, medians.
+
+Timings on shared machines are noisy, so contenders are compared side by
+side in one run: every round runs each contender once (the order rotates
+from round to round), each as a fresh process, and the report gives medians
+of wall time and peak RSS (the child's own `ru_maxrss` from `os.wait4`, which
+also covers any children it waited for) and their ratios.
+
+  contenders = [bench_lib.Contender("floor", [sys.executable, "floor.py"]),
+                bench_lib.Contender("ours", [...], setup=clean_dir)]
+  results = bench_lib.run_rounds(contenders, rounds=3)
+  print(bench_lib.markdown_table(...))
+  bench_lib.print_summary({"benchmark": "merge", ...})
+
+Nothing here asserts timings; the benchmarks report figures and targets.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+# Repository root, from this file's location (works in a checkout and in
+# Bazel runfiles, where the workspace directory holds the same tree).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SUMMARY_KEY = "benchmark"
+
+
+class BenchError(RuntimeError):
+  """A benchmark step failed in a way that makes its figures meaningless."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """One timed process.
+
+  Attributes:
+    wall_s: Wall-clock seconds from spawn to exit.
+    max_rss_bytes: Peak resident set size of the process.
+    user_s: User CPU seconds.
+    sys_s: System CPU seconds.
+    returncode: Exit status (negative: killed by that signal).
+    output_tail: Last lines of its stdout+stderr.
+  """
+  wall_s: float
+  max_rss_bytes: int
+  user_s: float
+  sys_s: float
+  returncode: int
+  output_tail: str
+
+  @property
+  def ok(self) -> bool:
+    return self.returncode == 0
+
+
+@dataclasses.dataclass
+class Contender:
+  """A command timed as a whole process.
+
+  Attributes:
+    name: Short name used in tables and JSON keys.
+    argv: The command.
+    setup: Called before every run, untimed (e.g. to delete the previous
+      run's output).
+    env: Extra environment variables.
+    expect_failure: The command is expected to fail (reported, not raised).
+    results: Filled by `run_rounds`.
+  """
+  name: str
+  argv: Sequence[str]
+  setup: Optional[Callable[[], None]] = None
+  env: Optional[Mapping[str, str]] = None
+  expect_failure: bool = False
+  results: list = dataclasses.field(default_factory=list)
+
+  def successes(self) -> list[RunResult]:
+    return [r for r in self.results if r.ok]
+
+  def median_wall_s(self) -> Optional[float]:
+    ok = self.successes()
+    return statistics.median(r.wall_s for r in ok) if ok else None
+
+  def median_rss_bytes(self) -> Optional[float]:
+    ok = self.successes()
+    return statistics.median(r.max_rss_bytes for r in ok) if ok else None
+
+  def summary(self) -> dict[str, Any]:
+    """JSON-ready medians (None when every run failed)."""
+    wall = self.median_wall_s()
+    rss = self.median_rss_bytes()
+    failed = [r for r in self.results if not r.ok]
+    summary = {
+        "runs": len(self.results),
+        "failed_runs": len(failed),
+        "wall_s": None if wall is None else round(wall, 3),
+        "wall_s_all": [round(r.wall_s, 3) for r in self.results],
+        "peak_rss_mib": None if rss is None else round(rss / 2**20, 1),
+        "cpu_s": (None if not self.successes() else round(statistics.median(
+            r.user_s + r.sys_s for r in self.successes()), 3)),
+    }
+    if failed:
+      summary["error"] = last_line(failed[-1].output_tail)
+    return summary
+
+
+def last_line(text: str, max_chars: int = 300) -> str:
+  """The last non-empty line of `text`, shortened."""
+  lines = [l for l in text.strip().splitlines() if l.strip()]
+  return lines[-1][-max_chars:] if lines else ""
+
+
+def python_env(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+  """Environment for child Pythons: repo root on PYTHONPATH, quiet TF logs."""
+  env = dict(os.environ)
+  paths = [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                         if p]
+  env["PYTHONPATH"] = os.pathsep.join(paths)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if extra:
+    env.update(extra)
+  return env
+
+
+def python_module(module: str, *args: str) -> list[str]:
+  """A command running `module` (e.g. "python.merge.merge") on this Python."""
+  return [sys.executable, "-m", module, *args]
+
+
+def run_process(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
+                timeout_s: float = 3600.0, tail_lines: int = 30) -> RunResult:
+  """Runs `argv` to completion and measures it.
+
+  The child is reaped with `os.wait4`, which returns its own resource usage
+  (peak RSS included) rather than the sum over all children.
+
+  Args:
+    argv: The command as a list.
+    env: Its full environment (default: `python_env()`).
+    timeout_s: Killed (SIGKILL) after this many seconds; then returncode is
+      -9.
+    tail_lines: How many lines of output to keep.
+
+  Returns:
+    The RunResult.
+  """
+  with tempfile.TemporaryFile() as log:
+    start = time.monotonic()
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        list(argv), stdout=log, stderr=subprocess.STDOUT,
+        env=dict(env) if env is not None else python_env(), cwd=REPO_ROOT)
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+      _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+      timer.cancel()
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.seek(0)
+    text = log.read().decode("utf-8", errors="replace")
+  tail = "\n".join(text.splitlines()[-tail_lines:])
+  return RunResult(wall_s=wall, max_rss_bytes=usage.ru_maxrss * 1024,
+                   user_s=usage.ru_utime, sys_s=usage.ru_stime,
+                   returncode=proc.returncode, output_tail=tail)
+
+
+def run_rounds(contenders: Sequence[Contender], rounds: int, *,
+               timeout_s: float = 3600.0,
+               log: Callable[[str], None] = print) -> None:
+  """Runs every contender once per round, rotating the order each round.
+
+  Raises:
+    BenchError: a contender not marked `expect_failure` failed (its output
+      tail is in the message).
+  """
+  if rounds < 1:
+    raise BenchError(f"rounds={rounds} must be at least 1.")
+  n = len(contenders)
+  for r in range(rounds):
+    order = [contenders[(r + i) % n] for i in range(n)]
+    for contender in order:
+      if contender.setup:
+        contender.setup()
+      env = python_env(contender.env)
+      result = run_process(contender.argv, env=env, timeout_s=timeout_s)
+      contender.results.append(result)
+      status = "ok" if result.ok else f"FAILED (exit {result.returncode})"
+      log(f"  round {r + 1}/{rounds} {contender.name:<14} "
+          f"{result.wall_s:8.2f} s {result.max_rss_bytes / 2**20:9.1f} MiB "
+          f"{status}")
+      if not result.ok and not contender.expect_failure:
+        raise BenchError(
+            f"{contender.name} failed (exit {result.returncode}): "
+            f"{' '.join(contender.argv)}\n{result.output_tail}")
+
+
+def ratio(numerator: Optional[float],
+          denominator: Optional[float]) -> Optional[float]:
+  """numerator / denominator rounded to 3 places, None if either is missing."""
+  if numerator is None or not denominator:
+    return None
+  return round(numerator / denominator, 3)
+
+
+def remove(path: str) -> None:
+  """Deletes a file or directory tree if it exists."""
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  elif os.path.lexists(path):
+    os.remove(path)
+
+
+def dir_bytes(path: str) -> int:
+  """Total size of the files under `path`."""
+  total = 0
+  for root, _, files in os.walk(path):
+    total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+  return total
+
+
+def machine_description() -> str:
+  """CPU model, core count, memory and Python/OS, for the report."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  mem = ""
+  try:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    mem = f", {pages / 2**30:.0f} GiB RAM"
+  except (ValueError, OSError):
+    pass
+  return (f"{cpu}, {os.cpu_count()} cores{mem}, Linux {platform.release()}, "
+          f"Python {platform.python_version()}")
+
+
+def fmt(value: Optional[float], digits: int = 2, suffix: str = "") -> str:
+  """Formats a number for a table cell ('-' when missing)."""
+  if value is None:
+    return "-"
+  return f"{value:.{digits}f}{suffix}"
+
+
+def markdown_table(header: Sequence[str],
+                   rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub Markdown table."""
+  lines = ["| " + " | ".join(header) + " |",
+           "| " + " | ".join("---" for _ in header) + " |"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def print_summary(summary: Mapping[str, Any]) -> str:
+  """Prints the one-line JSON summary (the last line of stdout).
+
+  Returns:
+    The line printed.
+  """
+  if SUMMARY_KEY not in summary:
+    raise BenchError(f"a summary needs a {SUMMARY_KEY!r} key: {summary}")
+  line = json.dumps(summary, sort_keys=True)
+  print(line, flush=True)
+  return line
+
+
+def peak_rss_of_pid(pid: int) -> Optional[int]:
+  """VmHWM (peak RSS) of a live process, in bytes; None if unreadable."""
+  try:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  return None
+
+
+def percentile(values: Sequence[float], p: float) -> Optional[float]:
+  """The p-th percentile (0-100) with linear interpolation; None if empty."""
+  if not values:
+    return None
+  ordered = sorted(values)
+  k = (len(ordered) - 1) * p / 100.0
+  lo = int(k)
+  hi = min(lo + 1, len(ordered) - 1)
+  return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def own_peak_rss_bytes() -> int:
+  """Peak RSS of this process."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

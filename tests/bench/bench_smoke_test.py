@@ -1,0 +1,118 @@
+"""Runs every benchmark once at a tiny size and checks its JSON summary.
+
+Benchmarks are `bazel run` targets that report figures and never assert
+timings; this test only keeps their code from rotting: each one must run to
+completion as a process (exit 0), end with one well-formed JSON line, and
+report the behaviour that does not depend on timing (identical answers, a
+small saved_model.pb, bundles that load and answer).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+from tests.bench import bench_lib
+
+# Whole benchmark runs on 2 busy cores: generous, but finite.
+_TIMEOUT_S = 600
+
+
+def _run_bench(module: str, *flags: str) -> dict:
+  """Runs `python -m module flags...`; returns its last-line JSON summary."""
+  work_dir = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+  command = [sys.executable, "-m", module, f"--work_dir={work_dir}", *flags]
+  result = subprocess.run(
+      command, capture_output=True, text=True, timeout=_TIMEOUT_S,
+      env=bench_lib.python_env(), cwd=bench_lib.REPO_ROOT, check=False)
+  if result.returncode != 0:
+    raise AssertionError(
+        f"{' '.join(command)} exited with {result.returncode}:\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+  lines = result.stdout.strip().splitlines()
+  if not lines:
+    raise AssertionError(f"{module} printed nothing; stderr:\n"
+                         f"{result.stderr[-3000:]}")
+  try:
+    summary = json.loads(lines[-1])
+  except json.JSONDecodeError as e:
+    raise AssertionError(
+        f"the last line of {module}'s output is not JSON: {lines[-1]!r}"
+    ) from e
+  if os.path.exists(work_dir) and os.listdir(work_dir):
+    raise AssertionError(f"{module} left files in --work_dir={work_dir}: "
+                         f"{os.listdir(work_dir)}")
+  return summary
+
+
+class BenchSmokeTest(absltest.TestCase):
+
+  def assert_positive_figures(self, contender: dict, name: str) -> None:
+    self.assertEqual(contender["failed_runs"], 0, msg=name)
+    self.assertGreater(contender["wall_s"], 0, msg=name)
+    self.assertGreater(contender["peak_rss_mib"], 0, msg=name)
+
+  def test_merge_bench(self):
+    summary = _run_bench("tests.bench.merge_bench", "--graphs=2",
+                         "--total_mb=2", "--nodes=200", "--rounds=1")
+    self.assertEqual(summary["benchmark"], "merge")
+    self.assertEqual(summary["graphs"], 2)
+    self.assertGreaterEqual(summary["nodes"], 200)
+    self.assertCountEqual(summary["contenders"],
+                          ["floor", "seed", "ours", "ours_noverify"])
+    for name, contender in summary["contenders"].items():
+      self.assert_positive_figures(contender, name)
+      self.assertEqual(contender["runs"], 1, msg=name)
+    for key in ("ours_vs_floor_wall", "ours_noverify_vs_floor_wall",
+                "ours_vs_seed_rss"):
+      self.assertGreater(summary["ratios"][key], 0, msg=key)
+    self.assertEqual(summary["answers"],
+                     {"signatures": 2, "identical": 2, "max_abs_diff": 0.0,
+                      "differing": []})
+    self.assertIs(summary["targets_met"]["answers_identical_to_seed"], True)
+
+  def test_scale_bench(self):
+    csv_path = os.path.join(absltest.get_default_test_tmpdir(), "scale.csv")
+    summary = _run_bench("tests.bench.scale_bench", "--sizes_gib=0.004",
+                         "--graph_gib=0.002", "--nodes_per_graph=100",
+                         f"--csv={csv_path}")
+    self.assertEqual(summary["benchmark"], "scale")
+    [row] = summary["rows"]
+    self.assertEqual(row["graphs"], 2)
+    self.assertGreater(row["ours_wall_s"], 0)
+    self.assertGreater(row["ours_noverify_rss_mib"], 0)
+    # Under 2 GiB the seed approach works too.
+    self.assertIs(row["seed_ok"], True)
+    self.assertLess(row["saved_model_pb_mib"], 16)
+    self.assertIs(row["server_ok"], True)
+    self.assertGreater(row["server_load_s"], 0)
+    self.assertIs(summary["checks"]["saved_model_pb_under_16mib"], True)
+    self.assertIs(summary["checks"]["server_loads_all"], True)
+    if summary["checks"]["verifier_loads_all"] is not None:
+      self.assertIs(row["verifier_ok"], True)
+    with open(csv_path, encoding="utf-8") as f:
+      header, *rows = f.read().strip().splitlines()
+    self.assertTrue(header.startswith("size_gib,graphs,"))
+    self.assertLen(rows, 1)
+
+  def test_serving_bench(self):
+    summary = _run_bench("tests.bench.serving_bench", "--graphs=2",
+                         "--graph_mb=0.1", "--nodes_per_graph=50",
+                         "--requests=5", "--blocks=2", "--warmup_requests=2",
+                         "--load_rounds=1")
+    self.assertEqual(summary["benchmark"], "serving")
+    for name in ("alone", "merged"):
+      latency = summary["latency"][name]
+      self.assertEqual(latency["requests"], 10, msg=name)
+      self.assertGreater(latency["p50_ms"], 0, msg=name)
+      self.assertGreaterEqual(latency["p99_ms"], latency["p50_ms"], msg=name)
+      self.assertGreater(summary["load"][name]["load_s"], 0, msg=name)
+    self.assertGreater(summary["ratios"]["p50_merged_vs_alone"], 0)
+    self.assertGreater(summary["ratios"]["load_merged_vs_alone"], 0)
+
+
+if __name__ == "__main__":
+  absltest.main()

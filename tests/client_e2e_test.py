@@ -1,0 +1,264 @@
+"""End-to-end: //client against the project's server (or tensorflow_model_server).
+
+Builds the bundled examples, publishes them as versions 1 and 2 of one merged
+SavedModel (2 adds the signature hyaudio_2), serves both versions (version
+label "stable" = 1) and checks the client binary and library against it:
+every signature answered, JSON output, inputs from .npy/.npz/.json, the
+classify and regress paths, pinned versions, an unknown model, an
+unreachable server, load mode counts, and bad usage.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+from client import client_lib
+from client import run_lib
+from examples import demo_lib
+from examples.digits import digits_model
+from examples.regress import diabetes_model
+from python.merge import merge_lib
+from python.serve import launcher
+
+MODEL = "merged"
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def client_command() -> list:
+  """The //client binary (Bazel runfiles), else its script on this Python."""
+  srcdir = os.environ.get("TEST_SRCDIR")
+  if srcdir:
+    binary = os.path.join(srcdir, "tf_serving_merge", "client", "client")
+    if os.path.exists(binary):
+      return [binary]
+  return [sys.executable, os.path.join(_REPO_ROOT, "client", "client_main.py")]
+
+
+def run_client_binary(*flags: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      [_REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                      if p])
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  return subprocess.run(client_command() + list(flags), capture_output=True,
+                        text=True, env=env, timeout=300, check=False)
+
+
+class ClientEndToEndTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.work = tempfile.mkdtemp(prefix="client_e2e_",
+                                dir=absltest.get_default_test_tmpdir())
+    examples_dir = os.path.join(cls.work, "examples")
+    built = demo_lib.build_examples(examples_dir)
+    cls.digits = built["digits"]
+    cls.diabetes = built["diabetes"]
+    cls.base = os.path.join(cls.work, "models", MODEL)
+    merge_lib.merge_and_publish(built["spec"], cls.base, version=1)
+    merge_lib.merge_and_publish(
+        demo_lib.write_second_spec(examples_dir, built["spec"]), cls.base,
+        version=2)
+    config = os.path.join(cls.work, "models.config")
+    with open(config, "w") as f:
+      f.write(
+          "model_config_list {\n  config {\n"
+          f'    name: "{MODEL}"\n    base_path: "{cls.base}"\n'
+          '    model_platform: "tensorflow"\n'
+          "    model_version_policy { all {} }\n"
+          '    version_labels { key: "stable" value: 1 }\n'
+          "  }\n}\n")
+    cls.server = launcher.ModelServer(model_config_file=config,
+                                      log_dir=cls.work)
+    cls.server.start()
+    cls.address = cls.server.address
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.server.stop()
+    super().tearDownClass()
+
+  def make_client(self, **kwargs):
+    client = client_lib.ServingClient(self.address, MODEL, timeout_s=30.0,
+                                      **kwargs)
+    self.addCleanup(client.close)
+    return client
+
+  def run_in_process(self, client=None, **config):
+    out, err = io.StringIO(), io.StringIO()
+    code = run_lib.run(client or self.make_client(),
+                       run_lib.RunConfig(**config), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+  def test_binary_answers_every_signature_as_json(self):
+    done = run_client_binary(f"--server={self.address}", f"--model_name={MODEL}",
+                             "--format=json", "--batch_size=2")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    document = json.loads(done.stdout)
+    self.assertTrue(document["ok"])
+    self.assertEqual(document["model_version"], 2)
+    signatures = document["signatures"]
+    self.assertEqual(
+        sorted(signatures),
+        ["diabetes", "digits", "digits_classify", "hyaudio", "hyaudio_2",
+         "serving_default"])
+    for name, entry in signatures.items():
+      self.assertTrue(entry["ok"], f"{name}: {entry['error']}")
+      self.assertEqual(entry["model_version"], 2)
+      self.assertGreater(entry["latency_ms"], 0)
+    self.assertEqual(signatures["hyaudio"]["inputs"]["inputs"],
+                     {"dtype": "float32", "shape": [2, 640],
+                      "source": "sample"})
+    probs = signatures["hyaudio"]["outputs"]["probs"]
+    self.assertEqual((probs["dtype"], probs["shape"]), ("float32", [2, 10]))
+    classes = signatures["digits_classify"]["outputs"]["classes"]
+    self.assertEqual(classes["shape"], [2, 10])
+    self.assertEqual(classes["values"][:3], ["0", "1", "2"])
+    self.assertEqual(signatures["digits_classify"]["method"], "classify")
+    self.assertEqual(signatures["diabetes"]["method"], "regress")
+    self.assertEqual(signatures["diabetes"]["outputs"]["outputs"]["shape"], [2])
+
+  def test_inputs_from_npy_npz_and_json(self):
+    images = np.load(self.digits.test_images)[:40]
+    labels = np.load(self.digits.test_labels)[:40]
+    tmp = self.create_tempdir().full_path
+    np.save(os.path.join(tmp, "images.npy"), images)
+    with open(os.path.join(tmp, "audio.json"), "w") as f:
+      json.dump({"inputs": np.ones((3, 640)).tolist()}, f)
+    code, out, err = self.run_in_process(
+        signature_names=["digits", "hyaudio", "diabetes"],
+        inputs=[f"images={tmp}/images.npy", f"hyaudio:{tmp}/audio.json",
+                f"diabetes:{self.diabetes.test_features}"],
+        output_format="json", max_values=1000)
+    self.assertEqual(code, 0, out + err)
+    signatures = json.loads(out)["signatures"]
+    predicted = signatures["digits"]["outputs"]["classes"]["values"]
+    self.assertLess(digits_model.error_rate(np.array(predicted), labels), 0.15)
+    self.assertEqual(signatures["hyaudio"]["outputs"]["probs"]["shape"],
+                     [3, 10])
+    regressed = signatures["diabetes"]["outputs"]["outputs"]["values"]
+    targets = np.load(self.diabetes.test_targets)
+    self.assertAlmostEqual(diabetes_model.rmse(np.array(regressed), targets),
+                           self.diabetes.test_rmse, places=2)
+    for name in ("digits", "diabetes"):
+      self.assertTrue(
+          all(i["source"] == "file"
+              for i in signatures[name]["inputs"].values()), name)
+
+  def test_classify_agrees_with_predict(self):
+    client = self.make_client()
+    images = np.load(self.digits.test_images)
+    labels = np.load(self.digits.test_labels)
+    predicted = client.predict("digits", {"images": images})
+    classified = client.classify("digits_classify",
+                                 {digits_model.FEATURE: images})
+    self.assertEqual(classified.outputs["scores"].shape, (len(images), 10))
+    best = np.argmax(classified.outputs["scores"], axis=1)
+    labels_of_best = [int(classified.outputs["classes"][i, b])
+                      for i, b in enumerate(best)]
+    np.testing.assert_array_equal(labels_of_best, predicted.outputs["classes"])
+    self.assertAlmostEqual(
+        digits_model.error_rate(predicted.outputs["classes"], labels),
+        1 - self.digits.test_accuracy, places=6)
+    np.testing.assert_allclose(classified.outputs["scores"],
+                               predicted.outputs["probabilities"], atol=1e-5)
+
+  def test_regress_matches_the_trained_model(self):
+    with np.load(self.diabetes.test_features) as archive:
+      features = {name: archive[name] for name in archive.files}
+    result = self.make_client().regress("diabetes", features)
+    self.assertEqual(result.outputs["outputs"].shape, (89,))
+    self.assertAlmostEqual(
+        diabetes_model.rmse(result.outputs["outputs"],
+                            np.load(self.diabetes.test_targets)),
+        self.diabetes.test_rmse, places=2)
+
+  @parameterized.named_parameters(
+      ("version_1", {"model_version": 1}, 1),
+      ("label_stable", {"version_label": "stable"}, 1),
+      ("version_2", {"model_version": 2}, 2),
+      ("latest", {}, 2))
+  def test_pinned_version(self, kwargs, version):
+    client = self.make_client(**kwargs)
+    metadata = client.metadata()
+    self.assertEqual(metadata.version, version)
+    self.assertEqual("hyaudio_2" in metadata.signatures, version == 2)
+    code, out, err = self.run_in_process(client, output_format="json")
+    self.assertEqual(code, 0, out + err)
+    versions = {e["model_version"]
+                for e in json.loads(out)["signatures"].values()}
+    self.assertEqual(versions, {version})
+
+  def test_binary_pins_version(self):
+    done = run_client_binary(f"--server={self.address}", f"--model_name={MODEL}",
+                             "--model_version=1", "--signature_name=digits")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertRegex(done.stdout, r"OK +digits +\(predict\) .* version 1\n")
+
+  def test_unknown_version_shows_not_found(self):
+    code, _, err = self.run_in_process(self.make_client(model_version=7))
+    self.assertEqual(code, 1)
+    self.assertIn("NOT_FOUND", err)
+
+  def test_binary_unknown_model_exits_1_with_not_found(self):
+    done = run_client_binary(f"--server={self.address}", "--model_name=nope")
+    self.assertEqual(done.returncode, 1, done.stderr[-3000:])
+    self.assertIn("error: model 'nope' at", done.stderr)
+    self.assertIn("GetModelMetadata failed: NOT_FOUND:", done.stderr)
+    self.assertIn("nope", done.stderr.split("NOT_FOUND:", 1)[1])
+
+  def test_binary_unreachable_server_fails_clearly(self):
+    address = f"127.0.0.1:{launcher.free_port()}"
+    done = run_client_binary(f"--server={address}", f"--model_name={MODEL}",
+                             "--timeout=2", "--format=json")
+    self.assertEqual(done.returncode, 1, done.stderr[-3000:])
+    error = json.loads(done.stdout)["error"]
+    self.assertEqual(error["code"], "UNAVAILABLE")
+    self.assertIn(f"could not reach the server at {address} within 2 s",
+                  error["message"])
+
+  @parameterized.named_parameters(
+      ("pickle_input", ["--input=images=/no/such/file.pkl"],
+       "pickle files are refused"),
+      ("version_and_label", ["--model_version=1", "--version_label=stable"],
+       "model_version"))
+  def test_binary_bad_usage_exits_2(self, flags, message):
+    done = run_client_binary(f"--server={self.address}",
+                             f"--model_name={MODEL}", *flags)
+    self.assertEqual(done.returncode, 2, done.stderr[-3000:])
+    self.assertIn(message, done.stderr)
+
+  def test_unknown_signature_lists_the_models_signatures(self):
+    code, _, err = self.run_in_process(signature_names=["digit"])
+    self.assertEqual(code, 1)
+    self.assertIn("has no signature 'digit' (--signature_name); it has: "
+                  "diabetes, digits, digits_classify, hyaudio, hyaudio_2, "
+                  "serving_default. Did you mean 'digits'?", err)
+
+  def test_load_mode_counts_exactly_n_requests_per_signature(self):
+    code, out, err = self.run_in_process(
+        signature_names=["digits", "digits_classify", "diabetes"],
+        requests=37, concurrency=3, output_format="json")
+    self.assertEqual(code, 0, out + err)
+    load = json.loads(out)["load"]
+    self.assertEqual(sorted(load), ["diabetes", "digits", "digits_classify"])
+    for name, entry in load.items():
+      self.assertEqual((entry["requests"], entry["succeeded"],
+                        entry["failed"]), (37, 37, 0), name)
+      self.assertEqual(entry["model_versions"], {"2": 37})
+      latency = entry["latency_ms"]
+      self.assertLessEqual(latency["p50"], latency["p90"])
+      self.assertLessEqual(latency["p90"], latency["p99"])
+    self.assertIn("digits_classify [", err)  # The progress bar.
+
+
+if __name__ == "__main__":
+  absltest.main()
