@@ -223,7 +223,16 @@ class VerifyBinaryTest(parameterized.TestCase):
                         "variables.data-00000-of-00001")
     with open(data, "r+b") as f:
       f.truncate(4)
-    self._assert_fails(export_dir, r"LoadSavedModel\(.*\) failed: ")
+    report = self._assert_fails(
+        export_dir,
+        r"LoadSavedModel\(.*/tf1, tags=\{serve\}\) failed restoring "
+        r"variables \(variables/ is corrupt or does not match the graph; "
+        r"restore it from the original export\): ")
+    self.assertFalse(report["loaded"])
+    self.assertIsNone(report["load_ms"])
+    # Static checks still ran and passed; nothing could be run.
+    self.assertTrue(all(s["ok"] and not s["ran"]
+                        for s in report["signatures"].values()))
 
   def test_signature_names_tensor_not_in_graph(self):
     export_dir = self._bundle("tf1")
@@ -395,6 +404,13 @@ class VerifyBinaryTest(parameterized.TestCase):
     self.assertRegex(proc.stderr, pattern)
     self.assertIn("usage: verify --export_dir=DIR", proc.stderr)
     self.assertEqual(proc.stdout, "")
+
+  def test_help_prints_usage_and_exits_0(self):
+    proc = self._run("--help")
+    self.assertEqual(proc.returncode, _EXIT_OK, proc.stderr)
+    self.assertIn("--run          smoke: run each signature once", proc.stdout)
+    self.assertIn("Exit status: 0 verified, 1 verification failed, 2 bad usage",
+                  proc.stdout)
 
 
 if __name__ == "__main__":

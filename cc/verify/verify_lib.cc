@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "cc/verify/json_writer.h"
 #include "cc/verify/prediction_log.h"
 #include "tensorflow/cc/saved_model/constants.h"
@@ -1020,6 +1021,12 @@ void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
   json->EndObject();
 }
 
+// Indents the continuation lines of a multi-line message (TF errors end with
+// "\n\t [[{{node ...}}]]").
+std::string Indent(const std::string& text, const std::string& prefix) {
+  return absl::StrReplaceAll(text, {{"\n", "\n" + prefix}});
+}
+
 std::string TensorsText(const std::map<std::string, TensorSummary>& tensors) {
   std::vector<std::string> parts;
   for (const auto& [alias, tensor] : tensors) {
@@ -1165,9 +1172,15 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
       &bundle);
   report.load_ms = load_watch.ElapsedMs();
   if (!load.ok()) {
+    const bool restore = absl::StrContains(load.message(), "RestoreV2") ||
+                         absl::StrContains(load.message(), "checkpoint");
     report.errors.push_back(absl::StrCat(
         "tensorflow::LoadSavedModel(", export_dir, ", tags=",
-        BraceJoin(options.tags), ") failed: ", load.message()));
+        BraceJoin(options.tags), ") failed",
+        restore ? " restoring variables (variables/ is corrupt or does not "
+                  "match the graph; restore it from the original export)"
+                : "",
+        ": ", load.message()));
     return report;
   }
   report.loaded = true;
@@ -1210,7 +1223,10 @@ std::string FormatText(const VerifyReport& report) {
   int failed = 0;
   for (const auto& [name, signature] : report.signatures) {
     if (!signature.ok()) ++failed;
-    absl::StrAppend(&out, "  ", signature.ok() ? "ok     " : "FAILED ", name,
+    // "checked": static checks passed but the bundle did not load.
+    const char* status =
+        !signature.ok() ? "FAILED " : (report.loaded ? "ok     " : "checked");
+    absl::StrAppend(&out, "  ", status, " ", name,
                     std::string(width - name.size() + 2, ' '),
                     MethodShortName(signature.method), " ",
                     TensorsText(signature.inputs), " -> ",
@@ -1221,7 +1237,7 @@ std::string FormatText(const VerifyReport& report) {
     }
     absl::StrAppend(&out, "\n");
     for (const std::string& error : signature.errors) {
-      absl::StrAppend(&out, "      error: ", error, "\n");
+      absl::StrAppend(&out, "      error: ", Indent(error, "        "), "\n");
     }
   }
   if (report.warmup.has_value()) {
@@ -1230,13 +1246,15 @@ std::string FormatText(const VerifyReport& report) {
                     warmup.records, " record(s) replayed in ",
                     absl::StrFormat("%.1f", warmup.run_ms), " ms from ",
                     warmup.path, "\n");
-    if (!warmup.ok()) absl::StrAppend(&out, "  error: ", warmup.error, "\n");
+    if (!warmup.ok()) {
+      absl::StrAppend(&out, "  error: ", Indent(warmup.error, "    "), "\n");
+    }
   }
   for (const std::string& warning : report.warnings) {
     absl::StrAppend(&out, "warning: ", warning, "\n");
   }
   for (const std::string& error : report.errors) {
-    absl::StrAppend(&out, "error: ", error, "\n");
+    absl::StrAppend(&out, "error: ", Indent(error, "  "), "\n");
   }
   if (report.ok()) {
     absl::StrAppend(&out, "RESULT: OK (", report.signatures.size(),

@@ -86,6 +86,9 @@ struct SignatureReport {
   bool ran = false;       // Run with synthesized inputs (smoke mode).
   double run_ms = 0;      // Wall time of that run.
   std::vector<std::string> errors;  // Empty when the signature is ok.
+  // The signature's own checks (static, and the run if any) passed. A bundle
+  // that fails to load leaves statically fine signatures ok() but not run;
+  // VerifyReport::ok() is the verdict.
   bool ok() const { return errors.empty(); }
 };
 
@@ -109,8 +112,8 @@ struct VerifyReport {
   std::vector<std::string> warnings;   // Never fail verification.
   std::vector<std::string> errors;     // Bundle-level failures.
 
-  // True when the bundle loaded (or loading was not reached because of an
-  // earlier error: then false), and no signature, warmup or bundle error.
+  // The verdict: no bundle error (which includes failing to load), no
+  // signature error and, in warmup mode, every record replayed.
   bool ok() const;
 };
 
@@ -118,8 +121,9 @@ struct VerifyReport {
 // verification failures are reported in the VerifyReport.
 absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options);
 
-// One line per signature plus load / warmup / warning / error lines and a
-// final "RESULT: OK" or "RESULT: FAILED (...)" line.
+// One line per signature ("ok", "FAILED", or "checked" when the static checks
+// passed but the bundle did not load) plus load / warmup / warning / error
+// lines and a final "RESULT: OK (...)" or "RESULT: FAILED (...)" line.
 std::string FormatText(const VerifyReport& report);
 
 // {"ok", "export_dir", "tags", "run", "loaded", "load_ms", "signatures":

@@ -170,7 +170,7 @@ TEST_F(GeneratedBundlesTest, WarmupReplaysEveryRecord) {
 TEST_F(GeneratedBundlesTest, TextReportHasOneLinePerSignature) {
   const std::string text = FormatText(Report("tf1/smoke"));
   EXPECT_TRUE(Contains(text, "loaded in"));
-  EXPECT_TRUE(Contains(text, "ok     serving_default"));
+  EXPECT_TRUE(Contains(text, "ok      serving_default"));
   EXPECT_TRUE(Contains(text, "(x:float[-1,3]) -> (y:float[-1,2])"));
   EXPECT_TRUE(Contains(text, "RESULT: OK (3 signature(s))"));
 }

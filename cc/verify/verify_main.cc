@@ -148,6 +148,14 @@ int main(int argc, char** argv) {
   }
   tf_serving_merge::verify::VerifyOptions options;
   options.export_dir = flags.export_dir;
+  // `bazel run` starts binaries in their runfiles tree: resolve a relative
+  // --export_dir against the directory the user ran Bazel from.
+  const char* working_dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (working_dir != nullptr && !options.export_dir.empty() &&
+      options.export_dir[0] != '/' &&
+      options.export_dir.find("://") == std::string::npos) {
+    options.export_dir = absl::StrCat(working_dir, "/", options.export_dir);
+  }
   options.tags = SplitList(flags.tags);
   options.signatures = SplitList(flags.signatures);
   auto run = tf_serving_merge::verify::ParseRunMode(flags.run);

@@ -19,6 +19,7 @@ from typing import Optional
 
 import tensorflow as tf
 from absl import logging
+from google.protobuf import message
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import meta_graph
@@ -166,7 +167,16 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       externalized_bytes=externalizer.externalized_bytes,
       init_ops=init_ops)
   del graph_def
-  size = saved_model.ByteSize()
+  try:
+    data = saved_model.SerializeToString()
+  except (ValueError, message.EncodeError) as e:
+    raise errors.GraphError(
+        "the merged saved_model.pb is over protobuf's 2 GiB limit "
+        f"({e}); lower externalize_threshold_bytes (now "
+        f"{externalize_threshold_bytes}) so more constants move to "
+        "variables/.") from e
+  del saved_model
+  size = len(data)
   if size > _PROTO_LIMIT:
     raise errors.GraphError(
         f"the merged saved_model.pb would be {size} bytes, over protobuf's "
@@ -190,7 +200,7 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
     try:
       tf.io.gfile.makedirs(export_dir)
       with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(saved_model.SerializeToString())
+        f.write(data)
     except tf.errors.OpError as e:
       raise errors.GraphError(f"cannot write {path}: {e.message}") from e
     info.files = list_files(export_dir)

@@ -18,14 +18,16 @@ bytes, answers are bit-identical.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saver_pb2
 
 from python.merge import errors
+from python.merge import graph_io
 from python.merge import spec as spec_lib
 
 _SCOPE = spec_lib.RESERVED_SCOPE
@@ -52,6 +54,18 @@ class _Variable:
   control: list
 
 
+def _value(tensor) -> Union[np.ndarray, tf.Tensor]:
+  """The exact value of a TensorProto, copying packed data only once."""
+  dtype = tf.dtypes.as_dtype(tensor.dtype)
+  if tensor.tensor_content and dtype != tf.string:
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    return np.frombuffer(tensor.tensor_content,
+                         dtype=dtype.as_numpy_dtype).reshape(shape)
+  # Repeated-field and string values: let TensorFlow decode the proto.
+  return tf.raw_ops.ParseTensor(serialized=tensor.SerializeToString(),
+                                out_type=dtype)
+
+
 def _join(base: str, relative: str) -> str:
   return base.rstrip("/") + "/" + relative
 
@@ -71,7 +85,7 @@ class Externalizer:
     self._export_dir = export_dir
     self._variables: list[_Variable] = []
     self._pending_names: list[str] = []
-    self._pending_values: list[tf.Tensor] = []
+    self._pending_values: list[Union[np.ndarray, tf.Tensor]] = []
     self._pending_bytes = 0
     self._shards: list[str] = []
     self.externalized_bytes = 0
@@ -88,7 +102,7 @@ class Externalizer:
       if node.op != "Const":
         continue
       tensor = node.attr["value"].tensor
-      size = tensor.ByteSize()
+      size = graph_io.tensor_nbytes(tensor)
       if size <= self._threshold or tensor.dtype in _NOT_SAVEABLE:
         continue
       self._externalize(node, size)
@@ -101,9 +115,7 @@ class Externalizer:
     key = node.name
     handle = f"{_SCOPE}/variables/{key}"
     if self._export_dir is not None:
-      value = tf.raw_ops.ParseTensor(
-          serialized=tensor.SerializeToString(),
-          out_type=tf.dtypes.as_dtype(dtype))
+      value = _value(tensor)
       self._pending_names.append(key)
       self._pending_values.append(value)
       self._pending_bytes += size

@@ -6,9 +6,12 @@ text file named `.pb` (or a binary one named `.pbtxt`), a SavedModel's
 """
 
 import hashlib
+import re
 import tensorflow as tf
 from google.protobuf import message
 from google.protobuf import text_format
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from python.merge import errors
@@ -38,6 +41,66 @@ def check_exists(path: str, where: str) -> None:
         "graph).")
 
 
+def _open(path: str):
+  """Opens for binary reading: builtin open for local paths (faster), else
+  tf.io.gfile."""
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", path):
+    return tf.io.gfile.GFile(path, "rb")
+  return open(path, "rb")
+
+
+# Repeated TensorProto field holding values of each dtype (when the values
+# are not packed into `tensor_content`).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_QINT8: "int_val",
+    types_pb2.DT_QUINT8: "int_val",
+    types_pb2.DT_QINT32: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_BFLOAT16: "half_val",
+    types_pb2.DT_COMPLEX64: "scomplex_val",
+    types_pb2.DT_COMPLEX128: "dcomplex_val",
+}
+
+
+def tensor_nbytes(tensor: tensor_pb2.TensorProto) -> int:
+  """Approximate bytes a Const's value takes in a serialized graph.
+
+  Cheap: never serializes or copies the (possibly huge) value. Values in
+  `tensor_content` count elements x item size; a "splat" constant stored as
+  a few repeated values (e.g. zeros of a large shape) counts only those.
+
+  Args:
+    tensor: The Const node's `value` attr.
+
+  Returns:
+    The size in bytes; 0 for dtypes whose size is unknown.
+  """
+  if tensor.dtype == types_pb2.DT_STRING:
+    return sum(len(v) for v in tensor.string_val)
+  field = _VALUE_FIELDS.get(tensor.dtype)
+  if field is None:
+    return 0
+  itemsize = tf.dtypes.as_dtype(tensor.dtype).size
+  values = len(getattr(tensor, field))
+  if values:
+    return values * itemsize
+  elements = 1
+  for dim in tensor.tensor_shape.dim:
+    elements *= max(dim.size, 0)
+  return elements * itemsize
+
+
 def content_hash(path: str, where: str) -> str:
   """Returns the sha256 hex digest of a file, streaming it in chunks.
 
@@ -51,7 +114,7 @@ def content_hash(path: str, where: str) -> str:
   check_exists(path, where)
   digest = hashlib.sha256()
   try:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _open(path) as f:
       while True:
         chunk = f.read(_CHUNK)
         if not chunk:
@@ -100,7 +163,7 @@ def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
   """
   check_exists(path, where)
   try:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _open(path) as f:
       data = f.read()
   except (OSError, tf.errors.OpError) as e:
     raise _open_error(path, where, e) from e

@@ -11,6 +11,7 @@ from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import types_pb2
 
 from python.merge import externalize
+from python.merge import graph_io
 from python.merge import graph_merge
 
 
@@ -209,7 +210,7 @@ class ExternalizerTest(absltest.TestCase):
     self.assertEqual(list(nodes["m/in_loop"].input),
                      ["merge_internal/read_handles/m/in_loop"])
     self.assertEqual(ext.count, 2)
-    self.assertGreater(ext.externalized_bytes, 2 * big.nbytes)
+    self.assertEqual(ext.externalized_bytes, 2 * big.nbytes)
 
     added, saver_def = ext.finish()
     added = {n.name: n for n in added}
@@ -251,6 +252,26 @@ class ExternalizerTest(absltest.TestCase):
         os.path.join(export_dir, "variables", "variables"))
     for name, value in values.items():
       np.testing.assert_array_equal(reader.get_tensor(name), value)
+
+  def test_splat_constant_is_not_externalized(self):
+    # tf.zeros([1000, 1000]) freezes to one repeated value plus a shape.
+    splat = tf.compat.v1.NodeDef(name="zeros", op="Const")
+    splat.attr["dtype"].type = types_pb2.DT_FLOAT
+    tensor = splat.attr["value"].tensor
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.add(size=1000)
+    tensor.tensor_shape.dim.add(size=1000)
+    tensor.float_val.append(0.0)
+    packed = _const("packed", np.zeros(1000, np.float32))
+    self.assertEqual(graph_io.tensor_nbytes(tensor), 4)
+    self.assertEqual(graph_io.tensor_nbytes(packed.attr["value"].tensor),
+                     4000)
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.node.extend([splat, packed])
+    ext = externalize.Externalizer(threshold_bytes=100, export_dir=None)
+    ext.process(graph_def)
+    self.assertEqual([n.op for n in graph_def.node],
+                     ["Const", "ReadVariableOp"])
 
   def test_negative_threshold_disables(self):
     graph_def = tf.compat.v1.GraphDef()

@@ -26,7 +26,7 @@ _NOT_OUTPUTS = frozenset({
     "HashTableV2", "MutableHashTableV2", "MutableDenseHashTableV2",
     "InitializeTableV2", "InitializeTableFromTextFileV2", "SaveV2",
     "RestoreV2", "MergeV2Checkpoints", "AssignVariableOp", "Assign",
-    "CheckNumerics", "ControlTrigger",
+    "ControlTrigger",
 })
 
 

@@ -56,6 +56,11 @@ _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
                             "Summary format on stdout.")
 
 flags.mark_flags_as_required(["spec", "output_base"])
+flags.register_validator("spec", lambda v: v is None or bool(v.strip()),
+                         message="--spec must not be empty.")
+flags.register_validator("output_base",
+                         lambda v: v is None or bool(v.strip()),
+                         message="--output_base must not be empty.")
 
 
 def main(argv: Sequence[str]) -> None:

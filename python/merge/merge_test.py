@@ -282,6 +282,8 @@ class MergeBinaryTest(parameterized.TestCase):
       ("zero_keep_versions", ("merge", "--spec=a.toml",
                               "--output_base=/tmp/x", "--keep_versions=0"),
        r"flag --keep_versions=0: 0 is not a positive integer"),
+      ("empty_output_base", ("merge", "--spec=a.toml", "--output_base="),
+       r"--output_base must not be empty"),
       ("positional", ("merge", "--spec=a.toml", "--output_base=/tmp/x",
                       "extra"),
        r"unexpected arguments \['extra'\]"),

@@ -237,6 +237,10 @@ def publish(output_base: str,
   """
   validate_version(version)
   validate_keep_versions(keep_versions)
+  if not isinstance(output_base, str) or not output_base.strip():
+    raise errors.PublishError(
+        f"output_base={output_base!r} must name a directory or URI, e.g. "
+        "/models/merged.")
   if is_local(output_base):
     return _LocalPublisher(_local_path(output_base)).run(
         write, signatures=tuple(signatures), version=version,

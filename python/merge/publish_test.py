@@ -228,6 +228,13 @@ class PublishTest(parameterized.TestCase):
     self.assertEqual(
         publish.read_history(self.base)[0][0], '2\t\t"retrain"')
 
+  @parameterized.named_parameters(("empty", ""), ("blank", "  "),
+                                  ("none", None))
+  def test_empty_output_base_is_refused(self, base):
+    with self.assertRaisesRegex(errors.PublishError,
+                                "must name a directory or URI"):
+      publish.publish(base, _writer(), signatures=["a"])
+
   def test_output_base_under_a_file_is_unwritable(self):
     blocker = self.create_tempfile("not_a_dir").full_path
     with self.assertRaisesRegex(

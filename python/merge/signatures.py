@@ -14,6 +14,7 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.merge import errors
+from python.merge import graph_io
 from python.merge import spec as spec_lib
 
 # Constants above this size are replaced by placeholders for shape inference.
@@ -91,8 +92,8 @@ def _skeleton(graph_def: tf.compat.v1.GraphDef) -> tf.compat.v1.GraphDef:
   skeleton.versions.CopyFrom(graph_def.versions)
   skeleton.library.CopyFrom(graph_def.library)
   for node in graph_def.node:
-    if (node.op == "Const" and
-        node.attr["value"].tensor.ByteSize() > _SKELETON_CONST_BYTES):
+    if (node.op == "Const" and graph_io.tensor_nbytes(
+        node.attr["value"].tensor) > _SKELETON_CONST_BYTES):
       tensor = node.attr["value"].tensor
       placeholder = skeleton.node.add(name=node.name, op="Placeholder",
                                       device=node.device)

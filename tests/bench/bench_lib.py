@@ -95,6 +95,11 @@ class Contender:
     ok = self.successes()
     return statistics.median(r.max_rss_bytes for r in ok) if ok else None
 
+  def median_cpu_s(self) -> Optional[float]:
+    """Median user+system CPU seconds: steadier than wall time when shared."""
+    ok = self.successes()
+    return statistics.median(r.user_s + r.sys_s for r in ok) if ok else None
+
   def summary(self) -> dict[str, Any]:
     """JSON-ready medians (None when every run failed)."""
     wall = self.median_wall_s()
@@ -106,8 +111,8 @@ class Contender:
         "wall_s": None if wall is None else round(wall, 3),
         "wall_s_all": [round(r.wall_s, 3) for r in self.results],
         "peak_rss_mib": None if rss is None else round(rss / 2**20, 1),
-        "cpu_s": (None if not self.successes() else round(statistics.median(
-            r.user_s + r.sys_s for r in self.successes()), 3)),
+        "cpu_s": (None if self.median_cpu_s() is None else
+                  round(self.median_cpu_s(), 3)),
     }
     if failed:
       summary["error"] = last_line(failed[-1].output_tail)

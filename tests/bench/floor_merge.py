@@ -17,7 +17,6 @@ from typing import Sequence
 from absl import app
 from absl import flags
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 _SPEC = flags.DEFINE_string("spec", None, "Merge spec (TOML).")
@@ -37,7 +36,9 @@ def floor_merge(spec_path: str, export_dir: str) -> int:
   with open(spec_path, "rb") as f:
     spec = tomllib.load(f)
   base = os.path.dirname(os.path.abspath(spec_path))
-  merged = meta_graph_pb2.MetaGraphDef()
+  # Built in place inside the SavedModel: no copy of the merged graph.
+  saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+  merged = saved_model.meta_graphs.add()
   merged.meta_info_def.tags.append("serve")
   graph = merged.graph_def
   for model in spec["model"]:
@@ -64,8 +65,6 @@ def floor_merge(spec_path: str, export_dir: str) -> int:
         infos[alias].name = scope + tensor
         infos[alias].dtype = dtypes.get(tensor.split(":")[0],
                                         tf.float32.as_datatype_enum)
-  saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
-  saved_model.meta_graphs.append(merged)
   os.makedirs(export_dir, exist_ok=True)
   with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
     f.write(saved_model.SerializeToString())

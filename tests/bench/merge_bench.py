@@ -110,10 +110,14 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
   def rss(name):
     return by_name[name].median_rss_bytes() if name in by_name else None
 
+  def cpu(name):
+    return by_name[name].median_cpu_s() if name in by_name else None
+
   ratios = {}
   for name in ("seed", "ours", "ours_noverify"):
     ratios[f"{name}_vs_floor_wall"] = bench_lib.ratio(wall(name),
                                                       wall("floor"))
+    ratios[f"{name}_vs_floor_cpu"] = bench_lib.ratio(cpu(name), cpu("floor"))
   for name in ("floor", "ours", "ours_noverify"):
     ratios[f"{name}_vs_seed_rss"] = bench_lib.ratio(rss(name), rss("seed"))
   targets = {}
@@ -148,7 +152,8 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
                       c.median_rss_bytes() / 2**20, 0),
         bench_lib.fmt(bench_lib.ratio(c.median_wall_s(), wall("floor"))),
         bench_lib.fmt(bench_lib.ratio(c.median_rss_bytes(), rss("seed"))),
-        bench_lib.fmt(c.summary()["cpu_s"]),
+        bench_lib.fmt(c.median_cpu_s()),
+        bench_lib.fmt(bench_lib.ratio(c.median_cpu_s(), cpu("floor"))),
     ])
   print()
   print(f"Machine: {bench_lib.machine_description()}")
@@ -156,7 +161,7 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
         f"{total_nodes} nodes; {rounds} alternating round(s), medians.")
   print(bench_lib.markdown_table(
       ["contender", "wall s", "peak RSS MiB", "wall / floor", "RSS / seed",
-       "CPU s"], rows))
+       "CPU s", "CPU / floor"], rows))
   if answer_summary:
     print(f"Answers: {answer_summary['identical']}/"
           f"{answer_summary['signatures']} signatures bit-identical to the "
