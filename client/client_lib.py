@@ -21,7 +21,8 @@ import dataclasses
 import difflib
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import grpc
 import numpy as np
@@ -38,7 +39,8 @@ from tensorflow_serving.apis import regression_pb2
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
-METHOD_SHORT_NAMES = {PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
+METHOD_SHORT_NAMES = {
+    PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
 
 # The input alias of classify and regress signatures (serialized tf.Examples).
 EXAMPLES_INPUT_ALIAS = "inputs"
@@ -203,7 +205,8 @@ def closest_names(name: str, choices: Iterable[str]) -> List[str]:
 def _unknown_name_message(kind: str, name: str, choices: Iterable[str],
                           where: str) -> str:
   choices = sorted(choices)
-  message = f"{where} has no {kind} {name!r}; it has: {', '.join(choices) or '(none)'}."
+  listed = ", ".join(choices) or "(none)"
+  message = f"{where} has no {kind} {name!r}; it has: {listed}."
   close = closest_names(name, choices)
   if close:
     message += f" Did you mean {close[0]!r}?"
@@ -276,7 +279,8 @@ def _coerce_input(signature: Signature, alias: str, spec: TensorSpec,
     flat = [v.encode("utf-8") if isinstance(v, str) else v
             for v in array.reshape(-1)]
     if not all(isinstance(v, bytes) for v in flat):
-      raise InputError(f"{where} wants strings (DT_STRING); got {np.asarray(value).dtype}")
+      raise InputError(f"{where} wants strings (DT_STRING); got "
+                       f"{np.asarray(value).dtype}")
     return np.array(flat, dtype=object).reshape(array.shape)
   array = np.asarray(value)
   target = np.dtype(want.as_numpy_dtype)
@@ -332,8 +336,8 @@ def sample_array(spec: TensorSpec, batch_size: int = 1,
   if dtype.is_floating:
     return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
   if dtype.is_complex:
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(
-        dtype.as_numpy_dtype)
+    values = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    return values.astype(dtype.as_numpy_dtype)
   if dtype.is_integer:
     return rng.integers(0, 10, size=shape).astype(dtype.as_numpy_dtype)
   raise InputError(
@@ -608,7 +612,8 @@ class ServingClient:
           and all(isinstance(v, bytes)
                   for v in np.asarray(serialized, dtype=object).reshape(-1))):
         examples = []
-        for i, data in enumerate(np.asarray(serialized, dtype=object).reshape(-1)):
+        rows = np.asarray(serialized, dtype=object).reshape(-1)
+        for i, data in enumerate(rows):
           example = example_pb2.Example()
           try:
             example.ParseFromString(data)
@@ -622,7 +627,8 @@ class ServingClient:
         examples = examples_from_features(inputs, batch_size)
     else:
       examples = list(inputs)
-    return input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples))
+    return input_pb2.Input(
+        example_list=input_pb2.ExampleList(examples=examples))
 
   def classify(self, signature_name: str,
                inputs: Union[Mapping[str, ArrayLike],

@@ -1,4 +1,4 @@
-"""Query every signature of a model on TensorFlow Serving (or a compatible server).
+"""Queries every signature of a model on TensorFlow Serving (or compatible).
 
 Asks the server for the model's signatures (GetModelMetadata), builds inputs
 from each signature's dtypes and shapes (or reads them from --input files),

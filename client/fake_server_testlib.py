@@ -98,8 +98,9 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._fail_left -= 1
         context.abort(self._fail_code, "injected failure")
     if model_spec.name != MODEL_NAME:
-      context.abort(grpc.StatusCode.NOT_FOUND,
-                    f"Servable not found for request: Latest({model_spec.name})")
+      context.abort(
+          grpc.StatusCode.NOT_FOUND,
+          f"Servable not found for request: Latest({model_spec.name})")
     if model_spec.HasField("version"):
       version = model_spec.version.value
       if version not in VERSIONS:

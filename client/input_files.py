@@ -1,4 +1,4 @@
-"""Reads client inputs from .npy, .npz and .json files (never pickle, never eval).
+"""Reads client inputs from .npy, .npz and .json files (never pickle or eval).
 
 The `--input` flag of //client takes one of:
 
@@ -198,7 +198,8 @@ def load_inputs(flag_values: Sequence[str]) -> List[NamedArray]:
 def inputs_for_signature(loaded: Sequence[NamedArray], signature_name: str,
                          accepts: Mapping[str, object],
                          any_name: bool,
-                         claimed: Collection[str] = ()) -> Dict[str, np.ndarray]:
+                         claimed: Collection[str] = ()
+                         ) -> Dict[str, np.ndarray]:
   """Picks the loaded arrays that go to one signature.
 
   Scoped arrays (SIGNATURE:name) win over unscoped ones of the same name.

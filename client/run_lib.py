@@ -243,7 +243,8 @@ def _check_unused(loaded: Sequence[input_files.NamedArray],
         raise client_lib.InputError(
             f"--input for {item.signature}:{item.name} ({item.source}) names "
             f"a signature that is not being run; running: "
-            f"{', '.join(s.name for s in signatures)} (of {', '.join(all_names)})")
+            f"{', '.join(s.name for s in signatures)} (of "
+            f"{', '.join(all_names)})")
       continue
     takers = [s for s in signatures
               if s.takes_examples or item.name in s.inputs]
@@ -387,8 +388,10 @@ def _format_values(array: np.ndarray, n: int) -> str:
 
 def _describe(array: np.ndarray) -> str:
   array = np.asarray(array)
-  dtype = "string" if array.dtype == object or array.dtype.kind in "SU" else str(
-      array.dtype)
+  if array.dtype == object or array.dtype.kind in "SU":
+    dtype = "string"
+  else:
+    dtype = str(array.dtype)
   return f"{dtype}[{','.join(str(d) for d in array.shape)}]"
 
 
@@ -413,7 +416,8 @@ def to_json(client: client_lib.ServingClient,
       "signatures": {},
   }
   if error is not None:
-    code = error.code.name if isinstance(error, client_lib.RpcError) else "CLIENT"
+    code = (error.code.name if isinstance(error, client_lib.RpcError)
+            else "CLIENT")
     document["error"] = {"code": code, "message": str(error)}
   for r in reports:
     entry = {
@@ -501,7 +505,8 @@ def to_text(client: client_lib.ServingClient,
         out.write(f"{r.signature:<20} not run: {r.input_error}\n")
         continue
       if r.latencies_s:
-        p = [f"{percentile(r.latencies_s, q) * 1000:8.2f}" for q in (50, 90, 99)]
+        p = [f"{percentile(r.latencies_s, q) * 1000:8.2f}"
+             for q in (50, 90, 99)]
       else:
         p = [f"{'-':>8}"] * 3
       versions = ",".join(f"{v}:{n}" for v, n in sorted(r.versions.items()))

@@ -265,7 +265,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     merge_lib.MergeError, launcher.LauncherError: from those steps.
   """
   say = _Narrator(options.out)
-  work_dir = options.work_dir or tempfile.mkdtemp(prefix="tf_serving_merge_demo_")
+  work_dir = options.work_dir or tempfile.mkdtemp(
+      prefix="tf_serving_merge_demo_")
   os.makedirs(work_dir, exist_ok=True)
   output_base = os.path.abspath(
       options.output_base or os.path.join(work_dir, "models", MODEL_NAME))
@@ -288,7 +289,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
   say.say(f"hyaudio: {built['hyaudio'].path}")
   say.say(f"digits: {digits.predict_graph}, {digits.classify_graph} (held-out "
           f"accuracy {digits.test_accuracy:.3f})")
-  say.say(f"diabetes: {diabetes.graph} (held-out RMSE {diabetes.test_rmse:.1f})")
+  say.say(f"diabetes: {diabetes.graph} (held-out RMSE "
+          f"{diabetes.test_rmse:.1f})")
 
   say.step(f"merge into one SavedModel under {output_base}")
   v1 = merge_lib.merge_and_publish(built["spec"], output_base)
@@ -363,11 +365,11 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         time.sleep(options.load_seconds_after_switch)
       finally:
         switch = load.stop()
-      say.say(
-          f"background load: {switch.total} requests in "
-          f"{switch.seconds:.1f} s, by version: " + ", ".join(
-              f"v{v}: {n}" for v, n in sorted(switch.requests_by_version.items()))
-          + f"; failed: {switch.failed}")
+      by_version = ", ".join(
+          f"v{v}: {n}" for v, n in sorted(switch.requests_by_version.items()))
+      say.say(f"background load: {switch.total} requests in "
+              f"{switch.seconds:.1f} s, by version: {by_version}; failed: "
+              f"{switch.failed}")
       if switch.failed:
         raise DemoError(
             f"{switch.failed} request(s) failed during the version switch: "

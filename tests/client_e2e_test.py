@@ -1,4 +1,4 @@
-"""End-to-end: //client against the project's server (or tensorflow_model_server).
+"""End-to-end: //client against the project's server (or the real one).
 
 Builds the bundled examples, publishes them as versions 1 and 2 of one merged
 SavedModel (2 adds the signature hyaudio_2), serves both versions (version
@@ -99,7 +99,8 @@ class ClientEndToEndTest(parameterized.TestCase):
     return code, out.getvalue(), err.getvalue()
 
   def test_binary_answers_every_signature_as_json(self):
-    done = run_client_binary(f"--server={self.address}", f"--model_name={MODEL}",
+    done = run_client_binary(f"--server={self.address}",
+                             f"--model_name={MODEL}",
                              "--format=json", "--batch_size=2")
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     document = json.loads(done.stdout)
@@ -198,7 +199,8 @@ class ClientEndToEndTest(parameterized.TestCase):
     self.assertEqual(versions, {version})
 
   def test_binary_pins_version(self):
-    done = run_client_binary(f"--server={self.address}", f"--model_name={MODEL}",
+    done = run_client_binary(f"--server={self.address}",
+                             f"--model_name={MODEL}",
                              "--model_version=1", "--signature_name=digits")
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     self.assertRegex(done.stdout, r"OK +digits +\(predict\) .* version 1\n")

@@ -369,6 +369,48 @@ class VerifyBinaryTest(parameterized.TestCase):
         r"Sent extra: \{bogus\}\. Missing but required: \{\}",
         "--run=warmup", where="warmup")
 
+  def test_warmup_may_omit_inputs_that_have_defaults(self):
+    export_dir = self._bundle("tf1")
+    bundles.write_warmup(export_dir, [
+        # "factor" is a PlaceholderWithDefault, so TF Serving accepts this.
+        bundles.predict_log("scaled", {"x": [[1.0, 2.0, 3.0]]}),
+        # An empty signature_name means serving_default.
+        bundles.predict_log("", {"x": [[0.0, 0.0, 0.0]]}),
+    ])
+    code, report = self._run_json(export_dir, "--run=warmup")
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertEqual(report["warmup"]["records_per_signature"],
+                     {"scaled": 1, "serving_default": 1})
+
+  @parameterized.named_parameters(
+      ("unknown_signature",
+       lambda: bundles.predict_log("nope", {}),
+       r"warmup record #0 \(predict_log, signature 'nope'\) failed: No "
+       r"signature was found with the name: nope; signatures present: "
+       r"'constant', 'scaled', 'serving_default'"),
+      ("wrong_dtype",
+       lambda: bundles.predict_log("serving_default",
+                                   {"x": [["a", "b", "c"]]}),
+       r"Expects arg\[x\] to be float but string is provided"),
+      ("classify_on_predict_signature",
+       lambda: bundles.classify_log("serving_default", [[1.0, 2.0]]),
+       r"Expected classify signature method_name to be "
+       r"tensorflow/serving/classify\. Was: tensorflow/serving/predict"),
+  )
+  def test_failing_warmup_request(self, make_record, pattern):
+    export_dir = self._bundle("tf1")
+    bundles.write_warmup(export_dir, [make_record()])
+    self._assert_fails(export_dir, pattern, "--run=warmup", where="warmup")
+
+  def test_classify_warmup_without_examples(self):
+    export_dir = self._bundle("classify_regress")
+    bundles.write_warmup(export_dir, [bundles.classify_log("classify", [])])
+    self._assert_fails(
+        export_dir,
+        r"warmup record #0 \(classify_log, signature 'classify'\) failed: "
+        r"Input is empty",
+        "--run=warmup", where="warmup")
+
   def test_more_than_1000_warmup_records(self):
     export_dir = self._bundle("tf1")
     record = bundles.predict_log("constant", {})

@@ -998,6 +998,90 @@ void ReplayWarmup(tensorflow::Session* session, const MetaGraphDef& meta_graph,
   report->run_ms = stopwatch.ElapsedMs();
 }
 
+// Step 6 for every selected signature, plus bundle-level signature findings.
+void CheckSignatures(const GraphIndex& graph, const MetaGraphDef& meta_graph,
+                     const std::vector<std::string>& names,
+                     VerifyReport* report) {
+  if (names.empty()) {
+    report->errors.push_back(absl::StrCat(
+        "the MetaGraphDef with tag-set ", TagSetString(meta_graph),
+        " has no signatures, so TF Serving cannot answer any request"));
+  }
+  if (!meta_graph.signature_def().contains(kDefaultServingSignature)) {
+    report->warnings.push_back(
+        "no 'serving_default' signature: requests that omit signature_name "
+        "fail; add one (python/merge: serving_default = \"<signature>\" in "
+        "the spec) if clients rely on the default");
+  }
+  if (!graph.import_status().ok()) {
+    report->errors.push_back(absl::StrCat(
+        "the graph cannot be imported, so tensor dtypes and shapes were not "
+        "checked: ",
+        graph.import_status().message()));
+  }
+  for (const std::string& name : names) {
+    const SignatureDef& signature = meta_graph.signature_def().at(name);
+    SignatureReport& entry = report->signatures[name];
+    entry.method = signature.method_name();
+    for (const auto& [alias, info] : signature.inputs()) {
+      entry.inputs[alias] = Summarize(info);
+    }
+    for (const auto& [alias, info] : signature.outputs()) {
+      entry.outputs[alias] = Summarize(info);
+    }
+    CheckSignature(graph, signature, &entry);
+  }
+}
+
+// Step 7: tensorflow::LoadSavedModel with the requested tags, timed.
+absl::Status LoadBundle(const VerifyOptions& options,
+                        tensorflow::SavedModelBundle* bundle,
+                        double* load_ms) {
+  const std::unordered_set<std::string> tags(options.tags.begin(),
+                                             options.tags.end());
+  const Stopwatch stopwatch;
+  absl::Status load = tensorflow::LoadSavedModel(
+      tensorflow::SessionOptions(), tensorflow::RunOptions(),
+      options.export_dir, tags, bundle);
+  *load_ms = stopwatch.ElapsedMs();
+  if (load.ok()) return load;
+  const bool restore = absl::StrContains(load.message(), "RestoreV2") ||
+                       absl::StrContains(load.message(), "checkpoint");
+  return absl::Status(
+      load.code(),
+      absl::StrCat(
+          "tensorflow::LoadSavedModel(", options.export_dir, ", tags=",
+          BraceJoin(options.tags), ") failed",
+          restore ? " restoring variables (variables/ is corrupt or does not "
+                    "match the graph; restore it from the original export)"
+                  : "",
+          ": ", load.message()));
+}
+
+// Step 8: smoke-runs the signatures that passed their checks, or replays the
+// warmup file.
+void RunSignatures(RunMode run, tensorflow::Session* session,
+                   const MetaGraphDef& meta_graph, const GraphIndex& graph,
+                   const std::vector<std::string>& names,
+                   const std::string& export_dir, VerifyReport* report) {
+  switch (run) {
+    case RunMode::kSmoke:
+      for (const std::string& name : names) {
+        SignatureReport& entry = report->signatures[name];
+        if (!entry.ok()) continue;  // Static checks failed; running is moot.
+        RunSmoke(session, name, meta_graph.signature_def().at(name), graph,
+                 &entry);
+      }
+      return;
+    case RunMode::kWarmup:
+      report->warmup.emplace();
+      ReplayWarmup(session, meta_graph, graph, export_dir, &*report->warmup);
+      return;
+    case RunMode::kNone:
+      return;
+  }
+}
+
 void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
                   JsonWriter* json) {
   json->BeginObject();
@@ -1106,102 +1190,42 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
   report.export_dir = options.export_dir;
   report.tags = options.tags;
   report.run = options.run;
-  const std::string& export_dir = options.export_dir;
+  auto failed = [&report](const absl::Status& status) {
+    report.errors.emplace_back(status.message());
+    return report;
+  };
 
-  if (absl::Status s = CheckExportDir(export_dir); !s.ok()) {
-    report.errors.emplace_back(s.message());
-    return report;
+  // Steps 1-5: everything that only needs saved_model.pb.
+  if (absl::Status s = CheckExportDir(options.export_dir); !s.ok()) {
+    return failed(s);
   }
-  auto saved_model = ReadSavedModelProto(export_dir);
-  if (!saved_model.ok()) {
-    report.errors.emplace_back(saved_model.status().message());
-    return report;
+  auto saved_model = ReadSavedModelProto(options.export_dir);
+  if (!saved_model.ok()) return failed(saved_model.status());
+  auto meta_graph =
+      FindMetaGraph(*saved_model, options.tags, options.export_dir);
+  if (!meta_graph.ok()) return failed(meta_graph.status());
+  if (absl::Status s = CheckVariables(**meta_graph, options.export_dir);
+      !s.ok()) {
+    report.errors.emplace_back(s.message());  // Still worth loading.
   }
-  auto meta_graph = FindMetaGraph(*saved_model, options.tags, export_dir);
-  if (!meta_graph.ok()) {
-    report.errors.emplace_back(meta_graph.status().message());
-    return report;
-  }
-  const MetaGraphDef& graph_meta = **meta_graph;
-  if (absl::Status s = CheckVariables(graph_meta, export_dir); !s.ok()) {
-    report.errors.emplace_back(s.message());
-  }
-  auto names = SelectSignatures(graph_meta, options.signatures);
-  if (!names.ok()) {
-    report.errors.emplace_back(names.status().message());
-    return report;
-  }
-  if (names->empty()) {
-    report.errors.push_back(absl::StrCat(
-        "the MetaGraphDef with tag-set ", TagSetString(graph_meta),
-        " has no signatures, so TF Serving cannot answer any request"));
-  }
-  if (!graph_meta.signature_def().contains(kDefaultServingSignature)) {
-    report.warnings.push_back(
-        "no 'serving_default' signature: requests that omit signature_name "
-        "fail; add one (python/merge: serving_default = \"<signature>\" in "
-        "the spec) if clients rely on the default");
-  }
+  auto names = SelectSignatures(**meta_graph, options.signatures);
+  if (!names.ok()) return failed(names.status());
 
-  const GraphIndex graph(graph_meta.graph_def());
-  if (!graph.import_status().ok()) {
-    report.errors.push_back(absl::StrCat(
-        "the graph cannot be imported, so tensor dtypes and shapes were not "
-        "checked: ",
-        graph.import_status().message()));
-  }
-  for (const std::string& name : *names) {
-    const SignatureDef& signature = graph_meta.signature_def().at(name);
-    SignatureReport& entry = report.signatures[name];
-    entry.method = signature.method_name();
-    for (const auto& [alias, info] : signature.inputs()) {
-      entry.inputs[alias] = Summarize(info);
-    }
-    for (const auto& [alias, info] : signature.outputs()) {
-      entry.outputs[alias] = Summarize(info);
-    }
-    CheckSignature(graph, signature, &entry);
-  }
+  // Step 6: signatures against the graph.
+  const GraphIndex graph((*meta_graph)->graph_def());
+  CheckSignatures(graph, **meta_graph, *names, &report);
 
+  // Step 7: load as TF Serving does.
   tensorflow::SavedModelBundle bundle;
-  const std::unordered_set<std::string> tags(options.tags.begin(),
-                                             options.tags.end());
-  const Stopwatch load_watch;
-  absl::Status load = tensorflow::LoadSavedModel(
-      tensorflow::SessionOptions(), tensorflow::RunOptions(), export_dir, tags,
-      &bundle);
-  report.load_ms = load_watch.ElapsedMs();
-  if (!load.ok()) {
-    const bool restore = absl::StrContains(load.message(), "RestoreV2") ||
-                         absl::StrContains(load.message(), "checkpoint");
-    report.errors.push_back(absl::StrCat(
-        "tensorflow::LoadSavedModel(", export_dir, ", tags=",
-        BraceJoin(options.tags), ") failed",
-        restore ? " restoring variables (variables/ is corrupt or does not "
-                  "match the graph; restore it from the original export)"
-                : "",
-        ": ", load.message()));
-    return report;
+  if (absl::Status s = LoadBundle(options, &bundle, &report.load_ms);
+      !s.ok()) {
+    return failed(s);
   }
   report.loaded = true;
 
-  switch (options.run) {
-    case RunMode::kSmoke:
-      for (const std::string& name : *names) {
-        SignatureReport& entry = report.signatures[name];
-        if (!entry.ok()) continue;  // Static checks failed; running is moot.
-        RunSmoke(bundle.session.get(), name,
-                 graph_meta.signature_def().at(name), graph, &entry);
-      }
-      break;
-    case RunMode::kWarmup:
-      report.warmup.emplace();
-      ReplayWarmup(bundle.session.get(), graph_meta, graph, export_dir,
-                   &*report.warmup);
-      break;
-    case RunMode::kNone:
-      break;
-  }
+  // Step 8: run.
+  RunSignatures(options.run, bundle.session.get(), **meta_graph, graph,
+                *names, options.export_dir, &report);
   return report;
 }
 

@@ -240,6 +240,25 @@ TEST_F(BrokenBundleTest, TensorNotInGraphListsClosestNames) {
   EXPECT_TRUE(Contains(FormatText(report), "RESULT: FAILED (1 of 3 signature(s) failed)"));
 }
 
+TEST_F(BrokenBundleTest, UndeclaredInputShapeFallsBackToTheGraphs) {
+  const std::string dir = Copy("tf1");
+  EditSavedModel(dir, [](tensorflow::MetaGraphDef* meta_graph) {
+    tensorflow::TensorShapeProto* shape =
+        (*meta_graph->mutable_signature_def())["serving_default"]
+            .mutable_inputs()
+            ->at("x")
+            .mutable_tensor_shape();
+    shape->Clear();
+    shape->set_unknown_rank(true);
+  });
+  const VerifyReport report = MustVerify(Options(dir));
+  const SignatureReport& serving = report.signatures.at("serving_default");
+  EXPECT_TRUE(serving.inputs.at("x").shape.unknown_rank());
+  // Synthesized from the placeholder's [-1,3]: a [1] input would not matmul.
+  EXPECT_TRUE(serving.ran);
+  EXPECT_TRUE(serving.ok()) << JoinErrors(serving.errors);
+}
+
 TEST_F(BrokenBundleTest, OutputIndexOutOfRange) {
   const std::string dir = Copy("tf1");
   EditSavedModel(dir, [](tensorflow::MetaGraphDef* meta_graph) {

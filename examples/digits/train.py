@@ -1,4 +1,4 @@
-"""Trains the digits example and writes its frozen graphs, held-out set and spec.
+"""Trains the digits example; writes its frozen graphs, held-out set and spec.
 
 Usage:
   bazel run //examples/digits:train -- --output_dir=/tmp/examples/digits

@@ -1,4 +1,4 @@
-"""Trains the regress example and writes its frozen graph, held-out set and spec.
+"""Trains the regress example; writes its frozen graph, held-out set and spec.
 
 Usage:
   bazel run //examples/regress:train -- --output_dir=/tmp/examples/regress

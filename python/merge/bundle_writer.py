@@ -17,9 +17,9 @@ import collections
 import dataclasses
 from typing import Optional
 
-import tensorflow as tf
 from absl import logging
 from google.protobuf import message
+import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import meta_graph
@@ -101,92 +101,131 @@ def _fill_meta_graph(meta: meta_graph_pb2.MetaGraphDef, sig_defs: dict,
     meta.saver_def.CopyFrom(saver_def)
 
 
-def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
-           externalize_threshold_bytes: int) -> BundleInfo:
-  """Plans (export_dir None) or writes the bundle; see write_saved_model."""
-  spec_lib.validate_spec(spec)
-  if isinstance(externalize_threshold_bytes, bool) or not isinstance(
-      externalize_threshold_bytes, int):
+@dataclasses.dataclass
+class _Merged:
+  """What merging the input graphs produced, besides the graph itself."""
+  signatures: dict
+  tensor_infos: dict
+  init_ops: list
+  unique_graphs: int
+
+
+def _check_threshold(threshold) -> None:
+  if isinstance(threshold, bool) or not isinstance(threshold, int):
     raise errors.SpecError(
         "externalize_threshold_bytes must be an int (bytes; negative "
-        f"disables externalization); got {externalize_threshold_bytes!r}.")
+        f"disables externalization); got {threshold!r}.")
+
+
+def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
+                  externalizer: externalize.Externalizer) -> _Merged:
+  """Parses each unique input once, resolves its models and merges it."""
   groups = _group_by_content(spec)
-  # The merged graph is built directly inside the proto that is written.
-  saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
-  meta = saved_model.meta_graphs.add()
-  merger = graph_merge.GraphMerger(meta.graph_def)
-  externalizer = externalize.Externalizer(externalize_threshold_bytes,
-                                          export_dir)
-  signature_infos = {}
-  tensor_infos = {}
-  init_ops = []
+  merged = _Merged(signatures={}, tensor_infos={}, init_ops=[],
+                   unique_graphs=len(groups))
   for members in groups.values():
     first_index, first = members[0]
     scope = first.signature_name
     where = signatures_lib.where(first, first_index, spec.source, "frozen")
     graph_def = graph_io.read_graph_def(first.frozen, where)
     analysis = signatures_lib.analyze(graph_def, scope, members, spec.source)
-    signature_infos.update(analysis.signatures)
-    tensor_infos.update(analysis.tensor_infos)
-    init_ops.extend(analysis.init_ops)
+    merged.signatures.update(analysis.signatures)
+    merged.tensor_infos.update(analysis.tensor_infos)
+    merged.init_ops.extend(analysis.init_ops)
     renames = merger.scope_and_rename(graph_def, scope)
     if renames:
       logging.info("Renamed colliding functions of %s: %s", first.frozen,
                    renames)
     externalizer.process(graph_def)
     merger.append(graph_def)
-    del graph_def
+    del graph_def  # Frees the input before the next one is parsed.
     logging.info("Merged %s as scope %s/ for signature(s) %s", first.frozen,
                  scope, ", ".join(m.signature_name for _, m in members))
+  return merged
 
+
+def _add_init_op(merger: graph_merge.GraphMerger,
+                 init_ops: list) -> Optional[str]:
+  """Adds one NoOp running every table initializer; returns its name."""
+  if not init_ops:
+    return None
+  name = f"{spec_lib.RESERVED_SCOPE}/init_all_tables"
+  node = tf.compat.v1.NodeDef(name=name, op="NoOp")
+  node.input.extend("^" + op for op in init_ops)
+  merger.add_nodes([node])
+  return name
+
+
+def _serialize(saved_model: saved_model_pb2.SavedModel,
+               threshold: int) -> bytes:
+  """Serializes saved_model.pb, refusing protobuf's 2 GiB limit clearly."""
+  fix = (f"lower externalize_threshold_bytes (now {threshold}) so more "
+         "constants move to variables/.")
+  try:
+    data = saved_model.SerializeToString()
+  except (ValueError, message.EncodeError) as e:
+    raise errors.GraphError(
+        f"the merged saved_model.pb is over protobuf's 2 GiB limit ({e}); "
+        + fix) from e
+  if len(data) > _PROTO_LIMIT:
+    raise errors.GraphError(
+        f"the merged saved_model.pb would be {len(data)} bytes, over "
+        "protobuf's 2 GiB limit; " + fix)
+  return data
+
+
+def _write_files(export_dir: str, data: bytes, records: list) -> None:
+  """Writes the warmup file, then saved_model.pb last."""
+  if records:
+    warmup_lib.write_warmup(export_dir, records)
+  path = export_dir.rstrip("/") + "/" + SAVED_MODEL_FILE
+  try:
+    tf.io.gfile.makedirs(export_dir)
+    with tf.io.gfile.GFile(path, "wb") as f:
+      f.write(data)
+  except tf.errors.OpError as e:
+    raise errors.GraphError(f"cannot write {path}: {e.message}") from e
+
+
+def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
+           externalize_threshold_bytes: int) -> BundleInfo:
+  """Plans (export_dir None) or writes the bundle; see write_saved_model."""
+  spec_lib.validate_spec(spec)
+  _check_threshold(externalize_threshold_bytes)
+  # The merged graph is built directly inside the proto that is written.
+  saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+  meta = saved_model.meta_graphs.add()
+  merger = graph_merge.GraphMerger(meta.graph_def)
+  externalizer = externalize.Externalizer(externalize_threshold_bytes,
+                                          export_dir)
+  merged = _merge_graphs(spec, merger, externalizer)
   restore_nodes, saver_def = externalizer.finish()
   merger.add_nodes(restore_nodes)
-  init_op = None
-  if init_ops:
-    init_op = f"{spec_lib.RESERVED_SCOPE}/init_all_tables"
-    node = tf.compat.v1.NodeDef(name=init_op, op="NoOp")
-    node.input.extend("^" + name for name in init_ops)
-    merger.add_nodes([node])
+  init_op = _add_init_op(merger, merged.init_ops)
   graph_def = merger.finish()
 
-  # Signatures in spec order.
-  ordered = {m.signature_name: signature_infos[m.signature_name]
+  ordered = {m.signature_name: merged.signatures[m.signature_name]
              for m in spec.models}
-  sig_defs = {name: signatures_lib.signature_def(info, tensor_infos[name])
-              for name, info in ordered.items()}
+  sig_defs = {name: signatures_lib.signature_def(
+      info, merged.tensor_infos[name]) for name, info in ordered.items()}
   if spec.serving_default and spec.serving_default != spec_lib.SERVING_DEFAULT:
     sig_defs[spec_lib.SERVING_DEFAULT] = sig_defs[spec.serving_default]
   _fill_meta_graph(meta, sig_defs, init_op, saver_def)
   info = BundleInfo(
       signatures=ordered,
       serving_default=spec.serving_default,
-      unique_graphs=len(groups),
+      unique_graphs=merged.unique_graphs,
       nodes=len(graph_def.node),
       functions=len(graph_def.library.function),
       externalized=externalizer.count,
       externalized_bytes=externalizer.externalized_bytes,
-      init_ops=init_ops)
-  del graph_def
-  try:
-    data = saved_model.SerializeToString()
-  except (ValueError, message.EncodeError) as e:
-    raise errors.GraphError(
-        "the merged saved_model.pb is over protobuf's 2 GiB limit "
-        f"({e}); lower externalize_threshold_bytes (now "
-        f"{externalize_threshold_bytes}) so more constants move to "
-        "variables/.") from e
-  del saved_model
-  size = len(data)
-  if size > _PROTO_LIMIT:
-    raise errors.GraphError(
-        f"the merged saved_model.pb would be {size} bytes, over protobuf's "
-        f"2 GiB limit; lower externalize_threshold_bytes (now "
-        f"{externalize_threshold_bytes}) so more constants move to "
-        "variables/.")
+      init_ops=merged.init_ops)
+  data = _serialize(saved_model, externalize_threshold_bytes)
+  del saved_model, meta, graph_def
   records = warmup_lib.warmup_records(ordered) if warmup else []
 
   if export_dir is None:
-    info.files[SAVED_MODEL_FILE] = size
+    info.files[SAVED_MODEL_FILE] = len(data)
     if records:
       info.files[warmup_lib.WARMUP_FILE] = warmup_lib.record_file_size(
           records)
@@ -194,15 +233,7 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       info.files[externalize.VARIABLES_PREFIX + ".data-00000-of-00001"] = (
           info.externalized_bytes)
   else:
-    if records:
-      warmup_lib.write_warmup(export_dir, records)
-    path = export_dir.rstrip("/") + "/" + SAVED_MODEL_FILE
-    try:
-      tf.io.gfile.makedirs(export_dir)
-      with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
-    except tf.errors.OpError as e:
-      raise errors.GraphError(f"cannot write {path}: {e.message}") from e
+    _write_files(export_dir, data, records)
     info.files = list_files(export_dir)
   info.total_bytes = sum(info.files.values())
   return info

@@ -7,9 +7,10 @@ text file named `.pb` (or a binary one named `.pbtxt`), a SavedModel's
 
 import hashlib
 import re
-import tensorflow as tf
+
 from google.protobuf import message
 from google.protobuf import text_format
+import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2

@@ -2,11 +2,11 @@
 
 import os
 
-import numpy as np
-import tensorflow as tf
 from absl.testing import absltest
 from absl.testing import parameterized
 from google.protobuf import text_format
+import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import types_pb2
 

@@ -26,9 +26,9 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+from google.protobuf import text_format
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow.python.framework import function as tf_function
 
 _HYAUDIO_FEATURES = 640
