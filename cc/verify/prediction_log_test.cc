@@ -133,7 +133,8 @@ TEST(DecodePredictionLogTest, UnsupportedAndEmptyLogs) {
 
 TEST(DecodePredictionLogTest, MalformedRecordsAreInvalidArgument) {
   // classify_log declaring 5 bytes but holding 3.
-  absl::StatusOr<WarmupRequest> truncated = DecodePredictionLog("\x12\x05" "abc");
+  absl::StatusOr<WarmupRequest> truncated =
+      DecodePredictionLog("\x12\x05" "abc");
   EXPECT_EQ(truncated.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(truncated.status().message())
                 .find("malformed PredictionLog: field 2 declares 5 bytes but "

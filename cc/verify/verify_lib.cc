@@ -273,7 +273,9 @@ class GraphIndex {
     import_status_ =
         tensorflow::ImportGraphDef(options, graph_def, &graph_, &refiner_);
     if (import_status_.ok()) {
-      for (tensorflow::Node* node : graph_.op_nodes()) nodes_[node->name()] = node;
+      for (tensorflow::Node* node : graph_.op_nodes()) {
+        nodes_[node->name()] = node;
+      }
     }
   }
 
@@ -669,8 +671,8 @@ absl::Status RunExamples(tensorflow::Session* session,
     return absl::InvalidArgumentError(
         "Input is empty: the request holds no tf.Example");
   }
-  Tensor batch(tensorflow::DT_STRING,
-               tensorflow::TensorShape({static_cast<int64_t>(examples.size())}));
+  const int64_t num_examples = static_cast<int64_t>(examples.size());
+  Tensor batch(tensorflow::DT_STRING, tensorflow::TensorShape({num_examples}));
   auto flat = batch.flat<tensorflow::tstring>();
   for (size_t i = 0; i < examples.size(); ++i) flat(i) = examples[i];
   std::vector<std::string> output_aliases;
@@ -684,9 +686,9 @@ absl::Status RunExamples(tensorflow::Session* session,
   auto outputs = RunSignature(session, signature, {{kClassifyInputs, batch}},
                               output_aliases);
   if (!outputs.ok()) return outputs.status();
-  return classify ? CheckClassifyResult(*outputs, examples.size())
+  return classify ? CheckClassifyResult(*outputs, num_examples)
                   : CheckRegressResult(outputs->at(kRegressOutputs),
-                                       examples.size());
+                                       num_examples);
 }
 
 // A zero-filled tensor for `info`: batch 1, unknown dimensions 1.
@@ -1099,7 +1101,9 @@ void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
       }
       json->EndArray();
     }
-    if (tensor.encoding != "name") json->Key("encoding").String(tensor.encoding);
+    if (tensor.encoding != "name") {
+      json->Key("encoding").String(tensor.encoding);
+    }
     json->EndObject();
   }
   json->EndObject();
@@ -1234,8 +1238,8 @@ std::string FormatText(const VerifyReport& report) {
   absl::StrAppend(&out, "tags: ", absl::StrJoin(report.tags, ","),
                   "  run: ", RunModeName(report.run));
   if (report.loaded) {
-    absl::StrAppend(&out, "  loaded in ", absl::StrFormat("%.1f", report.load_ms),
-                    " ms");
+    absl::StrAppend(&out, "  loaded in ",
+                    absl::StrFormat("%.1f", report.load_ms), " ms");
   } else {
     absl::StrAppend(&out, "  not loaded");
   }
@@ -1379,9 +1383,9 @@ std::string FormatJson(const VerifyReport& report) {
 
 namespace internal {
 
-std::vector<std::string> ClosestNames(std::string_view target,
-                                      const std::vector<std::string>& candidates,
-                                      int max_results) {
+std::vector<std::string> ClosestNames(
+    std::string_view target, const std::vector<std::string>& candidates,
+    int max_results) {
   std::vector<std::pair<size_t, size_t>> scored;  // (distance, index)
   std::vector<size_t> previous(target.size() + 1);
   std::vector<size_t> current(target.size() + 1);
@@ -1393,7 +1397,8 @@ std::vector<std::string> ClosestNames(std::string_view target,
       for (size_t j = 1; j <= target.size(); ++j) {
         const size_t substitute =
             previous[j - 1] + (candidate[i - 1] == target[j - 1] ? 0 : 1);
-        current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitute});
+        current[j] =
+            std::min({previous[j] + 1, current[j - 1] + 1, substitute});
       }
       std::swap(previous, current);
     }

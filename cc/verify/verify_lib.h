@@ -6,15 +6,17 @@
 //                         a legacy SessionBundle export or a model base path
 //                         (numbered versions) is named as such.
 //   2. ReadSavedModel     parses saved_model.pb(txt).
-//   3. FindMetaGraph      the requested tag-set exists (else lists those present).
+//   3. FindMetaGraph      the requested tag-set exists (else lists those
+//                         present).
 //   4. CheckVariables     a graph with variables has variables/variables.index
 //                         (TF's loader would silently skip the restore).
 //   5. SelectSignatures   `--signatures` names exist (else lists them).
 //   6. CheckSignature     per signature: every tensor exists in the graph, the
 //                         declared dtype is what its op produces, declared and
 //                         inferred shapes are compatible, method_name is one TF
-//                         Serving knows, and classify / regress signatures have
-//                         the structure TF Serving's Classify / Regress APIs need.
+//                         Serving knows, and classify / regress signatures
+//                         have the structure TF Serving's Classify / Regress
+//                         APIs need.
 //   7. LoadSavedModel     tensorflow::LoadSavedModel with the requested tags.
 //   8. Run                smoke: each signature once with synthesized inputs
 //                         (batch 1, unknown dims 1, zeros / empty strings /
@@ -139,9 +141,9 @@ namespace internal {
 
 // Up to `max_results` of `candidates` closest to `target` by edit distance
 // (ties keep the candidates' order), for "did you mean" messages.
-std::vector<std::string> ClosestNames(std::string_view target,
-                                      const std::vector<std::string>& candidates,
-                                      int max_results);
+std::vector<std::string> ClosestNames(
+    std::string_view target, const std::vector<std::string>& candidates,
+    int max_results);
 
 // "float", "int32", "string" ... ("invalid" for DT_INVALID).
 std::string DtypeName(tensorflow::DataType dtype);

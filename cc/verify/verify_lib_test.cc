@@ -75,7 +75,8 @@ class GeneratedBundlesTest : public ::testing::Test {
   static void SetUpTestSuite() {
     reports_ = new std::map<std::string, VerifyReport>();
     for (const char* kind : {"tf1", "tf2", "classify_regress"}) {
-      (*reports_)[std::string(kind) + "/smoke"] = MustVerify(Options(Bundle(kind)));
+      (*reports_)[std::string(kind) + "/smoke"] =
+          MustVerify(Options(Bundle(kind)));
     }
     for (const char* kind : {"tf1", "classify_regress"}) {
       (*reports_)[std::string(kind) + "/warmup"] =
@@ -200,7 +201,8 @@ class BrokenBundleTest : public ::testing::Test {
         "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
         "_" + kind;
     std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(std::filesystem::path(dir).parent_path());
+    std::filesystem::create_directories(
+        std::filesystem::path(dir).parent_path());
     std::filesystem::copy(Bundle(kind), dir,
                           std::filesystem::copy_options::recursive);
     return dir;
@@ -233,11 +235,13 @@ TEST_F(BrokenBundleTest, TensorNotInGraphListsClosestNames) {
   EXPECT_FALSE(report.ok());
   const SignatureReport& scaled = report.signatures.at("scaled");
   ASSERT_FALSE(scaled.ok());
-  EXPECT_TRUE(Contains(JoinErrors(scaled.errors), "output 'scaled' (scaledd:0): the graph has no node "
-                        "'scaledd'; closest names: 'scaled'"));
+  EXPECT_TRUE(Contains(JoinErrors(scaled.errors),
+                       "output 'scaled' (scaledd:0): the graph has no node "
+                       "'scaledd'; closest names: 'scaled'"));
   EXPECT_FALSE(scaled.ran);
   EXPECT_TRUE(report.signatures.at("serving_default").ok());
-  EXPECT_TRUE(Contains(FormatText(report), "RESULT: FAILED (1 of 3 signature(s) failed)"));
+  EXPECT_TRUE(Contains(FormatText(report),
+                       "RESULT: FAILED (1 of 3 signature(s) failed)"));
 }
 
 TEST_F(BrokenBundleTest, UndeclaredInputShapeFallsBackToTheGraphs) {
@@ -268,8 +272,10 @@ TEST_F(BrokenBundleTest, OutputIndexOutOfRange) {
         .set_name("y:3");
   });
   const VerifyReport report = MustVerify(Options(dir, RunMode::kNone));
-  EXPECT_TRUE(Contains(JoinErrors(report.signatures.at("serving_default").errors), "node 'y' (op Identity) has 1 output(s), so 'y:3' "
-                        "does not exist"));
+  const SignatureReport& serving = report.signatures.at("serving_default");
+  EXPECT_TRUE(Contains(JoinErrors(serving.errors),
+                       "node 'y' (op Identity) has 1 output(s), so 'y:3' "
+                       "does not exist"));
 }
 
 TEST_F(BrokenBundleTest, RegressSignatureWithWrongOutputKey) {
@@ -281,8 +287,9 @@ TEST_F(BrokenBundleTest, RegressSignatureWithWrongOutputKey) {
     outputs->erase("outputs");
   });
   const VerifyReport report = MustVerify(Options(dir));
-  EXPECT_TRUE(Contains(JoinErrors(report.signatures.at("regress").errors), "regress signatures need exactly one output under the "
-                        "key 'outputs'; found {value}"));
+  EXPECT_TRUE(Contains(JoinErrors(report.signatures.at("regress").errors),
+                       "regress signatures need exactly one output under the "
+                       "key 'outputs'; found {value}"));
   EXPECT_TRUE(report.signatures.at("classify").ok());
 }
 
@@ -309,9 +316,10 @@ TEST_F(BrokenBundleTest, UnknownSignatureInOptionsListsAvailable) {
   options.signatures = {"scaled", "nope"};
   const VerifyReport report = MustVerify(options);
   EXPECT_FALSE(report.ok());
-  EXPECT_TRUE(Contains(JoinErrors(report.errors), "--signatures names 'nope' not in the MetaGraphDef; "
-                        "signatures present: 'constant', 'scaled', "
-                        "'serving_default'"));
+  EXPECT_TRUE(Contains(JoinErrors(report.errors),
+                       "--signatures names 'nope' not in the MetaGraphDef; "
+                       "signatures present: 'constant', 'scaled', "
+                       "'serving_default'"));
 }
 
 TEST_F(BrokenBundleTest, SelectedSignaturesOnly) {
@@ -328,7 +336,8 @@ TEST_F(BrokenBundleTest, MissingTagSetIsReportedBeforeLoading) {
   options.tags = {"serve", "tpu"};
   const VerifyReport report = MustVerify(options);
   EXPECT_FALSE(report.loaded);
-  EXPECT_TRUE(Contains(JoinErrors(report.errors), "no MetaGraphDef with tag-set {serve,tpu}"));
+  EXPECT_TRUE(Contains(JoinErrors(report.errors),
+                       "no MetaGraphDef with tag-set {serve,tpu}"));
   EXPECT_TRUE(Contains(JoinErrors(report.errors), "tag-sets present: {serve}"));
 }
 
@@ -336,15 +345,19 @@ TEST_F(BrokenBundleTest, MissingTagSetIsReportedBeforeLoading) {
 
 TEST(OptionsTest, InvalidOptionsAreUsageErrors) {
   VerifyOptions options;
-  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()), "--export_dir is required"));
+  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()),
+                       "--export_dir is required"));
   options.export_dir = "/x";
   options.tags = {};
-  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()), "--tags must name at least one tag"));
+  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()),
+                       "--tags must name at least one tag"));
   options.tags = {"serve", "serve"};
-  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()), "--tags='serve,serve' names 'serve' twice"));
+  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()),
+                       "--tags='serve,serve' names 'serve' twice"));
   options.tags = {"serve"};
   options.signatures = {""};
-  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()), "--signatures='' has an empty name"));
+  EXPECT_TRUE(Contains(std::string(ValidateOptions(options).message()),
+                       "--signatures='' has an empty name"));
   options.signatures = {};
   EXPECT_TRUE(ValidateOptions(options).ok());
   EXPECT_EQ(VerifySavedModel(VerifyOptions()).status().code(),
@@ -355,8 +368,9 @@ TEST(OptionsTest, ParseRunMode) {
   EXPECT_EQ(*ParseRunMode("smoke"), RunMode::kSmoke);
   EXPECT_EQ(*ParseRunMode("warmup"), RunMode::kWarmup);
   EXPECT_EQ(*ParseRunMode("none"), RunMode::kNone);
-  EXPECT_TRUE(Contains(std::string(ParseRunMode("all").status().message()), "--run='all' is not a run mode; choose smoke, warmup "
-                        "or none"));
+  EXPECT_TRUE(Contains(std::string(ParseRunMode("all").status().message()),
+                       "--run='all' is not a run mode; choose smoke, warmup "
+                       "or none"));
 }
 
 TEST(HelpersTest, ClosestNamesRanksByEditDistance) {

@@ -115,6 +115,36 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertGreater(summary["ratios"]["p50_merged_vs_alone"], 0)
     self.assertGreater(summary["ratios"]["load_merged_vs_alone"], 0)
 
+  def test_server_bench(self):
+    summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",
+                         "--seconds=0.5", "--floor_calls=20",
+                         "--warmup_requests=2", "--model_mb=0.1",
+                         "--nodes=50")
+    self.assertEqual(summary["benchmark"], "server")
+    for floor in ("session_run", "grpc_empty"):
+      self.assertEqual(summary["floors"][floor]["requests"], 20, msg=floor)
+      self.assertGreater(summary["floors"][floor]["p50_ms"], 0, msg=floor)
+    self.assertIn("python/serve", summary["servers"])
+    for label, by_concurrency in summary["servers"].items():
+      self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
+      for stats in by_concurrency.values():
+        self.assertGreater(stats["requests"], 0, msg=label)
+        self.assertGreater(stats["throughput_rps"], 0, msg=label)
+      self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
+
+  def test_hotswap_bench(self):
+    summary = _run_bench("tests.bench.hotswap_bench", "--graphs=2",
+                         "--graph_mb=0.1", "--nodes_per_graph=50",
+                         "--concurrency=2", "--publishes=1",
+                         "--interval_s=0", "--settle_s=3")
+    self.assertEqual(summary["benchmark"], "hotswap")
+    self.assertEqual(summary["failed"], 0, msg=summary["failures"])
+    self.assertGreater(summary["requests"], 0)
+    # The load ran before and after the swap (it waits for version 2).
+    self.assertCountEqual(summary["versions_seen"], ["1", "2"])
+    self.assertLen(summary["publish_s"], 1)
+    self.assertIs(summary["targets_met"]["zero_failed_requests"], True)
+
 
 if __name__ == "__main__":
   absltest.main()
