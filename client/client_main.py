@@ -15,7 +15,6 @@ Usage:
 Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
 """
 
-import sys
 
 from absl import app
 from absl import flags
@@ -23,6 +22,7 @@ from absl import flags
 from client import client_lib
 from client import input_files
 from client import run_lib
+from python.common import cli
 
 _SERVER = flags.DEFINE_string(
     "server", "localhost:8500", "The server's gRPC address, host:port.")
@@ -97,16 +97,6 @@ def _read_pem(flag: flags.FlagHolder) -> bytes | None:
                          exitcode=2) from e
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags like absl, but exits 2 (bad usage) on a bad flag."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
-                     "Pass --helpshort or --helpfull to see help on flags.\n")
-    sys.exit(2)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(
@@ -137,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -11,13 +11,13 @@ Usage:
   bazel run //:demo -- --output_base=/tmp/models/merged   # keep the bundle
 """
 
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from examples import demo_lib
+from python.common import cli
 from python.merge import merge_lib
 from python.serve import launcher
 
@@ -36,16 +36,6 @@ _QUICK = flags.DEFINE_boolean(
 _LOAD_CONCURRENCY = flags.DEFINE_integer(
     "load_concurrency", 2, "Requests in flight during the version switch.",
     lower_bound=1)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags like absl, but exits 2 (bad usage) on a bad flag."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
-                     "Pass --helpshort or --helpfull to see help on flags.\n")
-    sys.exit(2)
 
 
 def main(argv):
@@ -69,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -9,30 +9,15 @@ the binaries pass `parse_flags` to `app.run`.
 import sys
 from typing import Callable, Sequence, TypeVar
 
-from absl import app
-from absl import flags
-
+from python.common import cli as common_cli
 from python.merge import errors
 
-USAGE_EXIT_CODE = 2
-FAILURE_EXIT_CODE = 1
+USAGE_EXIT_CODE = common_cli.USAGE_EXIT_CODE
+FAILURE_EXIT_CODE = common_cli.FAILURE_EXIT_CODE
+parse_flags = common_cli.parse_flags
+usage_error = common_cli.usage_error
 
 _T = TypeVar("_T")
-
-
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """Parses flags like absl does, but exits 2 (bad usage) on errors."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
-                     "Pass --helpshort or --helpfull to see help on flags.\n")
-    sys.exit(USAGE_EXIT_CODE)
-
-
-def usage_error(message: str) -> app.UsageError:
-  """Returns an app.UsageError that makes app.run exit 2."""
-  return app.UsageError(message, exitcode=USAGE_EXIT_CODE)
 
 
 def run_job(job: Callable[[], _T]) -> _T:

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from python.common import cli
 from python.serve import model_manager
 from python.serve import server_lib
 
@@ -175,4 +176,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -16,10 +16,11 @@ Nothing here asserts timings; the benchmarks report figures and targets.
 """
 
 import dataclasses
+import datetime
 import json
 import os
 import platform
-import resource
+import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +35,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SUMMARY_KEY = "benchmark"
+
+# Log timestamps of absl (the project server: "I1122 03:09:56.611909 ...")
+# and of tensorflow_model_server ("2025-11-22 03:09:56.611909: I ...").
+_ABSL_TIME = re.compile(r"^[IWEF](\d{4}) (\d\d:\d\d:\d\d\.\d{6})")
+_TFS_TIME = re.compile(r"^\d{4}-(\d\d)-(\d\d) (\d\d:\d\d:\d\d\.\d{6})")
+
 
 
 class BenchError(RuntimeError):
@@ -307,6 +314,39 @@ def percentile(values: Sequence[float], p: float) -> Optional[float]:
   return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def own_peak_rss_bytes() -> int:
-  """Peak RSS of this process."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _log_time(line: str) -> Optional[datetime.datetime]:
+  match = _ABSL_TIME.match(line)
+  if match:
+    day, clock = match.group(1), match.group(2)
+  else:
+    match = _TFS_TIME.match(line)
+    if not match:
+      return None
+    day, clock = match.group(1) + match.group(2), match.group(3)
+  return datetime.datetime.strptime(f"{day} {clock}", "%m%d %H:%M:%S.%f")
+
+
+def load_seconds_from_log(log_text: str, model: str) -> Optional[float]:
+  """Seconds between "Loading servable" and "Successfully loaded" of `model`.
+
+  Both the project server and tensorflow_model_server log these lines with
+  microsecond timestamps; this is the load (restore + warmup) alone, without
+  process start-up.
+
+  Returns:
+    The seconds for the first version of `model` loaded, or None if the log
+    lacks either line.
+  """
+  start = end = None
+  tag = f"{{name: {model} version:"
+  for line in log_text.splitlines():
+    if tag not in line:
+      continue
+    if start is None and "Loading servable" in line:
+      start = _log_time(line)
+    elif start is not None and "Successfully loaded servable" in line:
+      end = _log_time(line)
+      break
+  if start is None or end is None:
+    return None
+  return (end - start).total_seconds()

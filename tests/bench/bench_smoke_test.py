@@ -48,6 +48,37 @@ def _run_bench(module: str, *flags: str) -> dict:
   return summary
 
 
+class LoadSecondsFromLogTest(absltest.TestCase):
+
+  def test_project_server_log(self):
+    log = "\n".join([
+        "I1122 03:09:50.000000 1 model_manager.py:510] Loading servable: "
+        "{name: other version: 1} from /m/other/1",
+        "I1122 03:09:56.250000 1 model_manager.py:510] Loading servable: "
+        "{name: m version: 3} from /m/m/3",
+        "I1122 03:09:58.000000 1 model_manager.py:542] Successfully loaded "
+        "servable version {name: other version: 1}",
+        "I1122 03:09:58.750000 1 model_manager.py:542] Successfully loaded "
+        "servable version {name: m version: 3}",
+    ])
+    self.assertAlmostEqual(bench_lib.load_seconds_from_log(log, "m"), 2.5)
+    self.assertAlmostEqual(bench_lib.load_seconds_from_log(log, "other"), 8)
+
+  def test_tensorflow_model_server_log_across_midnight(self):
+    log = ("2025-11-21 23:59:59.500000: I tensorflow_serving/core/loader_"
+           "harness.cc:71] Loading servable version {name: m version: 1}\n"
+           "2025-11-22 00:00:00.750000: I tensorflow_serving/core/loader_"
+           "harness.cc:98] Successfully loaded servable version {name: m "
+           "version: 1}\n")
+    self.assertAlmostEqual(bench_lib.load_seconds_from_log(log, "m"), 1.25)
+
+  def test_not_loaded(self):
+    log = ("I1122 03:09:56.250000 1 x.py:1] Loading servable: {name: m "
+           "version: 1} from /m/1\n")
+    self.assertIsNone(bench_lib.load_seconds_from_log(log, "m"))
+    self.assertIsNone(bench_lib.load_seconds_from_log("", "m"))
+
+
 class BenchSmokeTest(absltest.TestCase):
 
   def assert_positive_figures(self, contender: dict, name: str) -> None:

@@ -45,13 +45,16 @@ _WORK_DIR = flags.DEFINE_string(
     "the scratch directory is deleted at the end unless --keep.")
 _KEEP = flags.DEFINE_boolean("keep", False,
                              "Keep the scratch directory at the end.")
+CONTENDERS = ("floor", "seed", "ours", "ours_noverify")
 _CONTENDERS = flags.DEFINE_list(
-    "contenders", ["floor", "seed", "ours", "ours_noverify"],
+    "contenders", list(CONTENDERS),
     "Which contenders to run (floor and seed are needed for the ratios).")
+flags.register_validator(
+    "contenders", lambda names: bool(names) and set(names) <= set(CONTENDERS),
+    message=f"--contenders must list some of {', '.join(CONTENDERS)}.")
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", 3600.0,
                                 "Kill a contender run after this long.")
 
-CONTENDERS = ("floor", "seed", "ours", "ours_noverify")
 WALL_TARGETS = {"ours": 1.5, "ours_noverify": 1.15}
 RSS_TARGET = 0.75
 

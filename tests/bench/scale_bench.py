@@ -67,10 +67,11 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", 3600.0,
 SAVED_MODEL_LIMIT_BYTES = 16 << 20
 CSV_FIELDS = (
     "size_gib", "graphs", "input_mib", "largest_input_mib", "ours_wall_s",
-    "ours_rss_mib", "ours_noverify_wall_s", "ours_noverify_rss_mib",
-    "seed_wall_s", "seed_rss_mib", "seed_ok", "saved_model_pb_mib",
+    "ours_cpu_s", "ours_rss_mib", "ours_noverify_wall_s",
+    "ours_noverify_cpu_s", "ours_noverify_rss_mib", "seed_wall_s",
+    "seed_cpu_s", "seed_rss_mib", "seed_ok", "saved_model_pb_mib",
     "verifier_ok", "verifier_wall_s", "verifier_rss_mib", "server_ok",
-    "server_load_s", "server_rss_mib")
+    "server_load_s", "server_ready_s", "server_rss_mib")
 
 
 def find_verifier(explicit: Optional[str]) -> Optional[str]:
@@ -106,8 +107,9 @@ def serve_and_query(base_path: str, graphs: Sequence[graph_gen.GraphInfo],
   """Starts the model server on `base_path`, runs one Predict per signature.
 
   Returns:
-    {"ok", "load_s" (start to every model AVAILABLE), "rss_mib" (server
-    VmHWM), "answered" (signatures answered), "error"}.
+    {"ok", "load_s" (the load in the server log: restore + warmup),
+    "ready_s" (spawn to AVAILABLE), "rss_mib" (server VmHWM), "answered"
+    (signatures answered), "error"}.
   """
   start = time.monotonic()
   server = launcher.ModelServer(model_name="scale",
@@ -116,9 +118,9 @@ def serve_and_query(base_path: str, graphs: Sequence[graph_gen.GraphInfo],
   try:
     server.start()
   except launcher.LauncherError as e:
-    return {"ok": False, "load_s": None, "rss_mib": None, "answered": 0,
-            "error": bench_lib.last_line(str(e))}
-  load_s = time.monotonic() - start
+    return {"ok": False, "load_s": None, "ready_s": None, "rss_mib": None,
+            "answered": 0, "error": bench_lib.last_line(str(e))}
+  ready_s = time.monotonic() - start
   answered, error = 0, None
   try:
     with grpc.insecure_channel(server.address) as channel:
@@ -141,8 +143,10 @@ def serve_and_query(base_path: str, graphs: Sequence[graph_gen.GraphInfo],
     rss = bench_lib.peak_rss_of_pid(server.process.pid)
   finally:
     server.stop()
+  load_s = bench_lib.load_seconds_from_log(server.log_tail(1 << 24), "scale")
   return {"ok": answered == len(graphs), "load_s": load_s,
-          "rss_mib": _mib(rss), "answered": answered, "error": error}
+          "ready_s": ready_s, "rss_mib": _mib(rss), "answered": answered,
+          "error": error}
 
 
 def run_size(size_gib: float, *, graph_gib: float, nodes_per_graph: int,
@@ -193,12 +197,16 @@ def run_size(size_gib: float, *, graph_gib: float, nodes_per_graph: int,
       "input_mib": _mib(sum(g.file_bytes for g in infos)),
       "largest_input_mib": _mib(max(g.file_bytes for g in infos)),
       "ours_wall_s": _rounded(by_name["ours"].median_wall_s()),
+      "ours_cpu_s": _rounded(by_name["ours"].median_cpu_s()),
       "ours_rss_mib": _mib(by_name["ours"].median_rss_bytes()),
       "ours_noverify_wall_s": _rounded(
           by_name["ours_noverify"].median_wall_s()),
+      "ours_noverify_cpu_s": _rounded(
+          by_name["ours_noverify"].median_cpu_s()),
       "ours_noverify_rss_mib": _mib(
           by_name["ours_noverify"].median_rss_bytes()),
       "seed_wall_s": None,
+      "seed_cpu_s": None,
       "seed_rss_mib": None,
       "seed_ok": None,
       "saved_model_pb_mib": round(pb_bytes / 2**20, 3),
@@ -207,6 +215,7 @@ def run_size(size_gib: float, *, graph_gib: float, nodes_per_graph: int,
       "verifier_rss_mib": None,
       "server_ok": None,
       "server_load_s": None,
+      "server_ready_s": None,
       "server_rss_mib": None,
   }
   details = {"saved_model_pb_under_16mib": pb_bytes < SAVED_MODEL_LIMIT_BYTES}
@@ -217,6 +226,7 @@ def run_size(size_gib: float, *, graph_gib: float, nodes_per_graph: int,
     # Wall time and peak RSS until success or failure: the memory held
     # before failing is the point.
     row["seed_wall_s"] = _rounded(last.wall_s)
+    row["seed_cpu_s"] = _rounded(last.user_s + last.sys_s)
     row["seed_rss_mib"] = _mib(last.max_rss_bytes)
     if not last.ok:
       details["seed_error"] = bench_lib.last_line(last.output_tail)
@@ -235,6 +245,7 @@ def run_size(size_gib: float, *, graph_gib: float, nodes_per_graph: int,
     served = serve_and_query(out["ours"], infos, timeout_s)
     row["server_ok"] = served["ok"]
     row["server_load_s"] = _rounded(served["load_s"])
+    row["server_ready_s"] = _rounded(served["ready_s"])
     row["server_rss_mib"] = served["rss_mib"]
     if served["error"]:
       details["server_error"] = served["error"]
@@ -281,15 +292,18 @@ def run(*, sizes_gib: Sequence[float], graph_gib: float, nodes_per_graph: int,
   print(f"Inputs of at most {graph_gib:g} GiB each, {nodes_per_graph} nodes "
         f"per graph; {rounds} round(s) per size.")
   print(bench_lib.markdown_table(
-      ["GiB", "graphs", "ours s", "ours MiB", "noverify s", "noverify MiB",
-       "seed s", "seed MiB", "seed", "saved_model.pb MiB", "C++ verify s",
-       "verify", "server load s", "server MiB", "server"],
+      ["GiB", "graphs", "ours s", "ours CPU s", "ours MiB", "noverify s",
+       "noverify CPU s", "noverify MiB", "seed s", "seed MiB", "seed",
+       "saved_model.pb MiB", "C++ verify s", "verify", "server load s",
+       "server ready s", "server MiB", "server"],
       [[cell(r["size_gib"], 2), r["graphs"], cell(r["ours_wall_s"]),
-        cell(r["ours_rss_mib"], 0), cell(r["ours_noverify_wall_s"]),
+        cell(r["ours_cpu_s"]), cell(r["ours_rss_mib"], 0),
+        cell(r["ours_noverify_wall_s"]), cell(r["ours_noverify_cpu_s"]),
         cell(r["ours_noverify_rss_mib"], 0), cell(r["seed_wall_s"]),
         cell(r["seed_rss_mib"], 0), cell(r["seed_ok"]),
         cell(r["saved_model_pb_mib"], 2), cell(r["verifier_wall_s"]),
-        cell(r["verifier_ok"]), cell(r["server_load_s"]),
+        cell(r["verifier_ok"]), cell(r["server_load_s"], 2),
+        cell(r["server_ready_s"]),
         cell(r["server_rss_mib"], 0), cell(r["server_ok"])] for r in rows]))
   for size, r in zip(sizes_gib, results):
     for key in ("seed_error", "verifier_error", "server_error"):
@@ -307,6 +321,9 @@ def run(*, sizes_gib: Sequence[float], graph_gib: float, nodes_per_graph: int,
       "details": [r["details"] for r in results],
       "slopes_per_gib": {
           "ours_wall_s": _slope(sizes, [r["ours_wall_s"] for r in rows]),
+          "ours_cpu_s": _slope(sizes, [r["ours_cpu_s"] for r in rows]),
+          "ours_noverify_cpu_s": _slope(
+              sizes, [r["ours_noverify_cpu_s"] for r in rows]),
           "ours_rss_mib": _slope(sizes, [r["ours_rss_mib"] for r in rows]),
           "ours_noverify_wall_s": _slope(
               sizes, [r["ours_noverify_wall_s"] for r in rows]),

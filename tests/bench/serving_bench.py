@@ -18,9 +18,7 @@ tensorflow_model_server when on PATH, else `//python/serve`):
 Prints a Markdown table, then one JSON line (the last line).
 """
 
-import datetime
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -63,48 +61,6 @@ _KEEP = flags.DEFINE_boolean("keep", False, "Keep the scratch directory.")
 
 SIGNATURE = "model_0"
 LATENCY_TARGET = 1.05
-# Log timestamps of absl (the project server: "I1122 03:09:56.611909 ...")
-# and of tensorflow_model_server ("2025-11-22 03:09:56.611909: I ...").
-_ABSL_TIME = re.compile(r"^[IWEF](\d{4}) (\d\d:\d\d:\d\d\.\d{6})")
-_TFS_TIME = re.compile(r"^\d{4}-(\d\d)-(\d\d) (\d\d:\d\d:\d\d\.\d{6})")
-
-
-def _log_time(line: str) -> datetime.datetime | None:
-  match = _ABSL_TIME.match(line)
-  if match:
-    day, clock = match.group(1), match.group(2)
-  else:
-    match = _TFS_TIME.match(line)
-    if not match:
-      return None
-    day, clock = match.group(1) + match.group(2), match.group(3)
-  return datetime.datetime.strptime(f"{day} {clock}", "%m%d %H:%M:%S.%f")
-
-
-def load_seconds_from_log(log_text: str, model: str) -> float | None:
-  """Seconds between "Loading servable" and "Successfully loaded" of `model`.
-
-  Both the project server and tensorflow_model_server log these lines with
-  microsecond timestamps; this is the load (restore + warmup) alone, without
-  process start-up.
-
-  Returns:
-    The seconds for the first version of `model` loaded, or None if the log
-    lacks either line.
-  """
-  start = end = None
-  tag = f"{{name: {model} version:"
-  for line in log_text.splitlines():
-    if tag not in line:
-      continue
-    if start is None and "Loading servable" in line:
-      start = _log_time(line)
-    elif start is not None and "Successfully loaded servable" in line:
-      end = _log_time(line)
-      break
-  if start is None or end is None:
-    return None
-  return (end - start).total_seconds()
 
 
 def _request(model: str, graph: graph_gen.GraphInfo
@@ -179,7 +135,8 @@ def measure_load(bases: dict[str, str], rounds: int) -> dict[str, dict]:
         peak = bench_lib.peak_rss_of_pid(server.process.pid)
         if peak:
           rss[name].append(peak)
-      load = load_seconds_from_log(server.log_tail(max_chars=1 << 20), name)
+      load = bench_lib.load_seconds_from_log(
+          server.log_tail(max_chars=1 << 24), name)
       if load is not None:
         loads[name].append(load)
       print(f"  load round {r + 1}/{rounds} {name:<7} ready after "

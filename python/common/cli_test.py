@@ -1,0 +1,56 @@
+"""Tests for python/common/cli.py: bad flags exit 2, not absl's 1."""
+
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+
+from python.common import cli
+
+_PROGRAM = textwrap.dedent("""
+    from absl import app
+    from absl import flags
+    from python.common import cli
+
+    _COUNT = flags.DEFINE_integer("count", 1, "A positive count.", lower_bound=1)
+
+    def main(argv):
+      if len(argv) > 1:
+        raise cli.usage_error(f"unexpected arguments: {argv[1:]}")
+      print(f"count={_COUNT.value}")
+
+    app.run(main, flags_parser=cli.parse_flags)
+""")
+
+
+class CliTest(absltest.TestCase):
+
+  def _run(self, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PROGRAM, *args],
+                          capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": ":".join(sys.path)})
+
+  def test_good_flags_run_main(self):
+    result = self._run("--count=3")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(result.stdout.strip(), "count=3")
+
+  def test_unknown_flag_exits_2_and_names_it(self):
+    result = self._run("--bogus=1")
+    self.assertEqual(result.returncode, cli.USAGE_EXIT_CODE)
+    self.assertIn("bogus", result.stderr)
+
+  def test_failed_validator_exits_2(self):
+    result = self._run("--count=0")
+    self.assertEqual(result.returncode, cli.USAGE_EXIT_CODE)
+    self.assertIn("count", result.stderr)
+
+  def test_usage_error_exits_2(self):
+    result = self._run("extra")
+    self.assertEqual(result.returncode, cli.USAGE_EXIT_CODE)
+    self.assertIn("unexpected arguments", result.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
