@@ -83,8 +83,10 @@ class ConnectError(RpcError):
     self.args = (
         f"could not reach the server at {server} within {timeout_s:g} s "
         f"({attempts} attempt(s); last error {code.name}: {details}). "
-        "Check that the server is running and that --server is host:port "
-        "(and --tls matches the server).",)
+        "Check that the server is running, that --server is host:port and "
+        "that --tls matches the server (with TLS: --root_cert names the CA "
+        "of the server's certificate, and --client_cert/--client_key are "
+        "given when the server verifies clients).",)
 
 
 class SignatureError(ClientError):

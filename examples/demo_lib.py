@@ -62,6 +62,8 @@ class DemoOptions:
     load_concurrency: requests in flight during the switch.
     switch_timeout_s: how long to wait for the server to serve version 2.
     out: where the demo narrates.
+    log_path: the file receiving the logs of the demo's own process (merge,
+      TensorFlow), named in the summary; None when logs go to stderr.
   """
   output_base: Optional[str] = None
   work_dir: Optional[str] = None
@@ -70,6 +72,7 @@ class DemoOptions:
   load_concurrency: int = 2
   switch_timeout_s: float = 120.0
   out: TextIO = sys.stdout
+  log_path: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -99,6 +102,7 @@ class DemoSummary:
   verify_output: str
   server_command: List[str]
   server_log: str
+  demo_log: Optional[str]
   signatures_ok: int
   signatures_total: int
   digits_error_rate_predict: float
@@ -393,7 +397,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
       work_dir=work_dir, spec_v1=built["spec"], spec_v2=spec_v2,
       output_base=output_base, versions=versions,
       verify_output=verify_output, server_command=server.command,
-      server_log=server.log_path, signatures_ok=len(reports) - len(failed),
+      server_log=server.log_path, demo_log=options.log_path,
+      signatures_ok=len(reports) - len(failed),
       signatures_total=len(reports),
       digits_error_rate_predict=error_predict,
       digits_error_rate_classify=error_classify, diabetes_rmse=rmse,
@@ -405,13 +410,17 @@ def run_demo(options: DemoOptions) -> DemoSummary:
 
 def format_summary(summary: DemoSummary) -> str:
   """The closing summary, with every path the demo used."""
-  return "\n".join([
+  lines = [
       f"work dir:          {summary.work_dir}",
       f"specs:             {summary.spec_v1}",
       f"                   {summary.spec_v2}",
       f"model base path:   {summary.output_base} (versions "
       f"{', '.join(summary.versions)})",
       f"server log:        {summary.server_log}",
+  ]
+  if summary.demo_log:
+    lines.append(f"demo log:          {summary.demo_log}")
+  lines += [
       f"signatures:        {summary.signatures_ok} of "
       f"{summary.signatures_total} answered",
       f"digits error rate: {summary.digits_error_rate_predict:.2%} (predict), "
@@ -424,4 +433,5 @@ def format_summary(summary: DemoSummary) -> str:
       f"--model_base_path={summary.output_base}",
       f"  bazel run //client -- --server=localhost:8500 "
       f"--model_name={MODEL_NAME}",
-  ])
+  ]
+  return "\n".join(lines)

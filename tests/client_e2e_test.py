@@ -5,7 +5,10 @@ SavedModel (2 adds the signature hyaudio_2), serves both versions (version
 label "stable" = 1) and checks the client binary and library against it:
 every signature answered, JSON output, inputs from .npy/.npz/.json, the
 classify and regress paths, pinned versions, an unknown model, an
-unreachable server, load mode counts, and bad usage.
+unreachable server, load mode counts, and bad usage. Two more servers run
+the same bundle with --ssl_config_file (TLS, then mutual TLS) for the
+client's --tls/--root_cert/--client_cert/--client_key, with certificates made
+by the openssl tool at test time.
 """
 
 import io
@@ -17,6 +20,7 @@ import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import grpc
 import numpy as np
 
 from client import client_lib
@@ -26,6 +30,7 @@ from examples.digits import digits_model
 from examples.regress import diabetes_model
 from python.merge import merge_lib
 from python.serve import launcher
+from python.serve import tls_testlib
 
 MODEL = "merged"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,6 +231,68 @@ class ClientEndToEndTest(parameterized.TestCase):
     self.assertEqual(error["code"], "UNAVAILABLE")
     self.assertIn(f"could not reach the server at {address} within 2 s",
                   error["message"])
+
+  def start_tls_server(self, client_verify: bool) -> launcher.ModelServer:
+    """Serves the bundle over TLS (mutual TLS with client_verify)."""
+    if not hasattr(self, "certs"):  # Made once, kept for the whole class.
+      certs_dir = os.path.join(self.work, "certs")
+      os.makedirs(certs_dir, exist_ok=True)
+      type(self).certs = tls_testlib.make_certificates(certs_dir)
+    certs = self.certs
+    config = self.create_tempfile(
+        content=tls_testlib.ssl_config_text(certs, client_verify)).full_path
+    read = tls_testlib.read
+    credentials = grpc.ssl_channel_credentials(
+        read(certs.ca_cert),
+        private_key=read(certs.client_key) if client_verify else None,
+        certificate_chain=read(certs.client_cert) if client_verify else None)
+    server = launcher.ModelServer(
+        MODEL, self.base, extra_flags=[f"--ssl_config_file={config}"],
+        log_dir=self.create_tempdir().full_path,
+        channel_credentials=credentials)
+    server.start()
+    self.addCleanup(server.stop)
+    return server
+
+  def test_binary_over_tls(self):
+    server = self.start_tls_server(client_verify=False)
+    done = run_client_binary(f"--server={server.address}",
+                             f"--model_name={MODEL}", "--signature_name=digits",
+                             "--tls", f"--root_cert={self.certs.ca_cert}")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertRegex(done.stdout, r"OK +digits +\(predict\) .* version 2\n")
+    # A plaintext client cannot talk to a TLS port.
+    code, _, err = self.run_in_process(
+        client_lib.ServingClient(server.address, MODEL, timeout_s=3.0),
+        signature_names=["digits"])
+    self.assertEqual(code, 1)
+    self.assertIn("UNAVAILABLE", err)
+
+  def test_binary_over_mutual_tls(self):
+    server = self.start_tls_server(client_verify=True)
+    certs = self.certs
+    done = run_client_binary(
+        f"--server={server.address}", f"--model_name={MODEL}",
+        "--signature_name=diabetes", "--tls", f"--root_cert={certs.ca_cert}",
+        f"--client_cert={certs.client_cert}",
+        f"--client_key={certs.client_key}")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertRegex(done.stdout,
+                     r"OK +diabetes +\(regress\) .* version 2\n")
+    # Without a client certificate, or with one from another CA: refused.
+    read = tls_testlib.read
+    for name, key, cert in (
+        ("no client certificate", None, None),
+        ("rogue client certificate", read(certs.rogue_client_key),
+         read(certs.rogue_client_cert))):
+      client = client_lib.ServingClient(
+          server.address, MODEL, timeout_s=3.0, tls=True,
+          root_cert=read(certs.ca_cert), client_key=key, client_cert=cert)
+      code, _, err = self.run_in_process(client, signature_names=["digits"])
+      self.assertEqual(code, 1, name)
+      self.assertIn("UNAVAILABLE", err, name)
+      self.assertIn("--client_cert/--client_key are given when the server "
+                    "verifies clients", err, name)
 
   @parameterized.named_parameters(
       ("pickle_input", ["--input=images=/no/such/file.pkl"],

@@ -1,7 +1,8 @@
 """Runs //:demo end to end (with --quick) and checks what it reports.
 
 The demo builds the examples, merges, verifies with //cc/verify, serves,
-queries every signature, switches versions under load, and stops the server.
+queries every signature, switches versions under load, and stops the server,
+with a report on stdout free of log lines (those go to <work_dir>/demo.log).
 """
 
 import os
@@ -69,6 +70,16 @@ class DemoTest(absltest.TestCase):
     pid = int(re.search(r"at 127\.0\.0\.1:\d+, pid (\d+)", out).group(1))
     self.assertFalse(os.path.exists(f"/proc/{pid}"),
                      f"server pid {pid} is still running")
+    # The report is clean: the logs (absl, TensorFlow's Python and C++) went
+    # to the demo log named in the summary, not to the terminal.
+    self.assertIn(f"demo log:          {tmp}/work/demo.log", out)
+    with open(os.path.join(tmp, "work", "demo.log"), encoding="utf-8") as f:
+      log = f.read()
+    self.assertRegex(log, r"(?m)^I\d{4} .*publish\.py.*Writing version 1 into")
+    for stream, text in (("stdout", out), ("stderr", done.stderr)):
+      self.assertNotRegex(text, r"(?m)^[IWEF]\d{4} ", stream)
+      self.assertNotIn("INFO:tensorflow", text, stream)
+      self.assertNotIn("WARNING:tensorflow", text, stream)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,7 @@ model_config_list {{
     response = self.model_service.GetModelStatus(request, timeout=10)
     self.assertLen(response.model_version_status, 1)
     self.assertEqual(response.model_version_status[0].version, 3)
+    self.assertTrue(response.model_version_status[0].HasField('status'))
     self.assertEqual(response.model_version_status[0].status.error_code, 0)
 
   def test_health_service_reports_serving(self):
@@ -721,6 +722,11 @@ class StartupFailureTest(parameterized.TestCase):
        'Could not find base path /nonexistent/base for servable default'),
       ('no_model', [], 2,
        'Both --model_base_path and --model_config_file are empty'),
+      ('unreadable_ssl_config',
+       ['--model_base_path=/nonexistent/base',
+        '--ssl_config_file=/nonexistent/ssl.config'], 1,
+       r'Failed to start server\. Error: Cannot read '
+       r'--ssl_config_file=/nonexistent/ssl\.config'),
   )
   def test_bad_command_line(self, flags, exit_code, message_regex):
     # Always the project server: these exit codes and messages are its own.

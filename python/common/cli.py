@@ -7,6 +7,7 @@ bad flag, which a script cannot tell from a failed job, so binaries call
   app.run(main, flags_parser=cli.parse_flags)
 """
 
+import os
 import sys
 from typing import Sequence
 
@@ -37,3 +38,27 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 def usage_error(message: str) -> app.UsageError:
   """Returns an app.UsageError that makes app.run exit 2."""
   return app.UsageError(message, exitcode=USAGE_EXIT_CODE)
+
+
+def user_path(path: str) -> str:
+  """Resolves a path the user typed on the command line.
+
+  `bazel run` starts a binary inside its runfiles tree, so a relative path
+  such as `--spec=merge.toml` would be looked up there instead of in the
+  directory the user ran Bazel from. Bazel names that directory in
+  $BUILD_WORKING_DIRECTORY; relative paths are resolved against it. Absolute
+  paths, URIs (`gs://...`, `ram://...`) and empty strings are returned as is,
+  and so is everything when the binary is not run by `bazel run`.
+
+  Args:
+    path: a path or URI from a flag.
+
+  Returns:
+    The path to open.
+  """
+  if not path or os.path.isabs(path) or "://" in path:
+    return path
+  working_directory = os.environ.get("BUILD_WORKING_DIRECTORY")
+  if not working_directory:
+    return path
+  return os.path.join(working_directory, path)

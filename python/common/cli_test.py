@@ -1,8 +1,10 @@
 """Tests for python/common/cli.py: bad flags exit 2, not absl's 1."""
 
+import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 from absl.testing import absltest
 
@@ -50,6 +52,24 @@ class CliTest(absltest.TestCase):
     result = self._run("extra")
     self.assertEqual(result.returncode, cli.USAGE_EXIT_CODE)
     self.assertIn("unexpected arguments", result.stderr)
+
+
+class UserPathTest(absltest.TestCase):
+
+  def test_relative_path_is_resolved_against_bazel_working_directory(self):
+    with mock.patch.dict(os.environ, {"BUILD_WORKING_DIRECTORY": "/home/me"}):
+      self.assertEqual(cli.user_path("specs/merge.toml"),
+                       "/home/me/specs/merge.toml")
+
+  def test_absolute_paths_and_uris_are_kept(self):
+    with mock.patch.dict(os.environ, {"BUILD_WORKING_DIRECTORY": "/home/me"}):
+      self.assertEqual(cli.user_path("/models/merged"), "/models/merged")
+      self.assertEqual(cli.user_path("gs://bucket/m"), "gs://bucket/m")
+      self.assertEqual(cli.user_path(""), "")
+
+  def test_relative_path_is_kept_outside_bazel_run(self):
+    with mock.patch.dict(os.environ, {}, clear=True):
+      self.assertEqual(cli.user_path("merge.toml"), "merge.toml")
 
 
 if __name__ == "__main__":

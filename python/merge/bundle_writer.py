@@ -6,10 +6,11 @@ For every unique frozen graph of the spec (the same file listed twice is
 stored once; both signatures point at the first model's scope): parse it
 once, resolve the spec's aliases (dtype and static shape, closest names on
 typos), scope its nodes under `<signature_name>/`, merge its function
-library, strip default-valued attrs, move its large constants to
-`variables/` and append its nodes to the merged graph. Then write the warmup
-requests and, last, `saved_model.pb` (tag "serve", one signature per model,
-plus "serving_default" when the spec names one). Publishing (staging, fsync,
+library, strip default-valued attrs, copy the vocabulary files of its tables
+into `assets/`, move its large constants to `variables/` and append its
+nodes to the merged graph. Then write the warmup requests and, last,
+`saved_model.pb` (tag "serve", one signature per model, plus
+"serving_default" when the spec names one). Publishing (staging, fsync,
 rename to a version number) is `publish`'s job.
 """
 
@@ -24,6 +25,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import meta_graph
 
+from python.merge import assets as assets_lib
 from python.merge import errors
 from python.merge import externalize
 from python.merge import graph_io
@@ -51,10 +53,15 @@ class BundleInfo:
       "serving_default" alias is not repeated here; see `serving_default`).
     serving_default: Signature also exported as "serving_default", if any.
     unique_graphs: Number of distinct frozen graphs stored.
+    assets: Vocabulary files copied into `assets/` (see `assets`).
     nodes: Nodes in the merged graph.
     functions: Functions in the merged function library.
     externalized: Number of constants moved to `variables/`.
     externalized_bytes: Bytes of those constants.
+    externalized_weights: Those of them that are MatMul/Conv weights: on
+      oneDNN CPU builds their answers are bit-identical to the frozen
+      graph's only when the server runs with
+      TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (see `externalize`).
     init_ops: Table initializers run at load time (scoped node names).
     files: Relative path -> bytes. After `write_saved_model`, the files
       written; from `plan`, an estimate (saved_model.pb and the warmup file
@@ -64,10 +71,12 @@ class BundleInfo:
   signatures: dict
   serving_default: Optional[str] = None
   unique_graphs: int = 0
+  assets: list = dataclasses.field(default_factory=list)
   nodes: int = 0
   functions: int = 0
   externalized: int = 0
   externalized_bytes: int = 0
+  externalized_weights: list = dataclasses.field(default_factory=list)
   init_ops: list = dataclasses.field(default_factory=list)
   files: dict = dataclasses.field(default_factory=dict)
   total_bytes: int = 0
@@ -118,7 +127,8 @@ def _check_threshold(threshold) -> None:
 
 
 def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
-                  externalizer: externalize.Externalizer) -> _Merged:
+                  externalizer: externalize.Externalizer,
+                  asset_collector: assets_lib.AssetCollector) -> _Merged:
   """Parses each unique input once, resolves its models and merges it."""
   groups = _group_by_content(spec)
   merged = _Merged(signatures={}, tensor_infos={}, init_ops=[],
@@ -136,7 +146,8 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     if renames:
       logging.info("Renamed colliding functions of %s: %s", first.frozen,
                    renames)
-    externalizer.process(graph_def)
+    asset_collector.collect(graph_def, scope, where)
+    externalizer.process(graph_def, keep=asset_collector.const_names)
     merger.append(graph_def)
     del graph_def  # Frees the input before the next one is parsed.
     logging.info("Merged %s as scope %s/ for signature(s) %s", first.frozen,
@@ -161,6 +172,13 @@ def _serialize(saved_model: saved_model_pb2.SavedModel,
   """Serializes saved_model.pb, refusing protobuf's 2 GiB limit clearly."""
   fix = (f"lower externalize_threshold_bytes (now {threshold}) so more "
          "constants move to variables/.")
+  library_bytes = sum(m.graph_def.library.ByteSize()
+                      for m in saved_model.meta_graphs)
+  if library_bytes:
+    fix += (f" {library_bytes} bytes are function bodies, whose constants "
+            "are never externalized: freeze the models with their functions "
+            "inlined (e.g. TF2 convert_variables_to_constants_v2 with "
+            "lower_control_flow) if those hold the large weights.")
   try:
     data = saved_model.SerializeToString()
   except (ValueError, message.EncodeError) as e:
@@ -198,7 +216,8 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
   merger = graph_merge.GraphMerger(meta.graph_def)
   externalizer = externalize.Externalizer(externalize_threshold_bytes,
                                           export_dir)
-  merged = _merge_graphs(spec, merger, externalizer)
+  asset_collector = assets_lib.AssetCollector()
+  merged = _merge_graphs(spec, merger, externalizer, asset_collector)
   restore_nodes, saver_def = externalizer.finish()
   merger.add_nodes(restore_nodes)
   init_op = _add_init_op(merger, merged.init_ops)
@@ -211,6 +230,7 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
   if spec.serving_default and spec.serving_default != spec_lib.SERVING_DEFAULT:
     sig_defs[spec_lib.SERVING_DEFAULT] = sig_defs[spec.serving_default]
   _fill_meta_graph(meta, sig_defs, init_op, saver_def)
+  asset_collector.add_to(meta)
   info = BundleInfo(
       signatures=ordered,
       serving_default=spec.serving_default,
@@ -219,12 +239,25 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       functions=len(graph_def.library.function),
       externalized=externalizer.count,
       externalized_bytes=externalizer.externalized_bytes,
+      externalized_weights=list(externalizer.weights),
+      assets=list(asset_collector.assets),
       init_ops=merged.init_ops)
+  if externalizer.weights:
+    logging.warning(
+        "%d externalized constant(s) are MatMul/Conv weights (%s%s). On "
+        "oneDNN CPU builds of TensorFlow (Serving) they run a different "
+        "kernel than constant weights do, so answers may differ from the "
+        "frozen graphs' in the last bits unless the server runs with %s=1 "
+        "(or raise externalize_threshold_bytes, now %d, above their size).",
+        len(externalizer.weights), ", ".join(externalizer.weights[:3]),
+        ", ..." if len(externalizer.weights) > 3 else "",
+        externalize.ONEDNN_FROZEN_WEIGHTS_ENV, externalize_threshold_bytes)
   data = _serialize(saved_model, externalize_threshold_bytes)
   del saved_model, meta, graph_def
   records = warmup_lib.warmup_records(ordered) if warmup else []
 
   if export_dir is None:
+    info.files.update(asset_collector.files())
     info.files[SAVED_MODEL_FILE] = len(data)
     if records:
       info.files[warmup_lib.WARMUP_FILE] = warmup_lib.record_file_size(
@@ -233,6 +266,7 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       info.files[externalize.VARIABLES_PREFIX + ".data-00000-of-00001"] = (
           info.externalized_bytes)
   else:
+    asset_collector.write(export_dir)
     _write_files(export_dir, data, records)
     info.files = list_files(export_dir)
   info.total_bytes = sum(info.files.values())

@@ -6,7 +6,9 @@ SavedModel loader (`serve` tag) in a fresh session.
 """
 
 import os
+import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -18,6 +20,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import externalize
 from python.merge import graph_io
 from python.merge import spec as spec_lib
 from python.merge import warmup as warmup_lib
@@ -28,20 +31,18 @@ _LARGE_BYTES = 3 << 20
 _THRESHOLDS = {"default": 1 << 20, "everything": 0}
 
 
-def _session_config(threshold):
-  """Grappler off for the threshold-0 bundle, and for its frozen reference.
+def setUpModule():
+  # What the flag help tells users to set on the server: oneDNN then runs
+  # MatMul/Conv with externalized (variable) weights through the same
+  # kernel as with constant weights. Without it, "everything" answers
+  # differ from the frozen graphs in the last bits (hyaudio's dense layers).
+  # Set before any TensorFlow kernel is created.
+  os.environ[externalize.ONEDNN_FROZEN_WEIGHTS_ENV] = "1"
 
-  With every constant turned into a variable, Grappler's remapper can no
-  longer fuse MatMul + Add(const bias) as it does in the frozen graph, so
-  the two sides would run different kernels (last-bit float differences).
-  With Grappler off both sides run the same kernels, so exact equality
-  checks the restored values themselves. The default-threshold bundle is
-  compared with the default configuration, as served.
-  """
-  config = tf.compat.v1.ConfigProto()
-  if threshold == "everything":
-    config.graph_options.rewrite_options.disable_meta_optimizer = True
-  return config
+
+def _session_config(unused_threshold):
+  """TensorFlow's default session config (Grappler on), as served."""
+  return tf.compat.v1.ConfigProto()
 
 
 def _model(name, info, **overrides):
@@ -264,6 +265,16 @@ class MergedBundleTest(parameterized.TestCase):
               and graph_io.tensor_nbytes(n.attr["value"].tensor)]
     self.assertEqual(consts, [])
 
+  def test_externalized_matmul_weights_are_reported(self):
+    _, default = self.bundles["default"]
+    self.assertEqual(default.externalized_weights, ["large/large/weights"])
+    _, everything = self.bundles["everything"]
+    self.assertContainsSubset(
+        ["hyaudio_1/hyaudio/fc1/weights", "hyaudio_1/hyaudio/logits/weights",
+         "large/large/weights"], everything.externalized_weights)
+    self.assertNotIn("hyaudio_1/hyaudio/fc1/biases",
+                     everything.externalized_weights)
+
   @parameterized.parameters("default", "everything")
   def test_warmup_requests_replay(self, threshold):
     export_dir, _ = self.bundles[threshold]
@@ -363,6 +374,74 @@ class BundleOptionsTest(parameterized.TestCase):
                      ["assets.extra/tf_serving_warmup_requests",
                       "saved_model.pb"])
     self.assertTrue(tf.io.gfile.exists(export_dir + "/saved_model.pb"))
+
+
+class VocabularyAssetTest(absltest.TestCase):
+  """Tables initialized from vocabulary files work where the file is gone."""
+
+  def test_vocabulary_files_are_copied_into_assets(self):
+    tmp = self.create_tempdir().full_path
+    vocab_dir = os.path.join(tmp, "vocab")
+    first = graphs.write_vocabulary_table(
+        os.path.join(tmp, "first.pb"), os.path.join(vocab_dir, "words.txt"))
+    # Same file name, other directory: both files must be kept apart.
+    second = graphs.write_vocabulary_table(
+        os.path.join(tmp, "second.pb"),
+        os.path.join(vocab_dir, "other", "words.txt"))
+    with open(second["vocabulary_path"], "w") as f:
+      f.write("zebra\nkiwi\n")
+    spec = spec_lib.MergeSpec(models=(_model("first", first),
+                                      _model("second", second)))
+    feeds = graphs.make_inputs(first, batch_size=6)
+    want = {name: graphs.run_frozen(info, feeds)["ids"]
+            for name, info in (("first", first), ("second", second))}
+    self.assertEqual(list(want["second"]), [1, -1, -1, -1, -1, -1])
+    planned = bundle_writer.plan(spec, externalize_threshold_bytes=0)
+    export_dir = os.path.join(tmp, "bundle")
+    info = bundle_writer.write_saved_model(spec, export_dir,
+                                           externalize_threshold_bytes=0)
+    self.assertEqual(
+        {k: v for k, v in info.files.items() if k.startswith("assets/")},
+        {"assets/words.txt": 29, "assets/second_words.txt": 11})
+    self.assertEqual(
+        {k: v for k, v in planned.files.items() if k.startswith("assets/")},
+        {"assets/words.txt": 29, "assets/second_words.txt": 11})
+    # The bundle must not depend on the original files any more.
+    shutil.rmtree(vocab_dir)
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+      meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"],
+                                                   export_dir)
+      self.assertEqual(
+          sorted((a.filename, a.tensor_info.name)
+                 for a in meta.asset_file_def),
+          [("second_words.txt", "second/vocab/vocabulary_file:0"),
+           ("words.txt", "first/vocab/vocabulary_file:0")])
+      for name in ("first", "second"):
+        got = _run_signature(sess, meta.signature_def[name], feeds)
+        np.testing.assert_array_equal(got["ids"], want[name])
+    # The stale absolute path of the build machine is not shipped.
+    saved_model = _load_saved_model_proto(export_dir)
+    consts = {n.name: n for n in saved_model.meta_graphs[0].graph_def.node}
+    self.assertEqual(
+        consts["first/vocab/vocabulary_file"].attr["value"].tensor
+        .string_val, [b"words.txt"])
+
+  def test_missing_vocabulary_file_is_an_error(self):
+    tmp = self.create_tempdir().full_path
+    info = graphs.write_vocabulary_table(
+        os.path.join(tmp, "v.pb"), os.path.join(tmp, "words.txt"))
+    os.remove(info["vocabulary_path"])
+    spec = spec_lib.MergeSpec(models=(_model("v", info),),
+                              source="/specs/m.toml")
+    export_dir = os.path.join(tmp, "out")
+    with self.assertRaisesRegex(
+        errors.GraphError,
+        r'spec /specs/m.toml, model #1 "v", key "frozen": table initializer '
+        r"vocab/table_init reads vocabulary file .*/words.txt, which cannot "
+        r"be read .*put the file at that path"):
+      bundle_writer.write_saved_model(spec, export_dir)
+    self.assertFalse(os.path.exists(os.path.join(export_dir,
+                                                 "saved_model.pb")))
 
 
 class GraphErrorTest(parameterized.TestCase):
@@ -528,6 +607,21 @@ class GraphErrorTest(parameterized.TestCase):
             else classifier["path"])
     spec = self._spec(spec_lib.ModelSpec("m", path, inputs, outputs, method))
     self.assert_plan_and_write_fail(spec, errors.GraphError, regex)
+
+  def test_over_2gib_names_the_threshold_and_function_bodies(self):
+    fn = graphs.write_function_library(
+        os.path.join(self.create_tempdir().full_path, "fn.pb"))
+    spec = self._spec(_model("fn", fn))
+    out = os.path.join(self.create_tempdir().full_path, "out")
+    with mock.patch.object(bundle_writer, "_PROTO_LIMIT", 1000):
+      with self.assertRaisesRegex(
+          errors.GraphError,
+          r"the merged saved_model.pb would be \d+ bytes, over protobuf's 2 "
+          r"GiB limit; lower externalize_threshold_bytes \(now 1048576\) so "
+          r"more constants move to variables/. \d+ bytes are function "
+          r"bodies, whose constants are never externalized"):
+        bundle_writer.write_saved_model(spec, out)
+    self.assertFalse(os.path.exists(os.path.join(out, "saved_model.pb")))
 
   def test_threshold_must_be_int(self):
     with self.assertRaisesRegex(errors.SpecError,

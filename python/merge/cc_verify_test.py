@@ -7,6 +7,7 @@ loads) with --run=smoke and --run=warmup on each published version.
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
 
@@ -64,6 +65,9 @@ class CcVerifyTest(parameterized.TestCase):
             os.path.join(root, "classifier.pb")),
         "regressor": graphs.write_regressor(
             os.path.join(root, "regressor.pb")),
+        "vocabulary": graphs.write_vocabulary_table(
+            os.path.join(root, "vocabulary.pb"),
+            os.path.join(root, "vocab", "words.txt")),
     }
 
     def spec(*pairs, **top):
@@ -80,7 +84,10 @@ class CcVerifyTest(parameterized.TestCase):
              ("while_loop", "while_loop"), ("lookup", "lookup"),
              ("fn_a", "fn_a"), ("fn_b", "fn_b"), ("large", "large"),
              ("classifier", "classifier"), ("regressor", "regressor"),
+             ("vocabulary", "vocabulary"),
              serving_default="hyaudio_1"), base)
+    # The loader must initialize the table from the bundle's assets/.
+    shutil.rmtree(os.path.join(root, "vocab"))
     no_warmup = merge_lib.merge_and_publish(
         spec(("hyaudio", "hyaudio"), ("large", "large")), base,
         warmup=False, externalize_threshold_bytes=0)

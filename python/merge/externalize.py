@@ -13,8 +13,21 @@ eager `SaveV2` while the input graphs are processed (only one graph's large
 constants are held at a time) and joined at the end with
 `MergeV2Checkpoints`. Restore/save nodes and a SaverDef are added so that
 C++ `LoadSavedModel` (TF Serving) and `tf.compat.v1.saved_model.load` restore
-the values before serving. Since the checkpoint holds the constants' exact
-bytes, answers are bit-identical.
+the values before serving. The checkpoint holds the constants' exact bytes.
+
+Bit-identical answers and oneDNN: TensorFlow's x86 CPU builds (and
+`tensorflow_model_server`) run MatMul/Conv through oneDNN, which takes one
+kernel path when the weights input is a `Const` node (weights reordered once
+and cached) and another when it is not. So a MatMul + bias whose weights
+became a variable can answer differently from the frozen graph in the last
+bits (observed: up to 3e-6 on a 640x1024 dense layer + bias). Starting the
+server with `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` makes oneDNN treat every
+weight as constant (true for a served bundle: the variables are restored
+once and never assigned again), which restores bit-identical answers; so
+does `TF_ENABLE_ONEDNN_OPTS=0`. Keeping such weights as constants instead
+would defeat the purpose of externalization (they are the large tensors).
+`Externalizer.weights` lists the externalized constants concerned so the
+merge can say so.
 """
 
 import dataclasses
@@ -38,6 +51,14 @@ _TMP_DIR = "variables/merge_tmp_shards"
 _SHARD_BYTES = 256 << 20
 # Dtypes that cannot live in a checkpoint.
 _NOT_SAVEABLE = frozenset((types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT))
+# Ops whose oneDNN kernel depends on whether input 1 (the weights) is a Const.
+_WEIGHT_OPS = frozenset((
+    "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D",
+    "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput",
+    "Conv3DBackpropInputV2", "_FusedMatMul", "_FusedConv2D",
+    "_FusedConv3D", "_FusedBatchMatMulV2"))
+# The env var that makes oneDNN treat variable weights as constant.
+ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 
 
 @dataclasses.dataclass
@@ -66,6 +87,43 @@ def _value(tensor) -> Union[np.ndarray, tf.Tensor]:
                                 out_type=dtype)
 
 
+def _weight_inputs(graph_def: tf.compat.v1.GraphDef) -> set[str]:
+  """Nodes feeding the weights input of a MatMul/Conv op.
+
+  Identity chains (the `w/read` nodes of frozen TF1 graphs) are followed,
+  as Grappler removes them before the kernels are chosen.
+
+  Args:
+    graph_def: The graph.
+
+  Returns:
+    Their names.
+  """
+  identities = {n.name: n.input[0] for n in graph_def.node
+                if n.op == "Identity" and n.input}
+
+  def source(tensor: str) -> Optional[str]:
+    seen = set()
+    while True:
+      if tensor.startswith("^"):
+        return None
+      name, _, port = tensor.partition(":")
+      if port not in ("", "0"):
+        return None
+      if name not in identities or name in seen:
+        return name
+      seen.add(name)
+      tensor = identities[name]
+
+  names = set()
+  for node in graph_def.node:
+    if node.op in _WEIGHT_OPS and len(node.input) > 1:
+      name = source(node.input[1])
+      if name is not None:
+        names.add(name)
+  return names
+
+
 def _join(base: str, relative: str) -> str:
   return base.rstrip("/") + "/" + relative
 
@@ -89,23 +147,35 @@ class Externalizer:
     self._pending_bytes = 0
     self._shards: list[str] = []
     self.externalized_bytes = 0
+    # Externalized constants used as MatMul/Conv weights (see module doc).
+    self.weights: list[str] = []
 
   @property
   def count(self) -> int:
     return len(self._variables)
 
-  def process(self, graph_def: tf.compat.v1.GraphDef) -> None:
-    """Externalizes the large Consts of an already scoped graph, in place."""
+  def process(self, graph_def: tf.compat.v1.GraphDef,
+              keep: frozenset = frozenset()) -> None:
+    """Externalizes the large Consts of an already scoped graph, in place.
+
+    Args:
+      graph_def: The graph.
+      keep: Names of Consts that must stay Consts (asset file names).
+    """
     if self._threshold < 0:
       return
+    weights = _weight_inputs(graph_def)
     for node in graph_def.node:
       if node.op != "Const":
         continue
       tensor = node.attr["value"].tensor
       size = graph_io.tensor_nbytes(tensor)
-      if size <= self._threshold or tensor.dtype in _NOT_SAVEABLE:
+      if (size <= self._threshold or tensor.dtype in _NOT_SAVEABLE or
+          node.name in keep):
         continue
       self._externalize(node, size)
+      if node.name in weights:
+        self.weights.append(node.name)
     self._flush()
 
   def _externalize(self, node: node_def_pb2.NodeDef, size: int) -> None:

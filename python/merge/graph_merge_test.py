@@ -273,6 +273,28 @@ class ExternalizerTest(absltest.TestCase):
     self.assertEqual([n.op for n in graph_def.node],
                      ["Const", "ReadVariableOp"])
 
+  def test_reports_constants_used_as_matmul_or_conv_weights(self):
+    graph_def = tf.compat.v1.GraphDef()
+    big = np.zeros((10, 100), np.float32)
+    graph_def.node.extend([
+        _const("m/w", big), _const("m/b", np.zeros(1000, np.float32)),
+        _const("m/kernel", big), _const("m/small_w", [[1.0]]),
+        _const("m/other", big)])
+    text_format.Parse("""
+      node { name: "m/x" op: "Placeholder" }
+      node { name: "m/w/read" op: "Identity" input: "m/w" }
+      node { name: "m/mm" op: "MatMul" input: "m/x" input: "m/w/read" }
+      node { name: "m/y" op: "BiasAdd" input: "m/mm" input: "m/b" }
+      node { name: "m/conv" op: "Conv2D" input: "m/x" input: "m/kernel" }
+      node { name: "m/mm2" op: "MatMul" input: "m/x" input: "m/small_w" }
+      node { name: "m/mm3" op: "MatMul" input: "m/other" input: "m/x" }
+    """, graph_def)
+    ext = externalize.Externalizer(threshold_bytes=100, export_dir=None)
+    ext.process(graph_def)
+    # Biases, left operands and constants kept as Const are not weights.
+    self.assertEqual(ext.weights, ["m/w", "m/kernel"])
+    self.assertEqual(ext.count, 4)
+
   def test_negative_threshold_disables(self):
     graph_def = tf.compat.v1.GraphDef()
     graph_def.node.extend([_const("big", np.zeros(10000, np.float32))])

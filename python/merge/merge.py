@@ -9,6 +9,11 @@ renamed; updates `current_version` and `exported_models`. Exit codes: 0 ok,
 
   --dry_run         validate spec and graphs, print what would be written
   --format=json     machine-readable summary on stdout
+
+Vocabulary files of lookup tables are copied into `<N>/assets/`. Constants
+inside function bodies stay in saved_model.pb (never externalized), and the
+outputs of v1 while loops and function calls may be declared with unknown
+rank (TensorFlow's shape inference cannot see through them).
 """
 
 from typing import Sequence
@@ -40,7 +45,14 @@ _EXTERNALIZE_THRESHOLD_BYTES = flags.DEFINE_integer(
     "externalize_threshold_bytes",
     merge_lib.DEFAULT_EXTERNALIZE_THRESHOLD_BYTES,
     "Constants larger than this many bytes are stored as variables under "
-    "variables/ so saved_model.pb stays small.", lower_bound=0)
+    "variables/ so saved_model.pb stays small (and bundles beyond 2 GiB "
+    "work); values are stored exactly. On oneDNN CPU builds of TensorFlow "
+    "(Serving), a MatMul/Conv whose weights became a variable runs another "
+    "kernel than with constant weights, so its answers can differ from the "
+    "frozen graph's in the last bits (e.g. 1e-7) unless the server runs "
+    "with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (or TF_ENABLE_ONEDNN_OPTS=0); "
+    "the merge warns when this applies. 0 externalizes every constant.",
+    lower_bound=0)
 _WARMUP = flags.DEFINE_boolean(
     "warmup", True,
     "Write assets.extra/tf_serving_warmup_requests (one request per "

@@ -45,6 +45,9 @@ validate_spec = spec_lib.validate_spec
 BundleInfo = bundle_writer.BundleInfo
 
 DEFAULT_EXTERNALIZE_THRESHOLD_BYTES = 1 << 20
+# Server env var for bit-identical answers with externalized MatMul/Conv
+# weights on oneDNN CPU builds (see python/merge/externalize.py).
+ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,8 @@ class MergeResult:
           for name, info in self.bundle.signatures.items()
       }
       summary["files"] = dict(self.bundle.files)
+      summary["externalized_weights"] = len(
+          self.bundle.externalized_weights)
     return summary
 
   def to_text(self) -> str:
@@ -115,6 +120,12 @@ class MergeResult:
     if self.bundle is not None:
       for name, info in self.bundle.signatures.items():
         lines.append(f"  {name} [{info.method}]: " + _io_text(info))
+      if self.bundle.externalized_weights:
+        lines.append(
+            f"  note: {len(self.bundle.externalized_weights)} MatMul/Conv "
+            "weight(s) moved to variables/; for answers bit-identical to "
+            "the frozen graphs on oneDNN CPU builds, run the server with "
+            f"{ONEDNN_FROZEN_WEIGHTS_ENV}=1")
       if self.dry_run:
         lines.append("  nothing was written (--dry_run)")
     return "\n".join(lines)
@@ -146,7 +157,11 @@ def merge_and_publish(
     keep_versions: keep only this many newest versions (never deleting the
       new one).
     externalize_threshold_bytes: constants larger than this become variables
-      stored under `variables/`.
+      stored under `variables/`. Values are stored exactly, but on oneDNN
+      CPU builds a MatMul/Conv whose weights became a variable runs another
+      kernel, whose results can differ from the frozen graph's in the last
+      bits unless the server runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1;
+      `result.bundle.externalized_weights` lists such weights.
     dry_run: validate the spec and graphs and report what would be written,
       writing nothing.
 

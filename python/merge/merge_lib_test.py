@@ -349,6 +349,23 @@ class MergeLibTest(parameterized.TestCase):
     self.assertStartsWith(text, "Published version 1 at " + result.path)
     self.assertIn("classifier [classify]: (inputs string[-1]) -> (classes "
                   "string[-1, 3], scores float32[-1, 3])", text)
+    self.assertEqual(summary["externalized_weights"], 0)
+    self.assertNotIn(merge_lib.ONEDNN_FROZEN_WEIGHTS_ENV, text)
+
+  def test_summaries_note_externalized_matmul_weights(self):
+    # hyaudio's two dense-layer weights (80 KiB and 1 KiB) exceed 1000 bytes.
+    result = merge_lib.merge_and_publish(
+        self._spec("hyaudio"), self.base, dry_run=True,
+        externalize_threshold_bytes=1000)
+    self.assertEqual(result.bundle.externalized_weights,
+                     ["hyaudio/hyaudio/fc1/weights",
+                      "hyaudio/hyaudio/logits/weights"])
+    summary = json.loads(merge_lib.to_json(result))
+    self.assertEqual(summary["externalized_weights"], 2)
+    self.assertIn(
+        "note: 2 MatMul/Conv weight(s) moved to variables/; for answers "
+        "bit-identical to the frozen graphs on oneDNN CPU builds, run the "
+        "server with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1", result.to_text())
 
   def test_inspect_describes_the_published_bundle(self):
     merge_lib.merge_and_publish(

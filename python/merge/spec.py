@@ -65,8 +65,8 @@ class ModelSpec:
 
   Attributes:
     signature_name: Signature key and name scope of the model's nodes.
-    frozen: Absolute path or tf.io.gfile URI of the frozen GraphDef (.pb
-      binary or .pbtxt text).
+    frozen: Absolute path (str or os.PathLike, stored as str) or
+      tf.io.gfile URI of the frozen GraphDef (.pb binary or .pbtxt text).
     inputs: Signature input alias -> tensor name in the frozen graph.
     outputs: Signature output alias -> tensor name in the frozen graph.
     method: "predict", "classify" or "regress".
@@ -77,13 +77,17 @@ class ModelSpec:
   outputs: Mapping[str, str]
   method: str = PREDICT
 
+  def __post_init__(self):
+    if isinstance(self.frozen, os.PathLike):
+      object.__setattr__(self, "frozen", os.fspath(self.frozen))
+
 
 @dataclasses.dataclass(frozen=True)
 class MergeSpec:
   """A whole merge: the models plus optional history message and default.
 
   Attributes:
-    models: The models, in signature order.
+    models: The models, in signature order (a list is stored as a tuple).
     message: Recorded in `current_version` for this export.
     serving_default: Signature name also exported as "serving_default".
     source: Path of the spec file it was loaded from (for messages), if any.
@@ -92,6 +96,10 @@ class MergeSpec:
   message: Optional[str] = None
   serving_default: Optional[str] = None
   source: Optional[str] = None
+
+  def __post_init__(self):
+    if isinstance(self.models, list):
+      object.__setattr__(self, "models", tuple(self.models))
 
 
 def is_uri(path: str) -> bool:

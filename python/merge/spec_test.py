@@ -1,6 +1,7 @@
 """Tests of the merge spec: TOML loading and every validation error."""
 
 import os
+import pathlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -162,6 +163,14 @@ class ValidateSpecTest(parameterized.TestCase):
 
   def test_valid(self):
     spec_lib.validate_spec(self._spec())
+
+  def test_path_like_frozen_and_list_of_models_are_accepted(self):
+    spec = spec_lib.MergeSpec(models=[
+        spec_lib.ModelSpec("a", pathlib.Path("/models/a.pb"), {"x": "x:0"},
+                           {"y": "y:0"})])
+    spec_lib.validate_spec(spec)
+    self.assertIsInstance(spec.models, tuple)
+    self.assertEqual(spec.models[0].frozen, "/models/a.pb")
 
   def test_relative_frozen_path_rejected(self):
     with self.assertRaisesRegex(

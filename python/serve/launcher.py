@@ -135,7 +135,8 @@ class ModelServer:
                shutdown_timeout_s: float = 60.0,
                env: Optional[Dict[str, str]] = None,
                log_dir: Optional[str] = None,
-               use_real_server: Optional[bool] = None):
+               use_real_server: Optional[bool] = None,
+               channel_credentials: Optional[grpc.ChannelCredentials] = None):
     """Configures (does not start) the server.
 
     Args:
@@ -151,6 +152,10 @@ class ModelServer:
       log_dir: Where to write the server log (a temp dir by default).
       use_real_server: None picks tensorflow_model_server when available;
         False always runs the project server.
+      channel_credentials: Credentials for the readiness check when the
+        server uses TLS (extra_flags has --ssl_config_file); e.g.
+        grpc.ssl_channel_credentials(root_certificates=ca_pem), with the
+        client certificate too when the config sets client_verify.
 
     Raises:
       LauncherError: neither model_base_path nor model_config_file given.
@@ -170,6 +175,7 @@ class ModelServer:
     self._env = dict(env or {})
     self._log_dir = log_dir
     self._use_real_server = use_real_server
+    self._channel_credentials = channel_credentials
     self._log_file = None
     self.port: Optional[int] = None
     self.address: Optional[str] = None
@@ -231,7 +237,10 @@ class ModelServer:
   def _wait_ready(self) -> None:
     names = _model_names(self._model_name, self._model_config_file)
     deadline = time.monotonic() + self._startup_timeout_s
-    channel = grpc.insecure_channel(self.address)
+    if self._channel_credentials is None:
+      channel = grpc.insecure_channel(self.address)
+    else:
+      channel = grpc.secure_channel(self.address, self._channel_credentials)
     stub = model_service_pb2_grpc.ModelServiceStub(channel)
     pending = list(names)
     last_error = 'no answer yet'

@@ -26,7 +26,8 @@ import dataclasses
 import re
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (Dict, Iterable, Iterator, List, Optional, Sequence, Set,
+                    Tuple)
 
 from absl import logging
 import tensorflow as tf
@@ -101,6 +102,45 @@ def validate_config_list(config_list: ModelConfigList) -> None:
           f'Model {config.name} requested model_platform '
           f'"{config.model_platform}"; this server only serves '
           f'"{_TENSORFLOW_PLATFORM}" SavedModels.')
+
+
+def check_version_labels(model_name: str, labels: Dict[str, int],
+                         current_labels: Dict[str, int],
+                         available: Iterable[int],
+                         allow_unavailable: bool) -> None:
+  """Checks version_labels like ServerCore::UpdateModelVersionLabelMap.
+
+  A label must name an available version. With
+  --allow_version_labels_for_unavailable_models, a new label (or one that
+  keeps its version) may name any version, but moving a label that is in use
+  to another version still needs that version to be available, so that
+  requests by label never fail during a rollout.
+
+  Args:
+    model_name: The model, for messages.
+    labels: The requested label -> version map.
+    current_labels: The labels in force now.
+    available: The versions currently available.
+    allow_unavailable: --allow_version_labels_for_unavailable_models.
+
+  Raises:
+    ModelsUnavailableError: a label names a version it may not name yet.
+  """
+  available = set(available)
+  for label, version in sorted(labels.items()):
+    if version in available:
+      continue
+    moved = label in current_labels and current_labels[label] != version
+    if allow_unavailable and not moved:
+      continue
+    hint = (f' Label "{label}" is in use (version {current_labels[label]}), '
+            'so --allow_version_labels_for_unavailable_models does not apply;'
+            ' wait until the version is available, then move the label.'
+            if moved and allow_unavailable else '')
+    raise ModelsUnavailableError(
+        f'Request to assign label "{label}" to version {version} of model '
+        f'{model_name}, which is not currently available for inference. '
+        f'Available versions: {sorted(available)}.{hint}')
 
 
 def aspired_versions(config: ModelConfig,
@@ -264,13 +304,9 @@ class ModelManager:
       for config in config_list.config:
         model = self._models[config.name]
         labels = dict(config.version_labels)
-        if not self._options.allow_version_labels_for_unavailable_models:
-          for label, version in sorted(labels.items()):
-            if version not in model.available:
-              raise ModelsUnavailableError(
-                  f'Request to assign label "{label}" to version {version} of '
-                  f'model {config.name}, which is not currently available for '
-                  f'inference. Available versions: {sorted(model.available)}.')
+        check_version_labels(
+            config.name, labels, model.labels, model.available,
+            self._options.allow_version_labels_for_unavailable_models)
         new_labels[config.name] = labels
       for name, labels in new_labels.items():
         self._models[name].labels = labels

@@ -83,5 +83,36 @@ class ValidateConfigListTest(parameterized.TestCase):
         ' config { name: "b" base_path: "gs://bucket/b" }'))
 
 
+class CheckVersionLabelsTest(parameterized.TestCase):
+  """ServerCore::UpdateModelVersionLabelMap's rules; available: 1 and 2."""
+
+  @parameterized.named_parameters(
+      ('available', {'stable': 1, 'canary': 2}, {}, False),
+      ('new_label_unavailable_allowed', {'canary': 3}, {'stable': 1}, True),
+      ('unchanged_label_unavailable_allowed', {'canary': 3}, {'canary': 3},
+       True),
+      ('moved_label_to_available_allowed', {'stable': 2}, {'stable': 1},
+       True),
+  )
+  def test_accepts(self, labels, current, allow):
+    model_manager.check_version_labels('m', labels, current, [1, 2], allow)
+
+  @parameterized.named_parameters(
+      ('unavailable', {'canary': 3}, {}, False,
+       r'Request to assign label "canary" to version 3 of model m, which is '
+       r'not currently available for inference\. Available versions: '
+       r'\[1, 2\]\.$'),
+      ('moved_label_to_unavailable_even_when_allowed', {'stable': 3},
+       {'stable': 1}, True,
+       r'label "stable" to version 3 .* Label "stable" is in use \(version '
+       r'1\), so --allow_version_labels_for_unavailable_models does not '
+       r'apply'),
+  )
+  def test_rejects(self, labels, current, allow, message):
+    with self.assertRaisesRegex(model_manager.ModelsUnavailableError,
+                                message):
+      model_manager.check_version_labels('m', labels, current, [1, 2], allow)
+
+
 if __name__ == '__main__':
   absltest.main()

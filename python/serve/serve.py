@@ -5,6 +5,7 @@ Same flag names and defaults as tensorflow_model_server, plus --host:
   bazel run //python/serve -- --port=8500 --model_name=m \
       --model_base_path=/abs/path/to/m
   bazel run //python/serve -- --model_config_file=/abs/models.config
+  bazel run //python/serve -- ... --ssl_config_file=/abs/ssl.config  # TLS
 
 SIGTERM or SIGINT stops accepting requests, drains the ones in flight and
 exits 0. Exit status 1 means the server could not start (e.g. a model that
@@ -91,6 +92,11 @@ _ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS = flags.DEFINE_bool(
     'allow_version_labels_for_unavailable_models', False,
     'If true, allows assigning unused version labels to models that are not '
     'available yet.')
+_SSL_CONFIG_FILE = flags.DEFINE_string(
+    'ssl_config_file', '',
+    'If non-empty, read an ascii SSLConfig protobuf from the supplied file '
+    'name and set up a secure gRPC channel (server_key, server_cert, '
+    'custom_ca, client_verify hold PEM text).')
 _DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
     'drain_timeout_seconds', 30.0,
     'On SIGTERM/SIGINT, how long in-flight requests may take to finish.',
@@ -123,6 +129,7 @@ def _options() -> server_lib.ServerOptions:
       model_config_file_poll_wait_seconds=(
           _MODEL_CONFIG_FILE_POLL_WAIT_SECONDS.value),
       grpc_max_threads=_GRPC_MAX_THREADS.value,
+      ssl_config_file=_SSL_CONFIG_FILE.value,
       drain_timeout_seconds=_DRAIN_TIMEOUT_SECONDS.value,
       manager=manager)
 

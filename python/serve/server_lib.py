@@ -30,6 +30,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from python.serve import inference
 from python.serve import model_manager
 from python.serve import serving_error
+from python.serve import ssl_config
 
 _MODEL_SERVICES = ('tensorflow.serving.PredictionService',
                    'tensorflow.serving.ModelService')
@@ -54,6 +55,7 @@ class ServerOptions:
   model_config_file: str = ''
   model_config_file_poll_wait_seconds: float = 0.0
   grpc_max_threads: int = 4 * (os.cpu_count() or 1)
+  ssl_config_file: str = ''
   drain_timeout_seconds: float = 30.0
   manager: model_manager.ManagerOptions = dataclasses.field(
       default_factory=model_manager.ManagerOptions)
@@ -196,6 +198,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
       status = response.model_version_status.add()
       status.version = version
       status.state = state
+      # Always present, as TF Serving sets it from the servable's health
+      # (error_code 0 = OK).
+      status.status.SetInParent()
       if error:
         status.status.error_code = _UNKNOWN_ERROR_CODE
         status.status.error_message = error
@@ -261,6 +266,13 @@ class ModelServer:
         cannot be bound.
     """
     config = self._initial_config()
+    credentials = None
+    if self._options.ssl_config_file:
+      try:
+        credentials = ssl_config.server_credentials(
+            ssl_config.read_ssl_config_file(self._options.ssl_config_file))
+      except ssl_config.SSLConfigError as e:
+        raise ServerError(str(e)) from e
     self._manager.start()
     try:
       self._manager.reload_config(config.model_config_list)
@@ -288,7 +300,10 @@ class ModelServer:
       host = f'[{host}]'
     address = f'{host}:{self._options.port}'
     try:
-      port = server.add_insecure_port(address)
+      if credentials is None:
+        port = server.add_insecure_port(address)
+      else:
+        port = server.add_secure_port(address, credentials)
     except RuntimeError as e:
       self._manager.stop()
       raise ServerError(f'Cannot listen on {address}: {e}') from e
@@ -307,8 +322,9 @@ class ModelServer:
       self._config_poller = threading.Thread(
           target=self._poll_config_file, name='config_poller', daemon=True)
       self._config_poller.start()
-    logging.info('Running gRPC ModelServer at %s:%d ...', self._options.host,
-                 port)
+    logging.info('Running gRPC ModelServer at %s:%d%s ...',
+                 self._options.host, port,
+                 ' (TLS)' if credentials is not None else '')
     return port
 
   def _poll_config_file(self) -> None:

@@ -207,6 +207,48 @@ def write_lookup_table(path: str, shared_name: str = "vocab_table",
                vocabulary=[w.decode() for w in words])
 
 
+def write_vocabulary_table(path: str, vocabulary_path: str) -> dict:
+  """Writes a graph whose table is initialized from a vocabulary file.
+
+  The vocabulary file (one word per line; id = line number) is written
+  too, and the frozen graph holds its absolute path in a string Const read
+  by `InitializeTableFromTextFileV2`. Tensors: `vocab/words:0` string [-1]
+  -> `vocab/ids:0` int64 [-1] (-1 for unknown words); run `init_op` first.
+
+  Args:
+    path: Output file of the graph.
+    vocabulary_path: Output file of the vocabulary.
+
+  Returns:
+    The graph description dict (inputs={"words"}, outputs={"ids"}, init_op
+    "vocab/init_all_tables", vocabulary, vocabulary_path).
+  """
+  words = ["kiwi", "lemon", "mango", "olive", "peach"]
+  vocabulary_path = os.path.abspath(vocabulary_path)
+  os.makedirs(os.path.dirname(vocabulary_path), exist_ok=True)
+  with open(vocabulary_path, "w") as f:
+    f.write("".join(w + "\n" for w in words))
+  graph = tf.Graph()
+  with graph.as_default():
+    with tf.compat.v1.name_scope("vocab"):
+      table = tf.raw_ops.HashTableV2(
+          key_dtype=tf.string, value_dtype=tf.int64, shared_name="",
+          use_node_name_sharing=True, name="table")
+      filename = tf.constant(vocabulary_path, name="vocabulary_file")
+      init = tf.raw_ops.InitializeTableFromTextFileV2(
+          table_handle=table, filename=filename, key_index=-2,
+          value_index=-1, name="table_init")
+      init = tf.group(init, name="init_all_tables")
+      x = tf.compat.v1.placeholder(tf.string, [None], name="words")
+      ids = tf.raw_ops.LookupTableFindV2(
+          table_handle=table, keys=x,
+          default_value=tf.constant(-1, tf.int64, name="default"))
+      ids = tf.reshape(ids, [-1], name="ids")
+  _write_graph_def(graph.as_graph_def(), path)
+  return _info(path, {"words": x}, {"ids": ids}, init_op=init.name,
+               vocabulary=words, vocabulary_path=vocabulary_path)
+
+
 def write_function_library(path: str, variant: str = "a") -> dict:
   """Writes a graph whose function library collides with the other variant.
 
