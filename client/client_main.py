@@ -89,12 +89,12 @@ flags.register_multi_flags_validator(
 def _read_pem(flag: flags.FlagHolder) -> bytes | None:
   if not flag.value:
     return None
+  path = cli.user_path(flag.value)
   try:
-    with open(flag.value, "rb") as f:
+    with open(path, "rb") as f:
       return f.read()
   except OSError as e:
-    raise app.UsageError(f"--{flag.name}={flag.value}: {e.strerror}",
-                         exitcode=2) from e
+    raise cli.usage_error(f"--{flag.name}={flag.value}: {e.strerror}") from e
 
 
 def main(argv):

@@ -24,6 +24,8 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from python.common import cli
+
 SUFFIXES = (".npy", ".npz", ".json")
 
 
@@ -124,17 +126,18 @@ def load_input(spec: InputSpec) -> List[NamedArray]:
   """
   suffix = _check_suffix(spec.text, spec.path)
   where = f"--input={spec.text}"
-  if not os.path.isfile(spec.path):
-    raise InputFileError(f"{where}: no such file {spec.path!r}")
+  path = cli.user_path(spec.path)
+  if not os.path.isfile(path):
+    raise InputFileError(f"{where}: no such file {path!r}")
   arrays: Dict[str, np.ndarray]
   try:
     if suffix == ".npy":
-      arrays = {spec.name: np.load(spec.path, allow_pickle=False)}
+      arrays = {spec.name: np.load(path, allow_pickle=False)}
     elif suffix == ".npz":
-      with np.load(spec.path, allow_pickle=False) as archive:
+      with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     else:
-      with open(spec.path, encoding="utf-8") as f:
+      with open(path, encoding="utf-8") as f:
         document = json.load(f)
       if isinstance(document, dict):
         arrays = {key: _from_json_value(value, f"{where}: key {key!r}")

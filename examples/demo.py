@@ -94,15 +94,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(
         f"unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
-  work_dir = _WORK_DIR.value or tempfile.mkdtemp(
+  work_dir = cli.user_path(_WORK_DIR.value) or tempfile.mkdtemp(
       prefix="tf_serving_merge_demo_")
   os.makedirs(work_dir, exist_ok=True)
   log_path = (None if _VERBOSE_LOGS.value else
               os.path.join(work_dir, "demo.log"))
   options = dict(
-      output_base=_OUTPUT_BASE.value,
+      output_base=cli.user_path(_OUTPUT_BASE.value),
       work_dir=work_dir,
-      verify_binary=_VERIFY_BINARY.value,
+      verify_binary=cli.user_path(_VERIFY_BINARY.value),
       load_seconds_after_switch=0.5 if _QUICK.value else 3.0,
       load_concurrency=_LOAD_CONCURRENCY.value,
       log_path=log_path)

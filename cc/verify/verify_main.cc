@@ -138,6 +138,12 @@ int main(int argc, char** argv) {
     absl::SetMinLogLevel(absl::LogSeverityAtLeast::kWarning);
   }
 
+  // Served weights never change after the restore: let oneDNN treat them as
+  // frozen, as the project's server and launcher do, so MatMul/Conv weights
+  // that a merge moved into variables/ run through the same kernel as
+  // constants (see python/merge/externalize.py). Read at kernel creation.
+  setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1", /*overwrite=*/0);
+
   Flags flags;
   if (absl::Status s = ParseFlags(argc, argv, &flags); !s.ok()) {
     return UsageError(s.message());

@@ -16,6 +16,7 @@ USAGE_EXIT_CODE = common_cli.USAGE_EXIT_CODE
 FAILURE_EXIT_CODE = common_cli.FAILURE_EXIT_CODE
 parse_flags = common_cli.parse_flags
 usage_error = common_cli.usage_error
+user_path = common_cli.user_path
 
 _T = TypeVar("_T")
 

@@ -37,10 +37,10 @@ def main(argv: Sequence[str]) -> None:
     raise cli.usage_error(
         f"unexpected arguments {list(argv[1:])}; use --frozen or --dir.")
   if _FROZEN.value:
-    desc = cli.run_job(lambda: inspect_lib.describe_frozen(_FROZEN.value))
+    desc = cli.run_job(lambda: inspect_lib.describe_frozen(cli.user_path(_FROZEN.value)))
     text = inspect_lib.format_frozen_text
   else:
-    desc = cli.run_job(lambda: inspect_lib.describe_saved_model(_DIR.value))
+    desc = cli.run_job(lambda: inspect_lib.describe_saved_model(cli.user_path(_DIR.value)))
     text = inspect_lib.format_saved_model_text
   if _FORMAT.value == "json":
     print(json.dumps(desc, indent=2))

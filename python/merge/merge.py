@@ -81,8 +81,8 @@ def main(argv: Sequence[str]) -> None:
         f"unexpected arguments {list(argv[1:])}; pass everything as flags, "
         "e.g. --spec=merge.toml --output_base=/models/merged.")
   result = cli.run_job(lambda: merge_lib.merge_and_publish(
-      _SPEC.value,
-      _OUTPUT_BASE.value,
+      cli.user_path(_SPEC.value),
+      cli.user_path(_OUTPUT_BASE.value),
       version=_VERSION.value,
       message=_MESSAGE.value,
       verify=_VERIFY.value,

@@ -35,6 +35,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 ENV_VAR = 'TENSORFLOW_MODEL_SERVER'
 REAL_SERVER = 'tensorflow_model_server'
+# Set (unless already set) for whichever server is started: merged bundles keep
+# large weights in variables/, and without it oneDNN runs their MatMul/Conv
+# through a kernel whose answers can differ from the frozen graph's in the last
+# bits (see python/merge/externalize.py).
+ONEDNN_FROZEN_WEIGHTS_ENV = 'TF_ONEDNN_ASSUME_FROZEN_WEIGHTS'
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -223,6 +228,7 @@ class ModelServer:
     # Closed in stop(); the server writes to it for its whole life.
     self._log_file = open(self.log_path, 'wb')  # pylint: disable=R1732
     env = dict(os.environ) if real else project_server_env()
+    env.setdefault(ONEDNN_FROZEN_WEIGHTS_ENV, '1')
     env.update(self._env)
     self.process = subprocess.Popen(  # pylint: disable=consider-using-with
         self.command, stdout=self._log_file, stderr=subprocess.STDOUT,

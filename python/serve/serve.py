@@ -125,11 +125,11 @@ def _options() -> server_lib.ServerOptions:
       host=_HOST.value,
       model_name=_MODEL_NAME.value,
       model_base_path=_MODEL_BASE_PATH.value,
-      model_config_file=_MODEL_CONFIG_FILE.value,
+      model_config_file=cli.user_path(_MODEL_CONFIG_FILE.value),
       model_config_file_poll_wait_seconds=(
           _MODEL_CONFIG_FILE_POLL_WAIT_SECONDS.value),
       grpc_max_threads=_GRPC_MAX_THREADS.value,
-      ssl_config_file=_SSL_CONFIG_FILE.value,
+      ssl_config_file=cli.user_path(_SSL_CONFIG_FILE.value),
       drain_timeout_seconds=_DRAIN_TIMEOUT_SECONDS.value,
       manager=manager)
 
@@ -162,6 +162,13 @@ def _check_flags(argv) -> None:
 
 def main(argv):
   _check_flags(argv)
+  # Merged bundles keep large weights in variables/; oneDNN runs a MatMul or
+  # Conv whose weights are not Const nodes through another kernel, which can
+  # change the last bits of an answer. Served weights never change after the
+  # restore, so tell oneDNN to treat them as frozen, as the launcher does for
+  # a real tensorflow_model_server (see python/merge/externalize.py). Read
+  # when kernels are created, so setting it here, before any load, suffices.
+  os.environ.setdefault('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '1')
   server = server_lib.ModelServer(_options())
 
   def _on_signal(signum, unused_frame):

@@ -149,7 +149,8 @@ def python_module(module: str, *args: str) -> list[str]:
   return [sys.executable, "-m", module, *args]
 
 
-def run_process(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
+def run_process(argv: Sequence[str], *,
+                env: Optional[Mapping[str, str]] = None,
                 timeout_s: float = 3600.0, tail_lines: int = 30) -> RunResult:
   """Runs `argv` to completion and measures it.
 
@@ -231,14 +232,6 @@ def remove(path: str) -> None:
     shutil.rmtree(path)
   elif os.path.lexists(path):
     os.remove(path)
-
-
-def dir_bytes(path: str) -> int:
-  """Total size of the files under `path`."""
-  total = 0
-  for root, _, files in os.walk(path):
-    total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-  return total
 
 
 def machine_description() -> str:

@@ -6,7 +6,7 @@ Generates `--graphs` synthetic frozen graphs (`--total_mb` in total, at least
 `--nodes` nodes, each with many small layers and one large constant), then
 times as whole processes, alternating for `--rounds` rounds:
 
-  floor          tests/bench/floor_merge.py: parse, prefix names, write one proto
+  floor          tests/bench/floor_merge.py: parse, prefix, write one proto
   seed           tests/bench/seed_merge.py: import_graph_def + SavedModelBuilder
   ours           //python/merge with defaults (verification on)
   ours_noverify  //python/merge --noverify

@@ -18,6 +18,7 @@ Markdown table, then one JSON line (the last line).
 """
 
 import contextlib
+import functools
 import os
 import subprocess
 import tempfile
@@ -202,7 +203,7 @@ def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
     try:
       with grpc.insecure_channel(server.address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        call = lambda: stub.Predict(request, timeout=30)  # pylint: disable=cell-var-from-loop
+        call = functools.partial(stub.Predict, request, timeout=30)
         time_calls(call, warmup_requests)
         results[label] = {}
         for c in concurrency:
