@@ -116,24 +116,6 @@ def load(call: Callable[[], None], concurrency: int,
 
 
 @contextlib.contextmanager
-def project_server_only() -> Iterator[None]:
-  """Hides tensorflow_model_server from the launcher, so it picks ours."""
-  saved = {k: os.environ.get(k) for k in ("PATH", launcher.ENV_VAR)}
-  os.environ.pop(launcher.ENV_VAR, None)
-  os.environ["PATH"] = os.pathsep.join(
-      d for d in saved["PATH"].split(os.pathsep)
-      if not os.path.exists(os.path.join(d, launcher.REAL_SERVER)))
-  try:
-    yield
-  finally:
-    for key, value in saved.items():
-      if value is None:
-        os.environ.pop(key, None)
-      else:
-        os.environ[key] = value
-
-
-@contextlib.contextmanager
 def empty_server() -> Iterator[str]:
   """Starts empty_grpc_server in a subprocess; yields its address."""
   proc = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -192,14 +174,13 @@ def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
   for alias, value in feeds.items():
     request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
 
-  servers = [("python/serve", project_server_only)]
+  servers = [("python/serve", False)]
   if launcher.find_real_server():
-    servers.append(("tensorflow_model_server", contextlib.nullcontext))
+    servers.append(("tensorflow_model_server", True))
   results = {}
-  for label, selector in servers:
-    with selector():
-      server = launcher.ModelServer(model_name=MODEL,
-                                    model_base_path=base).start()
+  for label, use_real_server in servers:
+    server = launcher.ModelServer(model_name=MODEL, model_base_path=base,
+                                  use_real_server=use_real_server).start()
     try:
       with grpc.insecure_channel(server.address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
