@@ -72,10 +72,12 @@ class AssetCollector:
     Raises:
       GraphError: a file name is not a constant, or the file is missing.
     """
-    nodes = {n.name: n for n in graph_def.node}
+    nodes = None  # Name -> node, built only if the graph has tables.
     for node in graph_def.node:
       if node.op not in _TEXT_FILE_INITIALIZERS or len(node.input) < 2:
         continue
+      if nodes is None:
+        nodes = {n.name: n for n in graph_def.node}
       const = _source_const(node.input[1], nodes)
       initializer = node.name[len(scope) + 1:]
       if const is None:

@@ -60,7 +60,7 @@ def check_bundle(export_dir: str,
       names the bundle, the signature and the alias.
   """
   graph = tf.Graph()
-  with tf.compat.v1.Session(graph=graph) as sess:
+  with tf.compat.v1.Session(graph=graph, config=_session_config()) as sess:
     try:
       meta_graph = tf.compat.v1.saved_model.loader.load(
           sess, list(tags), export_dir)
@@ -90,6 +90,20 @@ def check_bundle(export_dir: str,
           f"bundle {export_dir}: {len(failures)} of {len(signatures)} "
           "signature(s) failed the check:\n  " + "\n  ".join(failures))
     return results
+
+
+def _session_config() -> tf.compat.v1.ConfigProto:
+  """Session options for the check: Grappler off.
+
+  The check is about whether the bundle loads and every signature runs with
+  the declared dtypes and shapes. Grappler's rewrites do not change either
+  (and its failures are never fatal for a server), but optimizing each
+  signature's subgraph on its first run took most of the check's time
+  (~0.4 s per signature on a 16k-node bundle, vs ~0.05 s to run it).
+  """
+  config = tf.compat.v1.ConfigProto()
+  config.graph_options.rewrite_options.disable_meta_optimizer = True
+  return config
 
 
 def _run_signature(sess: tf.compat.v1.Session, graph: tf.Graph, name: str,

@@ -16,6 +16,7 @@ rename to a version number) is `publish`'s job.
 
 import collections
 import dataclasses
+import hashlib
 from typing import Optional
 
 from absl import logging
@@ -82,16 +83,6 @@ class BundleInfo:
   total_bytes: int = 0
 
 
-def _group_by_content(spec: spec_lib.MergeSpec) -> "collections.OrderedDict":
-  """content hash -> [(index, ModelSpec)], in order of first appearance."""
-  groups = collections.OrderedDict()
-  for index, model in enumerate(spec.models):
-    where = signatures_lib.where(model, index, spec.source, "frozen")
-    digest = graph_io.content_hash(model.frozen, where)
-    groups.setdefault(digest, []).append((index, model))
-  return groups
-
-
 def _fill_meta_graph(meta: meta_graph_pb2.MetaGraphDef, sig_defs: dict,
                      init_op: Optional[str], saver_def) -> None:
   """Fills everything but `graph_def` (already built in place)."""
@@ -129,29 +120,65 @@ def _check_threshold(threshold) -> None:
 def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
                   externalizer: externalize.Externalizer,
                   asset_collector: assets_lib.AssetCollector) -> _Merged:
-  """Parses each unique input once, resolves its models and merges it."""
-  groups = _group_by_content(spec)
+  """Reads each input once, parses each unique one once and merges it.
+
+  A file whose content (sha256) equals an earlier one's is not parsed again:
+  its model's aliases are resolved against the earlier graph, whose scope
+  its signature shares. Only files whose size another file has are hashed,
+  and the hash is taken of the bytes read for parsing.
+  """
+  wheres = [signatures_lib.where(model, index, spec.source, "frozen")
+            for index, model in enumerate(spec.models)]
+  # Stat every file first, so a missing one fails before any work.
+  sizes = [graph_io.file_size(model.frozen, where)
+           for model, where in zip(spec.models, wheres)]
+  totals = collections.Counter(sizes)
+  remaining = collections.Counter(sizes)
+  # Content hash -> (scope, shape-inference graph), for later duplicates.
+  seen = {}
   merged = _Merged(signatures={}, tensor_infos={}, init_ops=[],
-                   unique_graphs=len(groups))
-  for members in groups.values():
-    first_index, first = members[0]
-    scope = first.signature_name
-    where = signatures_lib.where(first, first_index, spec.source, "frozen")
-    graph_def = graph_io.read_graph_def(first.frozen, where)
-    analysis = signatures_lib.analyze(graph_def, scope, members, spec.source)
+                   unique_graphs=0)
+  for index, model in enumerate(spec.models):
+    where = wheres[index]
+    size = sizes[index]
+    remaining[size] -= 1
+    data = graph_io.read_bytes(model.frozen, where)
+    digest = None
+    if totals[size] > 1:  # Another file might have the same content.
+      digest = hashlib.sha256(data).hexdigest()
+    if digest is not None and digest in seen:
+      del data
+      scope, graph = seen[digest]
+      analysis = signatures_lib.resolve(graph, scope, [(index, model)],
+                                        spec.source)
+      merged.signatures.update(analysis.signatures)
+      merged.tensor_infos.update(analysis.tensor_infos)
+      logging.info("%s has the content of the graph merged as scope %s/; "
+                   "signature %s uses it", model.frozen, scope,
+                   model.signature_name)
+      continue
+    graph_def = graph_io.parse_graph_def(data, model.frozen, where)
+    del data
+    scope = model.signature_name
+    analysis = signatures_lib.analyze(graph_def, scope, [(index, model)],
+                                      spec.source)
+    if digest is not None and remaining[size]:
+      seen[digest] = (scope, analysis.graph)
+    merged.unique_graphs += 1
     merged.signatures.update(analysis.signatures)
     merged.tensor_infos.update(analysis.tensor_infos)
     merged.init_ops.extend(analysis.init_ops)
+    del analysis
     renames = merger.scope_and_rename(graph_def, scope)
     if renames:
-      logging.info("Renamed colliding functions of %s: %s", first.frozen,
+      logging.info("Renamed colliding functions of %s: %s", model.frozen,
                    renames)
     asset_collector.collect(graph_def, scope, where)
     externalizer.process(graph_def, keep=asset_collector.const_names)
     merger.append(graph_def)
     del graph_def  # Frees the input before the next one is parsed.
-    logging.info("Merged %s as scope %s/ for signature(s) %s", first.frozen,
-                 scope, ", ".join(m.signature_name for _, m in members))
+    logging.info("Merged %s as scope %s/ for signature %s", model.frozen,
+                 scope, model.signature_name)
   return merged
 
 
@@ -217,8 +244,11 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
   externalizer = externalize.Externalizer(externalize_threshold_bytes,
                                           export_dir)
   asset_collector = assets_lib.AssetCollector()
-  merged = _merge_graphs(spec, merger, externalizer, asset_collector)
-  restore_nodes, saver_def = externalizer.finish()
+  try:
+    merged = _merge_graphs(spec, merger, externalizer, asset_collector)
+    restore_nodes, saver_def = externalizer.finish()
+  finally:
+    externalizer.close()  # On error, no shard write outlives the merge.
   merger.add_nodes(restore_nodes)
   init_op = _add_init_op(merger, merged.init_ops)
   graph_def = merger.finish()

@@ -352,6 +352,30 @@ class BundleOptionsTest(parameterized.TestCase):
     self.assertLess(twice_size - once_size, 512)
     self.assertGreater(once_size, 80_000)
 
+  def test_equal_size_files_are_told_apart_by_content(self):
+    graph_def = tf.compat.v1.GraphDef()
+    with open(self.hyaudio["path"], "rb") as f:
+      data = f.read()
+    graph_def.ParseFromString(data)
+    const = next(n for n in graph_def.node
+                 if n.op == "Const" and n.attr["value"].tensor.tensor_content)
+    content = bytearray(const.attr["value"].tensor.tensor_content)
+    content[0] ^= 1
+    const.attr["value"].tensor.tensor_content = bytes(content)
+    other = dict(self.hyaudio, path=os.path.join(self.dir, "other.pb"))
+    copy = dict(self.hyaudio, path=os.path.join(self.dir, "copy.pb"))
+    with open(other["path"], "wb") as f:
+      f.write(graph_def.SerializeToString())
+    with open(copy["path"], "wb") as f:
+      f.write(data)
+    self.assertEqual(os.path.getsize(other["path"]), len(data))
+    _, info = self._write(
+        [_model("a", self.hyaudio), _model("b", other), _model("c", copy)],
+        warmup=False)
+    self.assertEqual(info.unique_graphs, 2)
+    self.assertTrue(info.signatures["b"].tensors["inputs"].startswith("b/"))
+    self.assertTrue(info.signatures["c"].tensors["inputs"].startswith("a/"))
+
   def test_no_warmup_and_no_variables(self):
     export_dir, info = self._write([_model("a", self.hyaudio)], warmup=False)
     self.assertEqual(sorted(info.files), ["saved_model.pb"])

@@ -30,6 +30,7 @@ would defeat the purpose of externalization (they are the large tensors).
 merge can say so.
 """
 
+import concurrent.futures
 import dataclasses
 from typing import Optional, Union
 
@@ -124,6 +125,17 @@ def _weight_inputs(graph_def: tf.compat.v1.GraphDef) -> set[str]:
   return names
 
 
+def _save_shard(prefix: str, names: list[str], values: list) -> None:
+  """Writes `values` under `names` as the checkpoint shard `prefix`."""
+  try:
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                      shape_and_slices=[""] * len(names), tensors=values)
+  except tf.errors.OpError as e:
+    raise errors.GraphError(
+        f"cannot write externalized constants to {prefix}: {e.message}"
+    ) from e
+
+
 def _join(base: str, relative: str) -> str:
   return base.rstrip("/") + "/" + relative
 
@@ -146,6 +158,9 @@ class Externalizer:
     self._pending_values: list[Union[np.ndarray, tf.Tensor]] = []
     self._pending_bytes = 0
     self._shards: list[str] = []
+    # One background thread writes a shard while the next graph is merged.
+    self._writer: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._writing: Optional[concurrent.futures.Future] = None
     self.externalized_bytes = 0
     # Externalized constants used as MatMul/Conv weights (see module doc).
     self.weights: list[str] = []
@@ -211,23 +226,56 @@ class Externalizer:
       self._flush()
 
   def _flush(self) -> None:
+    """Starts writing the pending values as one shard, in the background.
+
+    SaveV2 releases the GIL, so the write (copying the values into tensors
+    and to disk) overlaps with parsing and analyzing the next graph. At most
+    one shard is in flight: this waits for the previous one first.
+
+    Raises:
+      GraphError: if the previous shard could not be written.
+    """
     if not self._pending_names:
       return
+    self._wait()
     prefix = _join(self._export_dir,
                    f"{_TMP_DIR}/part-{len(self._shards):05d}")
     try:
       tf.io.gfile.makedirs(prefix.rsplit("/", 1)[0])
-      tf.raw_ops.SaveV2(
-          prefix=prefix, tensor_names=self._pending_names,
-          shape_and_slices=[""] * len(self._pending_names),
-          tensors=self._pending_values)
     except tf.errors.OpError as e:
       raise errors.GraphError(
           f"cannot write externalized constants to {prefix}: {e.message}"
       ) from e
+    if self._writer is None:
+      self._writer = concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix="externalize")
+    self._writing = self._writer.submit(_save_shard, prefix,
+                                        self._pending_names,
+                                        self._pending_values)
     self._shards.append(prefix)
     self._pending_names, self._pending_values = [], []
     self._pending_bytes = 0
+
+  def _wait(self) -> None:
+    """Waits for the shard being written; raises GraphError if it failed."""
+    writing, self._writing = self._writing, None
+    if writing is not None:
+      writing.result()
+
+  def close(self) -> None:
+    """Waits for a background write and stops the writer thread.
+
+    Idempotent; call it when the merge ends, also on error (`finish`
+    reports write errors, this does not).
+    """
+    try:
+      self._wait()
+    except errors.GraphError:
+      pass
+    finally:
+      if self._writer is not None:
+        self._writer.shutdown(wait=True)
+        self._writer = None
 
   def finish(self) -> tuple[list[node_def_pb2.NodeDef],
                             Optional[saver_pb2.SaverDef]]:
@@ -243,6 +291,8 @@ class Externalizer:
     if not self._variables:
       return [], None
     self._flush()
+    self._wait()
+    self.close()
     if self._export_dir is not None:
       destination = _join(self._export_dir, VARIABLES_PREFIX)
       try:

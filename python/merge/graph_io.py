@@ -5,7 +5,6 @@ text file named `.pb` (or a binary one named `.pbtxt`), a SavedModel's
 `saved_model.pb` and truncated or corrupt files are reported as such.
 """
 
-import hashlib
 import re
 
 from google.protobuf import message
@@ -16,8 +15,6 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from python.merge import errors
-
-_CHUNK = 8 << 20
 
 
 def _open_error(path: str, where: str, e: Exception) -> errors.GraphError:
@@ -102,30 +99,6 @@ def tensor_nbytes(tensor: tensor_pb2.TensorProto) -> int:
   return elements * itemsize
 
 
-def content_hash(path: str, where: str) -> str:
-  """Returns the sha256 hex digest of a file, streaming it in chunks.
-
-  Args:
-    path: Local path or tf.io.gfile URI.
-    where: Context for error messages (spec, model, key).
-
-  Raises:
-    GraphError: if the file is missing or unreadable.
-  """
-  check_exists(path, where)
-  digest = hashlib.sha256()
-  try:
-    with _open(path) as f:
-      while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-          break
-        digest.update(chunk)
-  except (OSError, tf.errors.OpError) as e:
-    raise _open_error(path, where, e) from e
-  return digest.hexdigest()
-
-
 def _looks_like_text(data: bytes) -> bool:
   head = data[:4096]
   try:
@@ -147,6 +120,41 @@ def _is_saved_model(data: bytes) -> bool:
       len(m.graph_def.node) for m in saved_model.meta_graphs)
 
 
+def file_size(path: str, where: str) -> int:
+  """Returns the size of a frozen graph file in bytes.
+
+  Args:
+    path: Local path or tf.io.gfile URI.
+    where: Context for error messages (spec, model, key).
+
+  Raises:
+    GraphError: if the file is missing, a directory or unreadable.
+  """
+  check_exists(path, where)
+  try:
+    return tf.io.gfile.stat(path).length
+  except tf.errors.OpError as e:
+    raise _open_error(path, where, e) from e
+
+
+def read_bytes(path: str, where: str) -> bytes:
+  """Returns a frozen graph file's contents (see `parse_graph_def`).
+
+  Args:
+    path: Local path or tf.io.gfile URI.
+    where: Context for error messages (spec, model, key).
+
+  Raises:
+    GraphError: if the file is missing or unreadable.
+  """
+  check_exists(path, where)
+  try:
+    with _open(path) as f:
+      return f.read()
+  except (OSError, tf.errors.OpError) as e:
+    raise _open_error(path, where, e) from e
+
+
 def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
   """Parses a frozen GraphDef (binary, or text if `path` ends in .pbtxt).
 
@@ -162,12 +170,25 @@ def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
     GraphError: missing/unreadable file, text/binary mix-up, a SavedModel
       instead of a GraphDef, corrupt or empty data.
   """
-  check_exists(path, where)
-  try:
-    with _open(path) as f:
-      data = f.read()
-  except (OSError, tf.errors.OpError) as e:
-    raise _open_error(path, where, e) from e
+  return parse_graph_def(read_bytes(path, where), path, where)
+
+
+def parse_graph_def(data: bytes, path: str,
+                    where: str) -> tf.compat.v1.GraphDef:
+  """Parses the contents `data` of the frozen graph file `path`.
+
+  Args:
+    data: What `read_bytes(path, where)` returned.
+    path: The file (`.pbtxt` means text format), for format and messages.
+    where: Context for error messages.
+
+  Returns:
+    The parsed GraphDef.
+
+  Raises:
+    GraphError: text/binary mix-up, a SavedModel instead of a GraphDef,
+      corrupt or empty data.
+  """
   graph_def = tf.compat.v1.GraphDef()
   if path.endswith(".pbtxt"):
     try:

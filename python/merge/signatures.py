@@ -70,10 +70,12 @@ class GraphAnalysis:
     signatures: Signature name -> SignatureInfo (tensor names scoped).
     init_ops: Scoped names of table initializers to run at load.
     tensor_infos: Signature name -> (inputs, outputs) of alias -> TensorInfo.
+    graph: The shape-inference graph the aliases were resolved against.
   """
   signatures: dict
   init_ops: list
   tensor_infos: dict
+  graph: Optional[tf.Graph] = None
 
 
 def where(model: spec_lib.ModelSpec, index: int, source: Optional[str],
@@ -227,7 +229,8 @@ def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
 
   Returns:
     The signatures (with tensor names scoped), table init ops and
-    TensorInfos.
+    TensorInfos; `graph` is the graph the aliases were resolved against
+    (pass it to `resolve` for another model using the same file).
 
   Raises:
     GraphError: the graph does not import, is not frozen, an alias names a
@@ -245,6 +248,36 @@ def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
         "tf.compat.v1.graph_util.convert_variables_to_constants) so weights "
         "are constants.")
   graph = _import(graph_def, path, context)
+  result = resolve(graph, scope, models, source, path=path)
+  result.init_ops = [f"{scope}/{n.name}" for n in graph_def.node
+                     if n.op in TABLE_INIT_OPS]
+  result.graph = graph
+  return result
+
+
+def resolve(graph: tf.Graph, scope: str,
+            models: Sequence[tuple[int, spec_lib.ModelSpec]],
+            source: Optional[str], *,
+            path: Optional[str] = None) -> GraphAnalysis:
+  """Resolves models' aliases against a graph `analyze` already imported.
+
+  Args:
+    graph: `GraphAnalysis.graph` of the models' frozen graph.
+    scope: The scope the graph's nodes have in the merged graph.
+    models: (index in spec, ModelSpec) of the models to resolve.
+    source: Spec file path for messages.
+    path: The frozen graph named in messages (default: the first model's).
+
+  Returns:
+    Their signatures and TensorInfos (no init ops: `analyze` reports those
+    once per graph).
+
+  Raises:
+    GraphError: an alias names a missing tensor (closest names listed) or a
+      method's dtype/rank structure is violated.
+  """
+  if path is None:
+    path = models[0][1].frozen
   result = GraphAnalysis(signatures={}, init_ops=[], tensor_infos={})
   for index, model in models:
     context = where(model, index, source)
@@ -271,8 +304,6 @@ def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
         outputs={a: TensorSpec(r.dtype.name, r.shape)
                  for a, r in resolved_out.items()},
         tensors=tensors)
-  result.init_ops = [f"{scope}/{n.name}" for n in graph_def.node
-                     if n.op in TABLE_INIT_OPS]
   return result
 
 
