@@ -12,7 +12,6 @@ compatible with its declared static shape.
 This is a smoke test of loadability and structure, not of numerical answers.
 """
 
-import collections
 import dataclasses
 from typing import Iterable, Optional, Sequence
 
@@ -20,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from python.merge import errors
+from python.merge import warmup as warmup_lib
 
-_PARSE_OPS = ("ParseExample", "ParseExampleV2", "ParseSingleExample")
 _MAX_ERROR_CHARS = 600
 
 
@@ -79,10 +78,11 @@ def check_bundle(export_dir: str,
       raise errors.VerifyError(f"bundle {export_dir} has no signatures.")
     results = {}
     failures = []
+    examples = warmup_lib.ExampleSynthesizer(meta_graph.graph_def)
     for name in sorted(signatures):
       try:
         results[name] = _run_signature(sess, graph, name, signatures[name],
-                                       batch_size)
+                                       batch_size, examples)
       except errors.VerifyError as e:
         failures.append(str(e))
     if failures:
@@ -107,11 +107,12 @@ def _session_config() -> tf.compat.v1.ConfigProto:
 
 
 def _run_signature(sess: tf.compat.v1.Session, graph: tf.Graph, name: str,
-                   signature, batch_size: int) -> SignatureCheck:
+                   signature, batch_size: int,
+                   examples: warmup_lib.ExampleSynthesizer) -> SignatureCheck:
   feed = {}
   for alias, info in sorted(signature.inputs.items()):
     tensor = _tensor(graph, name, "input", alias, info)
-    feed[tensor] = _synthesize(tensor, info, batch_size)
+    feed[tensor] = _synthesize(tensor, info, batch_size, examples)
   fetch_names = {}
   for alias, info in sorted(signature.outputs.items()):
     fetch_names[alias] = _tensor(graph, name, "output", alias, info)
@@ -155,8 +156,8 @@ def _tensor(graph: tf.Graph, signature: str, kind: str, alias: str,
         f'"{info.name}", which is not in the graph.') from e
 
 
-def _synthesize(tensor: tf.Tensor, info,
-                batch_size: int) -> np.ndarray:
+def _synthesize(tensor: tf.Tensor, info, batch_size: int,
+                examples: warmup_lib.ExampleSynthesizer) -> np.ndarray:
   """Returns a deterministic value of the TensorInfo's dtype and shape."""
   dtype = tf.dtypes.as_dtype(info.dtype)
   shape = tf.TensorShape(info.tensor_shape)
@@ -166,8 +167,7 @@ def _synthesize(tensor: tf.Tensor, info,
     dims = [(d if d is not None else (batch_size if i == 0 else 1))
             for i, d in enumerate(shape.as_list())]
   if dtype == tf.string:
-    example = _example_for(tensor)
-    return np.full(dims, example, dtype=object)
+    return np.full(dims, examples.example_for(tensor.name), dtype=object)
   if dtype.is_bool:
     return np.zeros(dims, dtype=bool)
   if dtype.is_floating or dtype.is_complex:
@@ -176,85 +176,6 @@ def _synthesize(tensor: tf.Tensor, info,
     values = 0.25 + (np.arange(count) % 7) / 8.0
     return values.reshape(dims).astype(dtype.as_numpy_dtype)
   return np.zeros(dims, dtype=dtype.as_numpy_dtype)
-
-
-def _example_for(tensor: tf.Tensor) -> bytes:
-  """Serialized tf.Example with every feature parse ops fed by `tensor` read.
-
-  Returns b"" when `tensor` feeds no parse op (e.g. a lookup key).
-  """
-  features = {}
-  seen = set()
-  queue = collections.deque([tensor.op] if tensor.op.type in _PARSE_OPS else
-                            list(tensor.consumers()))
-  while queue:
-    op = queue.popleft()
-    if op.name in seen:
-      continue
-    seen.add(op.name)
-    if op.type in _PARSE_OPS:
-      features.update(_parse_op_features(op))
-      continue
-    for out in op.outputs:
-      queue.extend(out.consumers())
-  if not features:
-    return b""
-  return tf.train.Example(features=tf.train.Features(
-      feature=features)).SerializeToString(deterministic=True)
-
-
-def _parse_op_features(op: tf.Operation) -> dict:
-  """Feature name -> tf.train.Feature for what `op` parses."""
-  dense_types = op.get_attr("Tdense")
-  dense_shapes = [tf.TensorShape(s) for s in op.get_attr("dense_shapes")]
-  sparse_types = op.get_attr("sparse_types")
-  if op.type == "ParseSingleExample":
-    dense_keys = [k.decode() for k in op.get_attr("dense_keys")]
-    sparse_keys = [k.decode() for k in op.get_attr("sparse_keys")]
-  elif op.type == "ParseExample":
-    n_sparse = op.get_attr("Nsparse")
-    n_dense = op.get_attr("Ndense")
-    keys = _constant_strings(op.inputs[2:2 + n_sparse + n_dense])
-    sparse_keys, dense_keys = keys[:n_sparse], keys[n_sparse:]
-  else:  # ParseExampleV2
-    sparse_keys = _constant_strings([op.inputs[2]])
-    dense_keys = _constant_strings([op.inputs[3]])
-    ragged_keys = _constant_strings([op.inputs[4]])
-    sparse_keys += ragged_keys
-    sparse_types = list(sparse_types) + list(op.get_attr("ragged_value_types"))
-  features = {}
-  for key, dtype, shape in zip(dense_keys, dense_types, dense_shapes):
-    count = 1
-    for d in shape.as_list() if shape.rank is not None else []:
-      count *= d if d is not None and d > 0 else 1
-    features[key] = _feature(tf.dtypes.as_dtype(dtype), count)
-  for key, dtype in zip(sparse_keys, sparse_types):
-    features[key] = _feature(tf.dtypes.as_dtype(dtype), 1)
-  return features
-
-
-def _constant_strings(tensors) -> list[str]:
-  keys = []
-  for t in tensors:
-    if t.op.type != "Const":
-      raise errors.VerifyError(
-          f'parse op input "{t.name}" is not a constant; cannot synthesize '
-          "a tf.Example for it.")
-    value = tf.make_ndarray(t.op.get_attr("value"))
-    keys.extend(v.decode() for v in np.asarray(value).reshape(-1))
-  return keys
-
-
-def _feature(dtype: tf.dtypes.DType, count: int) -> tf.train.Feature:
-  if dtype == tf.string:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a"] *
-                                                          count))
-  # Nonzero values: a serialized Example ending in a NUL byte would lose it
-  # when the session converts the feed to a fixed-width numpy bytes array.
-  if dtype.is_integer:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[1] * count))
-  return tf.train.Feature(float_list=tf.train.FloatList(
-      value=[0.5] * count))
 
 
 def _short(e: Exception) -> str:

@@ -282,9 +282,11 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
         len(externalizer.weights), ", ".join(externalizer.weights[:3]),
         ", ..." if len(externalizer.weights) > 3 else "",
         externalize.ONEDNN_FROZEN_WEIGHTS_ENV, externalize_threshold_bytes)
+  examples = (warmup_lib.synthesize_examples(graph_def, ordered)
+              if warmup else {})
   data = _serialize(saved_model, externalize_threshold_bytes)
   del saved_model, meta, graph_def
-  records = warmup_lib.warmup_records(ordered) if warmup else []
+  records = warmup_lib.warmup_records(ordered, examples) if warmup else []
 
   if export_dir is None:
     info.files.update(asset_collector.files())

@@ -336,6 +336,38 @@ class BundleOptionsTest(parameterized.TestCase):
         spec_lib.MergeSpec(models=tuple(models)), export_dir, **kwargs)
     return export_dir, info
 
+  def test_warmup_examples_carry_features_the_graph_requires(self):
+    # TF Serving refuses to load a version whose warmup request fails; an
+    # empty tf.Example fails on a feature without a default.
+    clf = graphs.write_classifier(os.path.join(self.dir, "clf.pb"),
+                                  required_feature=True)
+    reg = graphs.write_regressor(os.path.join(self.dir, "reg.pb"),
+                                 required_feature=True)
+    export_dir, _ = self._write([_model("clf", clf), _model("reg", reg)])
+    path = os.path.join(export_dir, warmup_lib.WARMUP_FILE)
+    logs = [prediction_log_pb2.PredictionLog.FromString(r)
+            for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    self.assertLen(logs, 2)
+    with tf.Graph().as_default() as graph:
+      with tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"],
+                                                    export_dir)
+        for log in logs:
+          request = getattr(log, log.WhichOneof("log_type")).request
+          examples = request.input.example_list.examples
+          self.assertLen(examples, 1)
+          feature = examples[0].features.feature["x"]
+          self.assertLen(feature.float_list.value, 4)
+          sig = meta.signature_def[request.model_spec.signature_name]
+          outputs = _run_signature(sess, sig, {"inputs": np.array(
+              [examples[0].SerializeToString()], dtype=object)})
+          self.assertTrue(outputs)
+        # Without the synthesized features the same request would fail.
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    "is required but could not be found"):
+          _run_signature(sess, meta.signature_def["clf"], {
+              "inputs": np.array([b""], dtype=object)})
+
   def test_same_graph_twice_is_no_larger_than_once(self):
     once_dir, once = self._write([_model("a", self.hyaudio)], "once",
                                  warmup=False)

@@ -334,20 +334,23 @@ def write_large_const(path: str, nbytes: int, seed: int = 1) -> dict:
                weights_bytes=8 * columns * 4)
 
 
-def _parse_examples(prefix: str) -> tuple[tf.Tensor, tf.Tensor]:
+def _parse_examples(prefix: str, required_feature: bool = False
+                    ) -> tuple[tf.Tensor, tf.Tensor]:
   serialized = tf.compat.v1.placeholder(
       tf.string, [None], name="input_example_tensor")
+  default = None if required_feature else [0.0] * _EXAMPLE_FEATURES
   features = tf.io.parse_example(
       serialized, {
           "x": tf.io.FixedLenFeature([_EXAMPLE_FEATURES], tf.float32,
-                                     default_value=[0.0] * _EXAMPLE_FEATURES)
+                                     default_value=default)
       },
       name="parse")
   del prefix
   return serialized, features["x"]
 
 
-def write_classifier(path: str, seed: int = 2) -> dict:
+def write_classifier(path: str, seed: int = 2,
+                     required_feature: bool = False) -> dict:
   """Writes a classify-ready graph (serialized tf.Example in, classes/scores).
 
   Tensors: `classifier/input_example_tensor:0` string [-1] (tf.Example with
@@ -357,6 +360,8 @@ def write_classifier(path: str, seed: int = 2) -> dict:
   Args:
     path: Output file.
     seed: Seed of the random weights.
+    required_feature: Parse "x" without a default, so an empty tf.Example
+      fails (as in most real classifiers).
 
   Returns:
     The graph description dict (method "classify", inputs={"inputs"},
@@ -366,7 +371,7 @@ def write_classifier(path: str, seed: int = 2) -> dict:
   graph = tf.Graph()
   with graph.as_default():
     with tf.compat.v1.name_scope("classifier"):
-      serialized, x = _parse_examples("classifier")
+      serialized, x = _parse_examples("classifier", required_feature)
       w = tf.constant(rng.normal(0, 1, (_EXAMPLE_FEATURES, 3)).astype(
           np.float32), name="weights")
       scores = tf.nn.softmax(tf.matmul(x, w), name="scores")
@@ -380,7 +385,8 @@ def write_classifier(path: str, seed: int = 2) -> dict:
                labels=[l.decode() for l in _CLASS_LABELS])
 
 
-def write_regressor(path: str, seed: int = 3) -> dict:
+def write_regressor(path: str, seed: int = 3,
+                    required_feature: bool = False) -> dict:
   """Writes a regress-ready graph (serialized tf.Example in, float out).
 
   Tensors: `regressor/input_example_tensor:0` string [-1] (feature "x" float
@@ -389,6 +395,8 @@ def write_regressor(path: str, seed: int = 3) -> dict:
   Args:
     path: Output file.
     seed: Seed of the random weights.
+    required_feature: Parse "x" without a default, so an empty tf.Example
+      fails.
 
   Returns:
     The graph description dict (method "regress", inputs={"inputs"},
@@ -398,7 +406,7 @@ def write_regressor(path: str, seed: int = 3) -> dict:
   graph = tf.Graph()
   with graph.as_default():
     with tf.compat.v1.name_scope("regressor"):
-      serialized, x = _parse_examples("regressor")
+      serialized, x = _parse_examples("regressor", required_feature)
       w = tf.constant(rng.normal(0, 1, (_EXAMPLE_FEATURES,)).astype(
           np.float32), name="weights")
       y = tf.reduce_sum(x * w, axis=1)
