@@ -765,8 +765,19 @@ void RunSmoke(tensorflow::Session* session, const std::string& name,
   report->ran = true;
   report->run_ms = stopwatch.ElapsedMs();
   if (!status.ok()) {
+    std::string hint;
+    if ((signature.method_name() == kClassifyMethodName ||
+         signature.method_name() == kRegressMethodName) &&
+        absl::StrContains(status.message(), "is required but")) {
+      // Smoke mode sends one empty tf.Example; a model whose features have
+      // no default rejects it although real requests would run.
+      hint =
+          " (smoke mode sends an empty tf.Example and this model requires "
+          "features; run --run=warmup to replay the bundle's own requests, "
+          "which python/merge fills with every feature the graph parses)";
+    }
     report->errors.push_back(
-        absl::StrCat("smoke run failed: ", status.message()));
+        absl::StrCat("smoke run failed: ", status.message(), hint));
   }
 }
 
