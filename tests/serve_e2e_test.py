@@ -693,7 +693,13 @@ class GracefulShutdownTest(parameterized.TestCase):
     response = future.result()
     self.assertEqual(int(tf.make_ndarray(response.outputs['total'])),
                      n * (n - 1) // 2)
-    self.assertEqual(server.process.wait(60), 0, server.log_tail())
+    try:
+      code = server.process.wait(60)
+    except subprocess.TimeoutExpired:
+      server.process.kill()
+      self.fail(f'the server did not exit within 60 s of {signum.name}; its '
+                f'log ends:\n{server.log_tail()}')
+    self.assertEqual(code, 0, server.log_tail())
 
 
 class StartupFailureTest(parameterized.TestCase):
