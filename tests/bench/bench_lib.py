@@ -234,6 +234,38 @@ def remove(path: str) -> None:
     os.remove(path)
 
 
+def run_benchmark(name: str, run: Callable[[str], Mapping[str, Any]], *,
+                  parent_dir: Optional[str], keep: bool,
+                  errors: tuple = (BenchError,)) -> None:
+  """Runs `run(work_dir)` in a fresh scratch directory, prints its summary.
+
+  The scratch directory is new even inside `parent_dir` (so only it is
+  deleted afterwards) and is removed unless `keep`.
+
+  Args:
+    name: The benchmark's name, for messages and the directory prefix.
+    run: Takes the scratch directory, returns the JSON summary.
+    parent_dir: Where to create the scratch directory (None: the temp dir).
+    keep: Keep the scratch directory and say where it is.
+    errors: Exception types that mean the benchmark failed; they end the
+      process with a one-line message instead of a traceback.
+  """
+  if parent_dir:
+    os.makedirs(parent_dir, exist_ok=True)
+  work_dir = os.path.abspath(tempfile.mkdtemp(prefix=f"{name}_",
+                                              dir=parent_dir))
+  try:
+    summary = run(work_dir)
+  except errors as e:
+    raise SystemExit(f"{name} failed: {e}") from e
+  finally:
+    if keep:
+      print(f"Kept {work_dir}", flush=True)
+    else:
+      remove(work_dir)
+  print_summary(summary)
+
+
 def machine_description() -> str:
   """CPU model, core count, memory and Python/OS, for the report."""
   cpu = platform.processor() or platform.machine()

@@ -14,7 +14,6 @@ table, then one JSON line (the last line).
 
 import collections
 import os
-import tempfile
 import threading
 import time
 from typing import Sequence
@@ -221,25 +220,18 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags.")
   tf.get_logger().setLevel("ERROR")
-  if _WORK_DIR.value:
-    os.makedirs(_WORK_DIR.value, exist_ok=True)
-  work_dir = os.path.abspath(
-      tempfile.mkdtemp(prefix="hotswap_bench_", dir=_WORK_DIR.value))
-  try:
-    summary = run(graphs=_GRAPHS.value, graph_mb=_GRAPH_MB.value,
-                  nodes_per_graph=_NODES_PER_GRAPH.value,
-                  concurrency=_CONCURRENCY.value,
-                  publishes=_PUBLISHES.value, interval_s=_INTERVAL_S.value,
-                  settle_s=_SETTLE_S.value, work_dir=work_dir)
-  except (bench_lib.BenchError, launcher.LauncherError,
-          merge_lib.MergeError) as e:
-    raise SystemExit(f"hotswap_bench failed: {e}") from e
-  finally:
-    if _KEEP.value:
-      print(f"Kept {work_dir}", flush=True)
-    else:
-      bench_lib.remove(work_dir)
-  bench_lib.print_summary(summary)
+
+  def _run(work_dir: str) -> dict:
+    return run(graphs=_GRAPHS.value, graph_mb=_GRAPH_MB.value,
+               nodes_per_graph=_NODES_PER_GRAPH.value,
+               concurrency=_CONCURRENCY.value,
+               publishes=_PUBLISHES.value, interval_s=_INTERVAL_S.value,
+               settle_s=_SETTLE_S.value, work_dir=work_dir)
+
+  bench_lib.run_benchmark("hotswap_bench", _run, parent_dir=_WORK_DIR.value,
+                          keep=_KEEP.value,
+                          errors=(bench_lib.BenchError, launcher.LauncherError,
+                                  merge_lib.MergeError))
 
 
 if __name__ == "__main__":

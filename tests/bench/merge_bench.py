@@ -18,7 +18,6 @@ signature. Prints a Markdown table, then one JSON line (the last line).
 """
 
 import os
-import tempfile
 from typing import Sequence
 
 from absl import app
@@ -188,23 +187,16 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags.")
   tf.get_logger().setLevel("ERROR")
-  if _WORK_DIR.value:
-    os.makedirs(_WORK_DIR.value, exist_ok=True)
-  # A fresh directory even inside --work_dir: only it is deleted at the end.
-  work_dir = os.path.abspath(
-      tempfile.mkdtemp(prefix="merge_bench_", dir=_WORK_DIR.value))
-  try:
-    summary = run(graphs=_GRAPHS.value, total_mb=_TOTAL_MB.value,
-                  nodes=_NODES.value, rounds=_ROUNDS.value, work_dir=work_dir,
-                  contenders=_CONTENDERS.value, timeout_s=_TIMEOUT_S.value)
-  except (bench_lib.BenchError, graph_gen.GraphGenError) as e:
-    raise SystemExit(f"merge_bench failed: {e}") from e
-  finally:
-    if _KEEP.value:
-      print(f"Kept {work_dir}", flush=True)
-    else:
-      bench_lib.remove(work_dir)
-  bench_lib.print_summary(summary)
+
+  def _run(work_dir: str) -> dict:
+    return run(graphs=_GRAPHS.value, total_mb=_TOTAL_MB.value,
+               nodes=_NODES.value, rounds=_ROUNDS.value, work_dir=work_dir,
+               contenders=_CONTENDERS.value, timeout_s=_TIMEOUT_S.value)
+
+  bench_lib.run_benchmark("merge_bench", _run, parent_dir=_WORK_DIR.value,
+                          keep=_KEEP.value,
+                          errors=(bench_lib.BenchError,
+                                  graph_gen.GraphGenError))
 
 
 if __name__ == "__main__":

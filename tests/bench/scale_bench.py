@@ -17,7 +17,6 @@ ends with one JSON line.
 import csv
 import math
 import os
-import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -357,29 +356,22 @@ def main(argv: Sequence[str]) -> None:
   if not sizes or any(s <= 0 for s in sizes):
     raise app.UsageError(f"--sizes_gib must list positive sizes; got {sizes}")
   tf.get_logger().setLevel("ERROR")
-  if _WORK_DIR.value:
-    os.makedirs(_WORK_DIR.value, exist_ok=True)
-  # A fresh directory even inside --work_dir: only it is deleted at the end.
-  work_dir = os.path.abspath(
-      tempfile.mkdtemp(prefix="scale_bench_", dir=_WORK_DIR.value))
-  try:
+
+  def _run(work_dir: str) -> dict:
     verifier = find_verifier(_VERIFIER.value)
     if verifier is None:
       print("C++ verifier not built (./bazelw build //cc/verify); skipping "
             "the C++ load check.", flush=True)
-    summary = run(sizes_gib=sizes, graph_gib=_GRAPH_GIB.value,
-                  nodes_per_graph=_NODES_PER_GRAPH.value,
-                  rounds=_ROUNDS.value, seed_max_gib=_SEED_MAX_GIB.value,
-                  verifier=verifier, serve=_SERVE.value, work_dir=work_dir,
-                  timeout_s=_TIMEOUT_S.value, csv_path=_CSV.value)
-  except (bench_lib.BenchError, graph_gen.GraphGenError) as e:
-    raise SystemExit(f"scale_bench failed: {e}") from e
-  finally:
-    if _KEEP.value:
-      print(f"Kept {work_dir}", flush=True)
-    else:
-      bench_lib.remove(work_dir)
-  bench_lib.print_summary(summary)
+    return run(sizes_gib=sizes, graph_gib=_GRAPH_GIB.value,
+               nodes_per_graph=_NODES_PER_GRAPH.value,
+               rounds=_ROUNDS.value, seed_max_gib=_SEED_MAX_GIB.value,
+               verifier=verifier, serve=_SERVE.value, work_dir=work_dir,
+               timeout_s=_TIMEOUT_S.value, csv_path=_CSV.value)
+
+  bench_lib.run_benchmark("scale_bench", _run, parent_dir=_WORK_DIR.value,
+                          keep=_KEEP.value,
+                          errors=(bench_lib.BenchError,
+                                  graph_gen.GraphGenError))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Callable, Iterator, Sequence
@@ -240,24 +239,17 @@ def main(argv: Sequence[str]) -> None:
   if not concurrency or min(concurrency) < 1:
     raise app.UsageError(f"--concurrency must be positive; got {concurrency}")
   tf.get_logger().setLevel("ERROR")
-  if _WORK_DIR.value:
-    os.makedirs(_WORK_DIR.value, exist_ok=True)
-  work_dir = os.path.abspath(
-      tempfile.mkdtemp(prefix="server_bench_", dir=_WORK_DIR.value))
-  try:
-    summary = run(concurrency=concurrency, seconds=_SECONDS.value,
-                  warmup_requests=_WARMUP_REQUESTS.value,
-                  floor_calls=_FLOOR_CALLS.value, model_mb=_MODEL_MB.value,
-                  nodes=_NODES.value, work_dir=work_dir)
-  except (bench_lib.BenchError, launcher.LauncherError,
-          merge_lib.MergeError) as e:
-    raise SystemExit(f"server_bench failed: {e}") from e
-  finally:
-    if _KEEP.value:
-      print(f"Kept {work_dir}", flush=True)
-    else:
-      bench_lib.remove(work_dir)
-  bench_lib.print_summary(summary)
+
+  def _run(work_dir: str) -> dict:
+    return run(concurrency=concurrency, seconds=_SECONDS.value,
+               warmup_requests=_WARMUP_REQUESTS.value,
+               floor_calls=_FLOOR_CALLS.value, model_mb=_MODEL_MB.value,
+               nodes=_NODES.value, work_dir=work_dir)
+
+  bench_lib.run_benchmark("server_bench", _run, parent_dir=_WORK_DIR.value,
+                          keep=_KEEP.value,
+                          errors=(bench_lib.BenchError, launcher.LauncherError,
+                                  merge_lib.MergeError))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Prints a Markdown table, then one JSON line (the last line).
 
 import os
 import statistics
-import tempfile
 import time
 from typing import Sequence
 
@@ -259,26 +258,18 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags.")
   tf.get_logger().setLevel("ERROR")
-  if _WORK_DIR.value:
-    os.makedirs(_WORK_DIR.value, exist_ok=True)
-  # A fresh directory even inside --work_dir: only it is deleted at the end.
-  work_dir = os.path.abspath(
-      tempfile.mkdtemp(prefix="serving_bench_", dir=_WORK_DIR.value))
-  try:
-    summary = run(graphs=_GRAPHS.value, graph_mb=_GRAPH_MB.value,
-                  nodes_per_graph=_NODES_PER_GRAPH.value,
-                  requests=_REQUESTS.value, blocks=_BLOCKS.value,
-                  warmup_requests=_WARMUP_REQUESTS.value,
-                  load_rounds=_LOAD_ROUNDS.value, work_dir=work_dir)
-  except (bench_lib.BenchError, launcher.LauncherError,
-          merge_lib.MergeError) as e:
-    raise SystemExit(f"serving_bench failed: {e}") from e
-  finally:
-    if _KEEP.value:
-      print(f"Kept {work_dir}", flush=True)
-    else:
-      bench_lib.remove(work_dir)
-  bench_lib.print_summary(summary)
+
+  def _run(work_dir: str) -> dict:
+    return run(graphs=_GRAPHS.value, graph_mb=_GRAPH_MB.value,
+               nodes_per_graph=_NODES_PER_GRAPH.value,
+               requests=_REQUESTS.value, blocks=_BLOCKS.value,
+               warmup_requests=_WARMUP_REQUESTS.value,
+               load_rounds=_LOAD_ROUNDS.value, work_dir=work_dir)
+
+  bench_lib.run_benchmark("serving_bench", _run, parent_dir=_WORK_DIR.value,
+                          keep=_KEEP.value,
+                          errors=(bench_lib.BenchError, launcher.LauncherError,
+                                  merge_lib.MergeError))
 
 
 if __name__ == "__main__":
