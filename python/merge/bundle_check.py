@@ -1,27 +1,59 @@
 """In-process check that a SavedModel loads and every signature runs.
 
 `check_bundle()` is what the publisher runs on a staged bundle before it gets
-a version number: it loads the bundle under the `serve` tag with TensorFlow's
-SavedModel loader (running restore and init ops, as TF Serving does) in a
-fresh graph and session, feeds every signature inputs synthesized from the
-TensorInfo dtypes and shapes (batch 1; serialized `tf.Example`s carrying every
-feature the graph's parse ops expect for string inputs that feed them) and
-checks that every output comes back with its declared dtype and a shape
-compatible with its declared static shape.
+a version number. It does what TensorFlow's SavedModel loader does (and TF
+Serving's): parse `saved_model.pb`, pick the MetaGraph with the requested
+tags, import its graph, restore the variables from `variables/` with the
+SaverDef's restore op, and run the init op with asset paths fed. Then it feeds
+every signature inputs synthesized from the TensorInfo dtypes and shapes
+(batch 1; serialized `tf.Example`s carrying every feature the graph's parse
+ops expect for string inputs that feed them) and checks that every output
+comes back with its declared dtype and a shape compatible with its declared
+static shape. This is a smoke test of loadability and structure, not of
+numerical answers; `//cc/verify` loads the bundle with TF Serving's own C++
+loader.
 
-This is a smoke test of loadability and structure, not of numerical answers.
+Two things differ from `tf.compat.v1.saved_model.loader.load`, for the
+merge's speed and memory:
+
+  * Only the nodes the check touches get Python `Operation`s
+    (`graph_import`); the session runs the whole imported graph either way.
+  * Restore in groups. When the restore op is a NoOp over independent restore
+    groups (the merge writes one per input graph, see `externalize`), the
+    signatures are checked in sessions that each run only the groups holding
+    the variables their signatures read, packed up to a memory budget (at
+    least the largest group). So the check's peak memory follows the largest
+    model, not the whole bundle. Every group runs in some session (a group no
+    signature reads gets one of its own), so the ops the restore op would run
+    all run: a group that fails to restore fails the check.
 """
 
 import dataclasses
+import os
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from python.merge import errors
+from python.merge import graph_import
 from python.merge import warmup as warmup_lib
 
 _MAX_ERROR_CHARS = 600
+# Sessions restore groups up to this many bytes of variables (or the largest
+# group, if larger); bundles below it are checked in one session.
+DEFAULT_MEMORY_BUDGET_BYTES = 512 << 20
+# The SavedModel names TF's loaders use (tf.saved_model constants).
+_INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+_MAIN_OP_COLLECTION = "saved_model_main_op"
+_LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
+_ASSETS_COLLECTION = "saved_model_assets"
+_RESTORE_OPS = frozenset(("RestoreV2", "Restore", "RestoreSlice"))
+_VARIABLE_OPS = frozenset(("VarHandleOp", "VariableV2", "Variable"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +68,29 @@ class SignatureCheck:
   outputs: dict[str, tuple[str, tuple[int, ...]]]
 
 
-def check_bundle(export_dir: str,
-                 *,
-                 tags: Sequence[str] = ("serve",),
-                 expected_signatures: Optional[Iterable[str]] = None,
-                 batch_size: int = 1) -> dict[str, SignatureCheck]:
+@dataclasses.dataclass(frozen=True)
+class SessionPlan:
+  """What one check session restores and runs.
+
+  Attributes:
+    restore_ops: ops to run (filename fed) before the init op.
+    signatures: signature names to run after it.
+    variable_bytes: size of the variables `restore_ops` restore, when their
+      shapes are static.
+  """
+  restore_ops: tuple[str, ...]
+  signatures: tuple[str, ...]
+  variable_bytes: int
+
+
+def check_bundle(
+    export_dir: str,
+    *,
+    tags: Sequence[str] = ("serve",),
+    expected_signatures: Optional[Iterable[str]] = None,
+    batch_size: int = 1,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
+) -> dict[str, SignatureCheck]:
   """Loads `export_dir` and runs every signature on synthesized inputs.
 
   Args:
@@ -49,6 +99,8 @@ def check_bundle(export_dir: str,
     expected_signatures: if given, signatures that must be present.
     batch_size: size of the batch dimension (unknown first dimension) of the
       synthesized inputs.
+    memory_budget_bytes: restore groups are packed into one session up to
+      this many bytes of variables (see the module docstring).
 
   Returns:
     Signature name -> SignatureCheck, for every signature of the MetaGraph.
@@ -58,38 +110,302 @@ def check_bundle(export_dir: str,
       does not run, or an output has the wrong dtype or shape. The message
       names the bundle, the signature and the alias.
   """
-  graph = tf.Graph()
-  with tf.compat.v1.Session(graph=graph, config=_session_config()) as sess:
+  def load_error(problem: str) -> errors.VerifyError:
+    return errors.VerifyError(
+        f"bundle {export_dir} does not load under tags {list(tags)}: "
+        f"{problem}")
+
+  meta_graph = _read_meta_graph(export_dir, tags, load_error)
+  signatures = {name: signature
+                for name, signature in meta_graph.signature_def.items()
+                if name != _INIT_OP_SIGNATURE_KEY}
+  if expected_signatures is not None:
+    missing = [s for s in expected_signatures if s not in signatures]
+    if missing:
+      raise errors.VerifyError(
+          f"bundle {export_dir} lacks signature(s) {missing}; it has "
+          f"{sorted(signatures)}.")
+  if not signatures:
+    raise errors.VerifyError(f"bundle {export_dir} has no signatures.")
+
+  graph_index = _Graph(meta_graph.graph_def)
+  node_names = graph_index.nodes
+  failures = {}
+  tensors = {}
+  for name in sorted(signatures):
     try:
-      meta_graph = tf.compat.v1.saved_model.loader.load(
-          sess, list(tags), export_dir)
-    except (tf.errors.OpError, OSError, RuntimeError, ValueError) as e:
-      raise errors.VerifyError(
-          f"bundle {export_dir} does not load under tags {list(tags)}: "
-          f"{_short(e)}") from e
-    signatures = meta_graph.signature_def
-    if expected_signatures is not None:
-      missing = [s for s in expected_signatures if s not in signatures]
-      if missing:
-        raise errors.VerifyError(
-            f"bundle {export_dir} lacks signature(s) {missing}; it has "
-            f"{sorted(signatures)}.")
-    if not signatures:
-      raise errors.VerifyError(f"bundle {export_dir} has no signatures.")
-    results = {}
-    failures = []
-    examples = warmup_lib.ExampleSynthesizer(meta_graph.graph_def)
-    for name in sorted(signatures):
+      tensors[name] = _signature_tensors(name, signatures[name], node_names)
+    except errors.VerifyError as e:
+      failures[name] = str(e)
+  init_op = _init_op(meta_graph)
+  assets = _asset_feeds(export_dir, meta_graph)
+  saver = meta_graph.saver_def if meta_graph.HasField("saver_def") else None
+  wanted = {init_op} if init_op else set()
+  wanted.update(_node(t) for t in assets)
+  if saver is not None:
+    wanted.update((saver.restore_op_name,
+                   _node(saver.filename_tensor_name)))
+    variables = os.path.join(export_dir, "variables", "variables")
+    if not tf.io.gfile.exists(variables + ".index"):
+      raise load_error(
+          f"{variables}.index is missing, but the graph restores variables "
+          "from it (SaverDef); write the checkpoint or drop the SaverDef.")
+  for names in tensors.values():
+    wanted.update(_node(t) for t in names.values())
+  missing_ops = sorted(n for n in wanted if n not in node_names)
+  if missing_ops:
+    raise load_error(f"the graph lacks node(s) {missing_ops} that the "
+                     "MetaGraph's SaverDef, init op or assets name.")
+  plan = _plan(meta_graph, graph_index, sorted(tensors), memory_budget_bytes)
+  wanted.update(op for session in plan for op in session.restore_ops)
+  try:
+    graph, ops = graph_import.import_graph_def(
+        meta_graph.graph_def.SerializeToString(), wanted)
+  except ValueError as e:
+    raise load_error(_short(e)) from e
+
+  def tensor(name: str) -> tf.Tensor:
+    node, _, index = name.partition(":")
+    return ops[node].outputs[int(index or 0)]
+
+  examples = warmup_lib.ExampleSynthesizer(meta_graph.graph_def)
+  results = {}
+  for session in plan:
+    with tf.compat.v1.Session(graph=graph, config=_session_config()) as sess:
       try:
-        results[name] = _run_signature(sess, graph, name, signatures[name],
-                                       batch_size, examples)
-      except errors.VerifyError as e:
-        failures.append(str(e))
-    if failures:
-      raise errors.VerifyError(
-          f"bundle {export_dir}: {len(failures)} of {len(signatures)} "
-          "signature(s) failed the check:\n  " + "\n  ".join(failures))
-    return results
+        if session.restore_ops:
+          sess.run([ops[op] for op in session.restore_ops],
+                   {tensor(saver.filename_tensor_name): variables})
+        if init_op:
+          sess.run(ops[init_op],
+                   {tensor(name): path for name, path in assets.items()})
+      except tf.errors.OpError as e:
+        raise load_error(_short(e)) from e
+      for name in session.signatures:
+        try:
+          results[name] = _run_signature(
+              sess, tensor, name, signatures[name], tensors[name],
+              batch_size, examples)
+        except errors.VerifyError as e:
+          failures[name] = str(e)
+  if failures:
+    raise errors.VerifyError(
+        f"bundle {export_dir}: {len(failures)} of {len(signatures)} "
+        "signature(s) failed the check:\n  " +
+        "\n  ".join(failures[name] for name in sorted(failures)))
+  return results
+
+
+def plan_sessions(meta_graph: meta_graph_pb2.MetaGraphDef,
+                  signatures: Sequence[str],
+                  memory_budget_bytes: int) -> list[SessionPlan]:
+  """Splits the restore into sessions, each with the signatures it serves.
+
+  A restore group is a control input of the restore op (when that is a NoOp
+  with only control inputs; else the restore op itself), and groups that
+  share a RestoreV2 are one group (e.g. a tf.compat.v1 Saver's per-variable
+  assigns from one RestoreV2). A signature needs the groups that restore the
+  variables its outputs depend on (variables matched by shared name); the
+  init op's groups go into every session. Signatures needing overlapping
+  groups share a session; sessions are then packed in order while their
+  variables fit `memory_budget_bytes` (or the largest single unit).
+
+  Args:
+    meta_graph: the MetaGraph to load.
+    signatures: names of the signatures to run (in this order).
+    memory_budget_bytes: see above.
+
+  Returns:
+    The sessions, in order. Every restore group is in at least one.
+  """
+  return _plan(meta_graph, _Graph(meta_graph.graph_def), signatures,
+               memory_budget_bytes)
+
+
+def _plan(meta_graph, graph: "_Graph", signatures: Sequence[str],
+          memory_budget_bytes: int) -> list[SessionPlan]:
+  groups = _restore_groups(meta_graph, graph)
+  group_of = {var: index for index, group in enumerate(groups)
+              for var in group.variables}
+
+  def needed(starts) -> frozenset:
+    return frozenset(group_of[var] for var in graph.variables_of(starts)
+                     if var in group_of)
+
+  init_op = _init_op(meta_graph)
+  always = needed([init_op]) if init_op else frozenset()
+  # Units: (groups, signatures), merged while they share a group.
+  units = []
+  for name in signatures:
+    signature = meta_graph.signature_def[name]
+    outputs = [_node(info.name) for info in signature.outputs.values()
+               if info.WhichOneof("encoding") == "name"]
+    unit_groups, unit_names = set(needed(outputs)), [name]
+    for other in [u for u in units if u[0] & unit_groups]:
+      units.remove(other)
+      unit_groups |= other[0]
+      unit_names = other[1] + unit_names
+    units.append((unit_groups, unit_names))
+  used = set().union(*(u[0] for u in units)) | always
+  units.extend(({i}, []) for i in range(len(groups)) if i not in used)
+
+  def size(group_set) -> int:
+    return sum(groups[i].nbytes for i in group_set | always)
+
+  budget = max([memory_budget_bytes] + [size(u[0]) for u in units])
+  sessions = []
+  current_groups, current_names = set(), []
+  for unit_groups, unit_names in units:
+    if (current_groups or current_names) and size(
+        current_groups | unit_groups) > budget:
+      sessions.append((current_groups, current_names))
+      current_groups, current_names = set(), []
+    current_groups |= unit_groups
+    current_names += unit_names
+  if current_groups or current_names or not sessions:
+    sessions.append((current_groups, current_names))
+  return [
+      SessionPlan(
+          restore_ops=tuple(op for i in sorted(group_set | always)
+                            for op in groups[i].ops),
+          signatures=tuple(names),
+          variable_bytes=size(group_set)) for group_set, names in sessions
+  ]
+
+
+@dataclasses.dataclass
+class _RestoreGroup:
+  ops: list
+  readers: set  # RestoreV2-like nodes it runs.
+  variables: set  # Variable identities it assigns.
+  nbytes: int
+
+
+class _Graph:
+  """Node lookup and ancestor walks over a GraphDef."""
+
+  def __init__(self, graph_def):
+    self.nodes = {node.name: node for node in graph_def.node}
+
+  def ancestors(self, starts) -> set:
+    seen = set()
+    stack = [s for s in starts if s in self.nodes]
+    while stack:
+      name = stack.pop()
+      if name in seen:
+        continue
+      seen.add(name)
+      for source in self.nodes[name].input:
+        source = _node(source.lstrip("^"))
+        if source not in seen and source in self.nodes:
+          stack.append(source)
+    return seen
+
+  def variable_id(self, name: str) -> tuple[str, str]:
+    """A variable's identity: (container, shared name or node name)."""
+    node = self.nodes[name]
+    shared = node.attr["shared_name"].s.decode() if (
+        "shared_name" in node.attr) else ""
+    container = node.attr["container"].s.decode() if (
+        "container" in node.attr) else ""
+    return container, shared or name
+
+  def variables_of(self, starts) -> set:
+    return {self.variable_id(name) for name in self.ancestors(starts)
+            if self.nodes[name].op in _VARIABLE_OPS}
+
+  def variable_bytes(self, name: str) -> int:
+    node = self.nodes[name]
+    dims = [d.size for d in node.attr["shape"].shape.dim]
+    if node.attr["shape"].shape.unknown_rank or any(d < 0 for d in dims):
+      return 0
+    dtype = tf.dtypes.as_dtype(node.attr["dtype"].type).base_dtype
+    return int(np.prod(dims, dtype=np.int64)) * max(dtype.size, 1)
+
+
+def _restore_groups(meta_graph, graph: _Graph) -> list[_RestoreGroup]:
+  if not meta_graph.HasField("saver_def"):
+    return []
+  restore = graph.nodes[meta_graph.saver_def.restore_op_name]
+  heads = [restore.name]
+  if (restore.op == "NoOp" and restore.input and
+      all(i.startswith("^") for i in restore.input)):
+    heads = [i[1:] for i in restore.input]
+  groups = []
+  for head in heads:
+    ancestors = graph.ancestors([head])
+    readers = {n for n in ancestors if graph.nodes[n].op in _RESTORE_OPS}
+    variable_nodes = [n for n in ancestors
+                      if graph.nodes[n].op in _VARIABLE_OPS]
+    group = _RestoreGroup(
+        ops=[head], readers=readers,
+        variables={graph.variable_id(n) for n in variable_nodes},
+        nbytes=sum(graph.variable_bytes(n) for n in variable_nodes))
+    for other in [g for g in groups if g.readers & readers]:
+      groups.remove(other)
+      group.ops = other.ops + group.ops
+      group.readers |= other.readers
+      group.variables |= other.variables
+      group.nbytes += other.nbytes
+    groups.append(group)
+  return groups
+
+
+def _read_meta_graph(export_dir: str, tags: Sequence[str],
+                     load_error) -> meta_graph_pb2.MetaGraphDef:
+  """The MetaGraph of saved_model.pb(txt) whose tag-set is `tags`."""
+  saved_model = saved_model_pb2.SavedModel()
+  binary = os.path.join(export_dir, "saved_model.pb")
+  text = os.path.join(export_dir, "saved_model.pbtxt")
+  try:
+    if tf.io.gfile.exists(binary):
+      with tf.io.gfile.GFile(binary, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    elif tf.io.gfile.exists(text):
+      with tf.io.gfile.GFile(text, "r") as f:
+        text_format.Parse(f.read(), saved_model)
+    else:
+      raise load_error("it has no saved_model.pb or saved_model.pbtxt.")
+  except (message.DecodeError, text_format.ParseError,
+          tf.errors.OpError) as e:
+    raise load_error(f"cannot parse the SavedModel proto: {_short(e)}") from e
+  for meta_graph in saved_model.meta_graphs:
+    if set(meta_graph.meta_info_def.tags) == set(tags):
+      return meta_graph
+  found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+  raise load_error(f"it has no MetaGraph with exactly these tags; its tag "
+                   f"sets are {found}.")
+
+
+def _init_op(meta_graph) -> Optional[str]:
+  """The op TF's loaders run after restoring (main op or legacy init op)."""
+  signature = meta_graph.signature_def.get(_INIT_OP_SIGNATURE_KEY)
+  if signature is not None:
+    info = signature.outputs.get(_INIT_OP_SIGNATURE_KEY)
+    if info is not None and info.name:
+      return _node(info.name)
+  for key in (_MAIN_OP_COLLECTION, _LEGACY_INIT_OP_COLLECTION):
+    if key in meta_graph.collection_def:
+      values = meta_graph.collection_def[key].node_list.value
+      if values:
+        return _node(values[0])
+  return None
+
+
+def _asset_feeds(export_dir: str, meta_graph) -> dict[str, str]:
+  """Asset tensor name -> path of the file under assets/, as loaders feed."""
+  asset_defs = list(meta_graph.asset_file_def)
+  if not asset_defs and _ASSETS_COLLECTION in meta_graph.collection_def:
+    for value in meta_graph.collection_def[_ASSETS_COLLECTION].any_list.value:
+      asset_def = meta_graph_pb2.AssetFileDef()
+      value.Unpack(asset_def)
+      asset_defs.append(asset_def)
+  return {a.tensor_info.name: os.path.join(export_dir, "assets", a.filename)
+          for a in asset_defs}
+
+
+def _node(tensor_name: str) -> str:
+  return tensor_name.partition(":")[0]
 
 
 def _session_config() -> tf.compat.v1.ConfigProto:
@@ -106,18 +422,41 @@ def _session_config() -> tf.compat.v1.ConfigProto:
   return config
 
 
-def _run_signature(sess: tf.compat.v1.Session, graph: tf.Graph, name: str,
-                   signature, batch_size: int,
+def _signature_tensors(name: str, signature, node_names) -> dict[str, str]:
+  """("input"|"output", alias) -> tensor name, checked against the graph."""
+  tensors = {}
+  for kind, infos in (("input", signature.inputs),
+                      ("output", signature.outputs)):
+    for alias, info in sorted(infos.items()):
+      if info.WhichOneof("encoding") != "name":
+        raise errors.VerifyError(
+            f'signature "{name}" {kind} "{alias}" uses the '
+            f"{info.WhichOneof('encoding')} encoding; only dense tensors "
+            "(name) are supported.")
+      if _node(info.name) not in node_names:
+        raise errors.VerifyError(
+            f'signature "{name}" {kind} "{alias}" names tensor '
+            f'"{info.name}", which is not in the graph.')
+      tensors[(kind, alias)] = info.name
+  return tensors
+
+
+def _run_signature(sess: tf.compat.v1.Session, tensor, name: str, signature,
+                   tensor_names: dict, batch_size: int,
                    examples: warmup_lib.ExampleSynthesizer) -> SignatureCheck:
-  feed = {}
-  for alias, info in sorted(signature.inputs.items()):
-    tensor = _tensor(graph, name, "input", alias, info)
-    feed[tensor] = _synthesize(tensor, info, batch_size, examples)
-  fetch_names = {}
-  for alias, info in sorted(signature.outputs.items()):
-    fetch_names[alias] = _tensor(graph, name, "output", alias, info)
   try:
-    values = sess.run(fetch_names, feed_dict=feed)
+    feed = {}
+    for alias, info in sorted(signature.inputs.items()):
+      feed[tensor(tensor_names[("input", alias)])] = _synthesize(
+          info, batch_size, examples)
+    fetches = {alias: tensor(tensor_names[("output", alias)])
+               for alias in signature.outputs}
+  except (IndexError, ValueError) as e:
+    raise errors.VerifyError(
+        f'signature "{name}" names a tensor the graph does not have: '
+        f"{e}") from e
+  try:
+    values = sess.run(fetches, feed_dict=feed)
   except tf.errors.OpError as e:
     raise errors.VerifyError(
         f'signature "{name}" does not run on synthesized inputs '
@@ -141,22 +480,7 @@ def _run_signature(sess: tf.compat.v1.Session, graph: tf.Graph, name: str,
   return SignatureCheck(method_name=signature.method_name, outputs=outputs)
 
 
-def _tensor(graph: tf.Graph, signature: str, kind: str, alias: str,
-            info) -> tf.Tensor:
-  if info.WhichOneof("encoding") != "name":
-    raise errors.VerifyError(
-        f'signature "{signature}" {kind} "{alias}" uses the '
-        f"{info.WhichOneof('encoding')} encoding; only dense tensors (name) "
-        "are supported.")
-  try:
-    return graph.get_tensor_by_name(info.name)
-  except (KeyError, ValueError) as e:
-    raise errors.VerifyError(
-        f'signature "{signature}" {kind} "{alias}" names tensor '
-        f'"{info.name}", which is not in the graph.') from e
-
-
-def _synthesize(tensor: tf.Tensor, info, batch_size: int,
+def _synthesize(info, batch_size: int,
                 examples: warmup_lib.ExampleSynthesizer) -> np.ndarray:
   """Returns a deterministic value of the TensorInfo's dtype and shape."""
   dtype = tf.dtypes.as_dtype(info.dtype)
@@ -167,7 +491,7 @@ def _synthesize(tensor: tf.Tensor, info, batch_size: int,
     dims = [(d if d is not None else (batch_size if i == 0 else 1))
             for i, d in enumerate(shape.as_list())]
   if dtype == tf.string:
-    return np.full(dims, examples.example_for(tensor.name), dtype=object)
+    return np.full(dims, examples.example_for(info.name), dtype=object)
   if dtype.is_bool:
     return np.zeros(dims, dtype=bool)
   if dtype.is_floating or dtype.is_complex:

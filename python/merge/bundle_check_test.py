@@ -13,7 +13,10 @@ import tensorflow as tf
 
 from tensorflow.core.protobuf import saved_model_pb2
 from python.merge import bundle_check
+from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import spec as spec_lib
+from python.merge.testdata import graphs
 
 _v1 = tf.compat.v1
 
@@ -22,7 +25,7 @@ def _info(tensor):
   return _v1.saved_model.utils.build_tensor_info(tensor)
 
 
-def _build(export_dir, make_signatures):
+def _build(export_dir, make_signatures, sharded_saver=True):
   """Writes a SavedModel whose signatures `make_signatures()` returns."""
   graph = tf.Graph()
   with graph.as_default(), _v1.Session(graph=graph) as sess:
@@ -31,7 +34,8 @@ def _build(export_dir, make_signatures):
     builder = _v1.saved_model.Builder(export_dir)
     builder.add_meta_graph_and_variables(
         sess, ["serve"], signature_def_map=signatures,
-        main_op=_v1.tables_initializer(), strip_default_attrs=True)
+        main_op=_v1.tables_initializer(), strip_default_attrs=True,
+        saver=None if sharded_saver else _v1.train.Saver(sharded=False))
     builder.save()
   return export_dir
 
@@ -198,6 +202,117 @@ class BundleCheckTest(parameterized.TestCase):
     with self.assertRaisesRegex(
         errors.VerifyError, r"does not load under tags \['gpu'\]"):
       bundle_check.check_bundle(export_dir, tags=["gpu"])
+
+
+class RestoreGroupsTest(absltest.TestCase):
+  """Merged bundles restore per input graph; the check uses that."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = absltest.get_default_test_tmpdir()
+    models = []
+    for i, nbytes in enumerate((64 << 10, 32 << 10, 16 << 10)):
+      info = graphs.write_large_const(os.path.join(root, f"g{i}.pb"), nbytes,
+                                      seed=i)
+      models.append(spec_lib.ModelSpec(
+          signature_name=f"m{i}", frozen=info["path"],
+          inputs=dict(info["inputs"]), outputs=dict(info["outputs"])))
+    cls.export_dir = os.path.join(root, "merged")
+    bundle_writer.write_saved_model(
+        spec_lib.MergeSpec(models=tuple(models)), cls.export_dir,
+        externalize_threshold_bytes=1024)
+
+  def _meta_graph(self, export_dir=None):
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir or self.export_dir, "saved_model.pb"),
+              "rb") as f:
+      proto.ParseFromString(f.read())
+    return proto.meta_graphs[0]
+
+  def test_sessions_are_packed_up_to_the_largest_model(self):
+    # Weights (8 x m float32) plus bias (m float32), m = nbytes / 32.
+    sizes = [n + n // 8 for n in (64 << 10, 32 << 10, 16 << 10)]
+    plan = bundle_check.plan_sessions(self._meta_graph(), ["m0", "m1", "m2"],
+                                      memory_budget_bytes=1)
+    # The budget is at least the largest model (m0): m1 and m2 fit in it.
+    self.assertEqual([p.signatures for p in plan], [("m0",), ("m1", "m2")])
+    self.assertEqual([p.restore_ops for p in plan],
+                     [("merge_internal/restore_0",),
+                      ("merge_internal/restore_1",
+                       "merge_internal/restore_2")])
+    self.assertEqual([p.variable_bytes for p in plan],
+                     [sizes[0], sizes[1] + sizes[2]])
+
+  def test_budget_packs_models_in_order(self):
+    sizes = [n + n // 8 for n in (64 << 10, 32 << 10, 16 << 10)]
+    plan = bundle_check.plan_sessions(self._meta_graph(), ["m0", "m1", "m2"],
+                                      memory_budget_bytes=sizes[0] + sizes[1])
+    self.assertEqual([p.signatures for p in plan], [("m0", "m1"), ("m2",)])
+    plan = bundle_check.plan_sessions(self._meta_graph(), ["m2", "m1", "m0"],
+                                      memory_budget_bytes=sizes[0])
+    self.assertEqual([p.signatures for p in plan], [("m2", "m1"), ("m0",)])
+    plan = bundle_check.plan_sessions(self._meta_graph(), ["m0", "m1", "m2"],
+                                      memory_budget_bytes=1 << 30)
+    self.assertLen(plan, 1)
+    self.assertLen(plan[0].restore_ops, 3)
+
+  def test_every_model_is_checked_with_a_small_budget(self):
+    result = bundle_check.check_bundle(self.export_dir, memory_budget_bytes=1)
+    self.assertEqual(sorted(result), ["m0", "m1", "m2"])
+    self.assertEqual(result["m2"].outputs["output"], ("float32", (1, 512)))
+
+  def test_a_group_that_fails_to_restore_fails_the_check(self):
+    export_dir = os.path.join(self.create_tempdir().full_path, "bundle")
+    _copy_tree(self.export_dir, export_dir)
+
+    def rename_key(meta_graph):
+      for node in meta_graph.graph_def.node:
+        if node.name == "merge_internal/restore_2/tensor_names":
+          node.attr["value"].tensor.string_val[0] = b"m2/no_such_key"
+    _edit_saved_model(export_dir, rename_key)
+    with self.assertRaisesRegex(errors.VerifyError,
+                                "does not load.*m2/no_such_key"):
+      bundle_check.check_bundle(export_dir, memory_budget_bytes=1)
+
+  def test_standard_saver_is_one_group(self):
+    # A tf.compat.v1 Saver restores every variable from one RestoreV2 and
+    # its restore op depends on one assign per variable: one group.
+    export_dir = _build(
+        os.path.join(self.create_tempdir().full_path, "bundle"),
+        lambda: {**_predict_head(), **_two_variable_head()},
+        sharded_saver=False)
+    plan = bundle_check.plan_sessions(self._meta_graph(export_dir),
+                                      ["head", "two"], memory_budget_bytes=1)
+    self.assertLen(plan, 1)
+    self.assertEqual(plan[0].signatures, ("head", "two"))
+    self.assertLen(plan[0].restore_ops, 3)  # One assign per variable.
+    self.assertEqual(plan[0].variable_bytes, (4 * 2 + 2 * 2 + 2) * 4)
+    self.assertEqual(sorted(bundle_check.check_bundle(export_dir)),
+                     ["head", "two"])
+
+
+def _two_variable_head():
+  x = _v1.placeholder(tf.float32, [None, 2], name="two/x")
+  a = tf.Variable(tf.ones([2, 2]), name="two/a")
+  b = tf.Variable(tf.zeros([2]), name="two/b")
+  y = tf.add(tf.matmul(x, a), b, name="two/y")
+  return {
+      "two": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"x": _info(x)}, outputs={"y": _info(y)},
+          method_name="tensorflow/serving/predict")
+  }
+
+
+def _copy_tree(source, destination):
+  for root, _, files in os.walk(source):
+    target = os.path.join(destination, os.path.relpath(root, source))
+    os.makedirs(target, exist_ok=True)
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        data = f.read()
+      with open(os.path.join(target, name), "wb") as f:
+        f.write(data)
 
 
 if __name__ == "__main__":

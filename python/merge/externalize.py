@@ -15,6 +15,14 @@ constants are held at a time) and joined at the end with
 C++ `LoadSavedModel` (TF Serving) and `tf.compat.v1.saved_model.load` restore
 the values before serving. The checkpoint holds the constants' exact bytes.
 
+Restore groups: each input graph's constants are restored by their own
+`RestoreV2` (`merge_internal/restore_<k>/RestoreV2`, grouped by the NoOp
+`merge_internal/restore_<k>`), and the SaverDef's restore op
+`merge_internal/restore_all` is a NoOp depending on every group. A loader
+that runs `restore_all` (TF Serving) restores everything, as with one
+`RestoreV2`; the merge's own check (`bundle_check`) can restore one group at
+a time, so its memory follows the largest input, not the total.
+
 Bit-identical answers and oneDNN: TensorFlow's x86 CPU builds (and
 `tensorflow_model_server`) run MatMul/Conv through oneDNN, which takes one
 kernel path when the weights input is a `Const` node (weights reordered once
@@ -74,6 +82,8 @@ class _Variable:
   # carries them, so the read stays in the Const's frame while the restore
   # handle stays in the root frame.
   control: list
+  # The restore group: the index of the `process` call (input graph).
+  group: int
 
 
 def _value(tensor) -> Union[np.ndarray, tf.Tensor]:
@@ -158,6 +168,7 @@ class Externalizer:
     self._pending_values: list[Union[np.ndarray, tf.Tensor]] = []
     self._pending_bytes = 0
     self._shards: list[str] = []
+    self._groups = 0
     # One background thread writes a shard while the next graph is merged.
     self._writer: Optional[concurrent.futures.ThreadPoolExecutor] = None
     self._writing: Optional[concurrent.futures.Future] = None
@@ -191,6 +202,7 @@ class Externalizer:
       self._externalize(node, size)
       if node.name in weights:
         self.weights.append(node.name)
+    self._groups += 1
     self._flush()
 
   def _externalize(self, node: node_def_pb2.NodeDef, size: int) -> None:
@@ -220,7 +232,7 @@ class Externalizer:
       node.attr["_class"].CopyFrom(colocation)
     self._variables.append(
         _Variable(key=key, handle=handle, dtype=dtype, shape=shape.as_proto(),
-                  device=node.device, control=control))
+                  device=node.device, control=control, group=self._groups))
     self.externalized_bytes += size
     if self._pending_bytes >= _SHARD_BYTES:
       self._flush()
@@ -350,17 +362,26 @@ class Externalizer:
     string_const(f"{_SCOPE}/filename", "model")
     string_const(f"{_SCOPE}/tensor_names", keys)
     string_const(f"{_SCOPE}/shape_and_slices", [""] * len(keys))
-    restore = add(f"{_SCOPE}/restore", "RestoreV2",
-                  [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
-                   f"{_SCOPE}/shape_and_slices"], device="/device:CPU:0")
-    restore.attr["dtypes"].list.type.extend(dtypes)
-    assigns = []
-    for i, var in enumerate(self._variables):
-      assign = add(f"{_SCOPE}/assign/{var.key}", "AssignVariableOp",
-                   [var.handle, f"{_SCOPE}/restore:{i}"], device=var.device)
-      assign.attr["dtype"].type = var.dtype
-      assigns.append("^" + assign.name)
-    add(f"{_SCOPE}/restore_all", "NoOp", assigns)
+    groups = {}
+    for var in self._variables:
+      groups.setdefault(var.group, []).append(var)
+    group_ops = []
+    for group, variables in groups.items():
+      scope = f"{_SCOPE}/restore_{group}"
+      string_const(f"{scope}/tensor_names", [v.key for v in variables])
+      string_const(f"{scope}/shape_and_slices", [""] * len(variables))
+      restore = add(f"{scope}/RestoreV2", "RestoreV2",
+                    [f"{_SCOPE}/filename", f"{scope}/tensor_names",
+                     f"{scope}/shape_and_slices"], device="/device:CPU:0")
+      restore.attr["dtypes"].list.type.extend(v.dtype for v in variables)
+      assigns = []
+      for i, var in enumerate(variables):
+        assign = add(f"{_SCOPE}/assign/{var.key}", "AssignVariableOp",
+                     [var.handle, f"{restore.name}:{i}"], device=var.device)
+        assign.attr["dtype"].type = var.dtype
+        assigns.append("^" + assign.name)
+      group_ops.append("^" + add(scope, "NoOp", assigns).name)
+    add(f"{_SCOPE}/restore_all", "NoOp", group_ops)
     save = add(f"{_SCOPE}/save/SaveV2", "SaveV2",
                [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
                 f"{_SCOPE}/shape_and_slices"] + keys, device="/device:CPU:0")

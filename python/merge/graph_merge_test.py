@@ -222,9 +222,12 @@ class ExternalizerTest(absltest.TestCase):
     read_handle = added["merge_internal/read_handles/m/in_loop"]
     self.assertEqual(list(read_handle.input), ["^m/while/Identity"])
     self.assertEqual(read_handle.attr["shared_name"].s, b"m/in_loop")
-    self.assertEqual(list(added["merge_internal/restore"].attr["dtypes"].list
-                          .type), [types_pb2.DT_FLOAT] * 2)
+    self.assertEqual(
+        list(added["merge_internal/restore_0/RestoreV2"].attr["dtypes"].list
+             .type), [types_pb2.DT_FLOAT] * 2)
     self.assertEqual(saver_def.restore_op_name, "merge_internal/restore_all")
+    self.assertEqual(list(added["merge_internal/restore_all"].input),
+                     ["^merge_internal/restore_0"])
     for tensor in (saver_def.filename_tensor_name,
                    saver_def.save_tensor_name):
       self.assertIn(tensor.split(":")[0], added)
@@ -252,6 +255,35 @@ class ExternalizerTest(absltest.TestCase):
         os.path.join(export_dir, "variables", "variables"))
     for name, value in values.items():
       np.testing.assert_array_equal(reader.get_tensor(name), value)
+
+  def test_each_input_graph_is_a_restore_group(self):
+    export_dir = self.create_tempdir().full_path
+    values = {"a/w": np.full((64, 64), 2.0, np.float32),
+              "b/w": np.full((64, 64), 3.0, np.float32)}
+    ext = externalize.Externalizer(threshold_bytes=100, export_dir=export_dir)
+    merged = tf.compat.v1.GraphDef()
+    for name, value in values.items():
+      graph_def = tf.compat.v1.GraphDef()
+      graph_def.node.extend([_const(name, value)])
+      ext.process(graph_def)
+      merged.node.extend(graph_def.node)
+    added, saver_def = ext.finish()
+    merged.node.extend(added)
+    nodes = {n.name: n for n in merged.node}
+    self.assertEqual(list(nodes[saver_def.restore_op_name].input),
+                     ["^merge_internal/restore_0", "^merge_internal/restore_1"])
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(merged, name="")
+    feed = {saver_def.filename_tensor_name:
+                os.path.join(export_dir, "variables", "variables")}
+    with tf.compat.v1.Session(graph=graph) as sess:
+      sess.run("merge_internal/restore_1", feed)
+      np.testing.assert_array_equal(sess.run("b/w:0"), values["b/w"])
+      with self.assertRaises(tf.errors.FailedPreconditionError):
+        sess.run("a/w:0")  # Group 0 was not restored.
+      sess.run(saver_def.restore_op_name, feed)
+      np.testing.assert_array_equal(sess.run("a/w:0"), values["a/w"])
 
   def test_splat_constant_is_not_externalized(self):
     # tf.zeros([1000, 1000]) freezes to one repeated value plus a shape.

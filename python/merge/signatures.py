@@ -2,7 +2,8 @@
 
 Shapes come from TensorFlow's shape inference: a copy of the graph in which
 large constants are replaced by placeholders of the same dtype and shape (so
-no weights are copied) is imported into a throwaway tf.Graph. When inference
+no weights are copied) is imported into a throwaway tf.Graph, with Python
+`Operation`s for the aliased nodes only (`graph_import`). When inference
 cannot tell a rank, a node's `_output_shapes` attr is used if present.
 """
 
@@ -14,6 +15,7 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.merge import errors
+from python.merge import graph_import
 from python.merge import graph_io
 from python.merge import spec as spec_lib
 
@@ -70,12 +72,25 @@ class GraphAnalysis:
     signatures: Signature name -> SignatureInfo (tensor names scoped).
     init_ops: Scoped names of table initializers to run at load.
     tensor_infos: Signature name -> (inputs, outputs) of alias -> TensorInfo.
-    graph: The shape-inference graph the aliases were resolved against.
+    skeleton: The graph the aliases were resolved against (see `Skeleton`);
+      pass it to `resolve` for another model using the same file.
   """
   signatures: dict
   init_ops: list
   tensor_infos: dict
-  graph: Optional[tf.Graph] = None
+  skeleton: Optional["Skeleton"] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+  """An input graph for shape inference, without its large constants.
+
+  Attributes:
+    graph_def: The serialized GraphDef, large Consts replaced by Placeholders.
+    node_names: Every node name in it.
+  """
+  graph_def: bytes
+  node_names: frozenset
 
 
 def where(model: spec_lib.ModelSpec, index: int, source: Optional[str],
@@ -88,8 +103,8 @@ def where(model: spec_lib.ModelSpec, index: int, source: Optional[str],
   return ", ".join(parts)
 
 
-def _skeleton(graph_def: tf.compat.v1.GraphDef) -> tf.compat.v1.GraphDef:
-  """Copy of `graph_def` with large Consts replaced by Placeholders."""
+def _skeleton(graph_def: tf.compat.v1.GraphDef) -> Skeleton:
+  """`graph_def` with large Consts replaced by Placeholders, serialized."""
   skeleton = tf.compat.v1.GraphDef()
   skeleton.versions.CopyFrom(graph_def.versions)
   skeleton.library.CopyFrom(graph_def.library)
@@ -103,20 +118,21 @@ def _skeleton(graph_def: tf.compat.v1.GraphDef) -> tf.compat.v1.GraphDef:
       placeholder.attr["shape"].shape.CopyFrom(tensor.tensor_shape)
     else:
       skeleton.node.add().CopyFrom(node)
-  return skeleton
+  return Skeleton(graph_def=skeleton.SerializeToString(),
+                  node_names=frozenset(n.name for n in skeleton.node))
 
 
-def _import(graph_def: tf.compat.v1.GraphDef, path: str,
-            context: str) -> tf.Graph:
-  graph = tf.Graph()
+def _import(skeleton: Skeleton, op_names: set, path: str,
+            context: str) -> dict[str, tf.Operation]:
+  """Imports the skeleton; returns the named nodes that it has."""
   try:
-    with graph.as_default():
-      tf.compat.v1.import_graph_def(_skeleton(graph_def), name="")
-  except (ValueError, TypeError, tf.errors.OpError) as e:
+    _, operations = graph_import.import_graph_def(
+        skeleton.graph_def, op_names & skeleton.node_names)
+  except ValueError as e:
     raise errors.GraphError(
         f"{context}: frozen graph {path} is not a valid graph for TensorFlow "
         f"{tf.__version__}: {e}") from e
-  return graph
+  return operations
 
 
 def _output_shapes_attr(op: tf.Operation, index: int) -> Optional[list]:
@@ -129,21 +145,24 @@ def _output_shapes_attr(op: tf.Operation, index: int) -> Optional[list]:
   return [d.size if d.size >= 0 else -1 for d in shapes[index].dim]
 
 
-def _tensor_names(graph: tf.Graph) -> list[str]:
+def _tensor_names(skeleton: Skeleton) -> list[str]:
+  """Every tensor name of the graph (for "closest names" hints only)."""
+  graph_def = tf.compat.v1.GraphDef()
+  graph_def.ParseFromString(skeleton.graph_def)
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name="")
   return [t.name for op in graph.get_operations() for t in op.outputs]
 
 
-def _resolve(graph: tf.Graph, tensor: str, alias: str, key: str, path: str,
-             context: str) -> _Resolved:
+def _resolve(operations: dict, skeleton: Skeleton, tensor: str, alias: str,
+             key: str, path: str, context: str) -> _Resolved:
   """Finds a tensor of the graph for a spec alias, or explains why not."""
   node, _, index = tensor.partition(":")
   index = int(index) if index else 0
-  try:
-    op = graph.get_operation_by_name(node)
-  except KeyError:
-    op = None
+  op = operations.get(node)
   if op is None or index >= len(op.outputs):
-    names = _tensor_names(graph)
+    names = _tensor_names(skeleton)
     hint = spec_lib.closest(f"{node}:{index}", names)
     if op is not None:
       problem = (f'node "{node}" has {len(op.outputs)} output(s), so '
@@ -229,7 +248,7 @@ def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
 
   Returns:
     The signatures (with tensor names scoped), table init ops and
-    TensorInfos; `graph` is the graph the aliases were resolved against
+    TensorInfos; `skeleton` is the graph the aliases were resolved against
     (pass it to `resolve` for another model using the same file).
 
   Raises:
@@ -247,22 +266,22 @@ def analyze(graph_def: tf.compat.v1.GraphDef, scope: str,
         f"{', '.join(variables[:5])}; freeze it (e.g. "
         "tf.compat.v1.graph_util.convert_variables_to_constants) so weights "
         "are constants.")
-  graph = _import(graph_def, path, context)
-  result = resolve(graph, scope, models, source, path=path)
+  skeleton = _skeleton(graph_def)
+  result = resolve(skeleton, scope, models, source, path=path)
   result.init_ops = [f"{scope}/{n.name}" for n in graph_def.node
                      if n.op in TABLE_INIT_OPS]
-  result.graph = graph
+  result.skeleton = skeleton
   return result
 
 
-def resolve(graph: tf.Graph, scope: str,
+def resolve(skeleton: Skeleton, scope: str,
             models: Sequence[tuple[int, spec_lib.ModelSpec]],
             source: Optional[str], *,
             path: Optional[str] = None) -> GraphAnalysis:
   """Resolves models' aliases against a graph `analyze` already imported.
 
   Args:
-    graph: `GraphAnalysis.graph` of the models' frozen graph.
+    skeleton: `GraphAnalysis.skeleton` of the models' frozen graph.
     scope: The scope the graph's nodes have in the merged graph.
     models: (index in spec, ModelSpec) of the models to resolve.
     source: Spec file path for messages.
@@ -279,14 +298,20 @@ def resolve(graph: tf.Graph, scope: str,
   if path is None:
     path = models[0][1].frozen
   result = GraphAnalysis(signatures={}, init_ops=[], tensor_infos={})
+  op_names = {tensor.partition(":")[0] for _, model in models
+              for tensor in (*model.inputs.values(), *model.outputs.values())}
+  operations = _import(skeleton, op_names, path,
+                       where(models[0][1], models[0][0], source))
   for index, model in models:
     context = where(model, index, source)
     resolved_in = {
-        alias: _resolve(graph, tensor, alias, "inputs", path, context)
+        alias: _resolve(operations, skeleton, tensor, alias, "inputs", path,
+                        context)
         for alias, tensor in model.inputs.items()
     }
     resolved_out = {
-        alias: _resolve(graph, tensor, alias, "outputs", path, context)
+        alias: _resolve(operations, skeleton, tensor, alias, "outputs", path,
+                        context)
         for alias, tensor in model.outputs.items()
     }
     _check_method(model, resolved_in, resolved_out, context)
