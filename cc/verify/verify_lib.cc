@@ -9,6 +9,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -268,6 +269,12 @@ class GraphIndex {
     for (const tensorflow::NodeDef& node : graph_def.node()) {
       node_defs_[node.name()] = &node;
       names_.push_back(node.name());
+      for (const std::string& input : node.input()) {
+        if (!absl::StartsWith(input, "^")) {
+          consumers_[std::string(tensorflow::ParseTensorName(input).node())]
+              .push_back(&node);
+        }
+      }
     }
     tensorflow::ImportGraphDefOptions options;
     import_status_ =
@@ -284,6 +291,14 @@ class GraphIndex {
   const tensorflow::NodeDef* FindNodeDef(std::string_view name) const {
     auto it = node_defs_.find(std::string(name));
     return it == node_defs_.end() ? nullptr : it->second;
+  }
+  // Nodes with a data input from `name` (any output).
+  const std::vector<const tensorflow::NodeDef*>& Consumers(
+      std::string_view name) const {
+    static const auto* const kNone =
+        new std::vector<const tensorflow::NodeDef*>();
+    auto it = consumers_.find(std::string(name));
+    return it == consumers_.end() ? *kNone : it->second;
   }
   // Null when the graph could not be imported.
   const tensorflow::Node* FindNode(std::string_view name) const {
@@ -310,6 +325,8 @@ class GraphIndex {
   absl::Status import_status_;
   std::unordered_map<std::string, const tensorflow::NodeDef*> node_defs_;
   std::unordered_map<std::string, const tensorflow::Node*> nodes_;
+  std::unordered_map<std::string, std::vector<const tensorflow::NodeDef*>>
+      consumers_;
   std::vector<std::string> names_;
 };
 
@@ -691,6 +708,166 @@ absl::Status RunExamples(tensorflow::Session* session,
                                        num_examples);
 }
 
+// `count` nonzero values of `dtype`'s kind, as python/merge's warmup writer
+// synthesizes them ("a", 1, 0.5).
+void SynthesizeFeature(DataType dtype, int64_t count,
+                       tensorflow::Feature* feature) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (dtype == tensorflow::DT_STRING) {
+      feature->mutable_bytes_list()->add_value("a");
+    } else if (tensorflow::DataTypeIsInteger(dtype) ||
+               dtype == tensorflow::DT_BOOL) {
+      feature->mutable_int64_list()->add_value(1);
+    } else {
+      feature->mutable_float_list()->add_value(0.5f);
+    }
+  }
+}
+
+// The strings of the Const nodes feeding `inputs`; false if one is not a
+// string Const (e.g. feature keys moved to variables/).
+bool ConstStrings(const GraphIndex& graph,
+                  const std::vector<std::string>& inputs,
+                  std::vector<std::string>* values) {
+  for (const std::string& input : inputs) {
+    const tensorflow::NodeDef* node =
+        graph.FindNodeDef(tensorflow::ParseTensorName(input).node());
+    if (node == nullptr || node->op() != "Const") return false;
+    auto value = node->attr().find("value");
+    Tensor tensor;
+    if (value == node->attr().end() ||
+        !tensor.FromProto(value->second.tensor()) ||
+        tensor.dtype() != tensorflow::DT_STRING) {
+      return false;
+    }
+    auto flat = tensor.flat<tensorflow::tstring>();
+    for (int64_t i = 0; i < flat.size(); ++i) {
+      values->emplace_back(flat(i));
+    }
+  }
+  return true;
+}
+
+std::vector<DataType> TypeList(const tensorflow::NodeDef& node,
+                               const std::string& attr) {
+  std::vector<DataType> types;
+  auto it = node.attr().find(attr);
+  if (it != node.attr().end()) {
+    for (int type : it->second.list().type()) {
+      types.push_back(static_cast<DataType>(type));
+    }
+  }
+  return types;
+}
+
+// Adds a synthesized feature for every key the parse op `node` reads (dense
+// features with their full element count). False if its keys are not
+// constants.
+bool AddParseOpFeatures(const GraphIndex& graph,
+                        const tensorflow::NodeDef& node,
+                        tensorflow::Features* features) {
+  std::vector<std::string> inputs;
+  for (const std::string& input : node.input()) {
+    if (!absl::StartsWith(input, "^")) inputs.push_back(input);
+  }
+  auto slice = [&inputs](size_t begin, size_t count) {
+    begin = std::min(begin, inputs.size());
+    const size_t end = std::min(begin + count, inputs.size());
+    return std::vector<std::string>(inputs.begin() + begin,
+                                    inputs.begin() + end);
+  };
+  std::vector<std::string> sparse_keys, dense_keys;
+  std::vector<DataType> sparse_types = TypeList(node, "sparse_types");
+  const std::vector<DataType> dense_types = TypeList(node, "Tdense");
+  if (node.op() == "ParseSingleExample") {
+    for (const char* attr : {"sparse_keys", "dense_keys"}) {
+      auto it = node.attr().find(attr);
+      if (it == node.attr().end()) continue;
+      auto* keys = std::string_view(attr) == "sparse_keys" ? &sparse_keys
+                                                             : &dense_keys;
+      keys->assign(it->second.list().s().begin(),
+                   it->second.list().s().end());
+    }
+  } else if (node.op() == "ParseExample") {
+    // serialized, names, sparse_keys[Nsparse], dense_keys[Ndense], defaults.
+    const int64_t n_sparse = node.attr().at("Nsparse").i();
+    const int64_t n_dense = node.attr().at("Ndense").i();
+    if (!ConstStrings(graph, slice(2, n_sparse), &sparse_keys) ||
+        !ConstStrings(graph, slice(2 + n_sparse, n_dense), &dense_keys)) {
+      return false;
+    }
+  } else {
+    // ParseExampleV2: serialized, names, sparse_keys, dense_keys,
+    // ragged_keys, dense_defaults; ragged features are synthesized like
+    // sparse ones.
+    if (!ConstStrings(graph, slice(2, 1), &sparse_keys) ||
+        !ConstStrings(graph, slice(3, 1), &dense_keys) ||
+        !ConstStrings(graph, slice(4, 1), &sparse_keys)) {
+      return false;
+    }
+    for (DataType type : TypeList(node, "ragged_value_types")) {
+      sparse_types.push_back(type);
+    }
+  }
+  auto shapes = node.attr().find("dense_shapes");
+  for (size_t i = 0; i < dense_keys.size() && i < dense_types.size(); ++i) {
+    int64_t count = 1;
+    if (shapes != node.attr().end() &&
+        static_cast<int>(i) < shapes->second.list().shape_size()) {
+      const tensorflow::TensorShapeProto& shape =
+          shapes->second.list().shape(i);
+      if (!shape.unknown_rank()) {
+        for (const auto& dim : shape.dim()) {
+          count *= dim.size() > 0 ? dim.size() : 1;
+        }
+      }
+    }
+    tensorflow::Feature& feature =
+        (*features->mutable_feature())[dense_keys[i]];
+    feature.Clear();
+    SynthesizeFeature(dense_types[i], count, &feature);
+  }
+  for (size_t i = 0; i < sparse_keys.size() && i < sparse_types.size(); ++i) {
+    tensorflow::Feature& feature =
+        (*features->mutable_feature())[sparse_keys[i]];
+    feature.Clear();
+    SynthesizeFeature(sparse_types[i], 1, &feature);
+  }
+  return true;
+}
+
+// A serialized tf.Example with a synthesized value for every feature the
+// parse ops fed (directly or through other ops) by `tensor_name` read, so
+// that models whose features have no default accept it. Empty (a valid,
+// empty Example) when no parse op reads the tensor.
+std::string SynthesizeExample(const GraphIndex& graph,
+                              const std::string& tensor_name) {
+  static const absl::flat_hash_set<std::string>* const kParseOps =
+      new absl::flat_hash_set<std::string>(
+          {"ParseExample", "ParseExampleV2", "ParseSingleExample"});
+  tensorflow::Example example;
+  std::unordered_set<std::string> seen;
+  std::vector<const tensorflow::NodeDef*> queue(
+      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node())
+          .begin(),
+      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node())
+          .end());
+  while (!queue.empty()) {
+    const tensorflow::NodeDef* node = queue.back();
+    queue.pop_back();
+    if (!seen.insert(node->name()).second) continue;
+    if (kParseOps->contains(node->op())) {
+      AddParseOpFeatures(graph, *node, example.mutable_features());
+    } else {
+      const auto& next = graph.Consumers(node->name());
+      queue.insert(queue.end(), next.begin(), next.end());
+    }
+  }
+  std::string serialized;
+  example.SerializeToString(&serialized);
+  return serialized;
+}
+
 // A zero-filled tensor for `info`: batch 1, unknown dimensions 1.
 absl::StatusOr<Tensor> SynthesizeInput(const std::string& alias,
                                        const TensorInfo& info,
@@ -719,10 +896,9 @@ absl::StatusOr<Tensor> SynthesizeInput(const std::string& alias,
   const DataType dtype = info.dtype();
   if (dtype == tensorflow::DT_STRING) {
     Tensor tensor(dtype, concrete);
-    const std::string empty_example =
-        tensorflow::Example().SerializeAsString();
+    const std::string example = SynthesizeExample(graph, info.name());
     auto flat = tensor.flat<tensorflow::tstring>();
-    for (int64_t i = 0; i < flat.size(); ++i) flat(i) = empty_example;
+    for (int64_t i = 0; i < flat.size(); ++i) flat(i) = example;
     return tensor;
   }
   if (!tensorflow::DataTypeCanUseMemcpy(dtype)) {
@@ -746,8 +922,12 @@ void RunSmoke(tensorflow::Session* session, const std::string& name,
   absl::Status status;
   if (signature.method_name() == kClassifyMethodName ||
       signature.method_name() == kRegressMethodName) {
-    status = RunExamples(session, name, signature,
-                         {tensorflow::Example().SerializeAsString()});
+    auto input = signature.inputs().find(kClassifyInputs);
+    status = RunExamples(
+        session, name, signature,
+        {input == signature.inputs().end()
+             ? std::string()
+             : SynthesizeExample(graph, input->second.name())});
   } else {
     std::map<std::string, Tensor> inputs;
     for (const auto& [alias, info] : signature.inputs()) {
@@ -769,12 +949,12 @@ void RunSmoke(tensorflow::Session* session, const std::string& name,
     if ((signature.method_name() == kClassifyMethodName ||
          signature.method_name() == kRegressMethodName) &&
         absl::StrContains(status.message(), "is required but")) {
-      // Smoke mode sends one empty tf.Example; a model whose features have
-      // no default rejects it although real requests would run.
+      // Smoke mode synthesizes the features the graph's parse ops name; a
+      // parse op whose keys are not constants contributes none.
       hint =
-          " (smoke mode sends an empty tf.Example and this model requires "
-          "features; run --run=warmup to replay the bundle's own requests, "
-          "which python/merge fills with every feature the graph parses)";
+          " (smoke mode synthesizes every feature whose key is a constant of "
+          "the graph; run --run=warmup to replay the bundle's own requests "
+          "instead)";
     }
     report->errors.push_back(
         absl::StrCat("smoke run failed: ", status.message(), hint));
@@ -1436,6 +1616,12 @@ std::string ShapeString(const PartialTensorShape& shape) {
   std::vector<int64_t> dims;
   for (int i = 0; i < shape.dims(); ++i) dims.push_back(shape.dim_size(i));
   return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+}
+
+std::string SynthesizeExample(const tensorflow::GraphDef& graph_def,
+                              const std::string& tensor_name) {
+  return ::tf_serving_merge::verify::SynthesizeExample(GraphIndex(graph_def),
+                                                       tensor_name);
 }
 
 }  // namespace internal

@@ -19,8 +19,10 @@
 //                         APIs need.
 //   7. LoadSavedModel     tensorflow::LoadSavedModel with the requested tags.
 //   8. Run                smoke: each signature once with synthesized inputs
-//                         (batch 1, unknown dims 1, zeros / empty strings /
-//                         serialized empty tf.Examples); warmup: replays
+//                         (batch 1, unknown dims 1, zeros; string inputs
+//                         get a serialized tf.Example carrying every feature
+//                         the graph's parse ops read, see SynthesizeExample);
+//                         warmup: replays
 //                         assets.extra/tf_serving_warmup_requests as TF Serving
 //                         does (at most 1000 records, stops at the first error,
 //                         which names the record index); none: skipped.
@@ -39,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tensorflow/core/framework/graph.pb.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/framework/types.pb.h"
 
@@ -150,6 +153,14 @@ std::string DtypeName(tensorflow::DataType dtype);
 
 // "[-1,3]", "[]" (scalar) or "<unknown rank>".
 std::string ShapeString(const tensorflow::PartialTensorShape& shape);
+
+// The serialized tf.Example smoke runs feed to the string tensor
+// `tensor_name` of `graph_def`: a synthesized value ("a", 1 or 0.5, with the
+// declared element count for dense features) for every feature that the
+// parse ops it feeds read, when their keys are constants; an empty Example
+// if no parse op reads it.
+std::string SynthesizeExample(const tensorflow::GraphDef& graph_def,
+                              const std::string& tensor_name);
 
 }  // namespace internal
 }  // namespace verify

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tensorflow/core/example/example.pb.h"
 #include "tensorflow/core/platform/env.h"
 #include "tensorflow/core/protobuf/saved_model.pb.h"
 
@@ -148,6 +149,27 @@ TEST_F(GeneratedBundlesTest, ClassifyAndRegressSignaturesPass) {
   EXPECT_EQ(report.signatures.at("regress").method, kRegressMethodName);
   EXPECT_TRUE(report.signatures.at("classify").ran);
   EXPECT_TRUE(report.signatures.at("regress").ran);
+}
+
+TEST_F(GeneratedBundlesTest, SmokeExamplesCarryEveryParsedFeature) {
+  // The classify/regress bundle requires "scale" (no default), so an empty
+  // tf.Example would fail; the smoke run above passed with this one.
+  tensorflow::SavedModel saved_model;
+  ASSERT_TRUE(tensorflow::ReadBinaryProto(
+                  tensorflow::Env::Default(),
+                  Bundle("classify_regress") + "/saved_model.pb", &saved_model)
+                  .ok());
+  const tensorflow::GraphDef& graph_def = saved_model.meta_graphs(0).graph_def();
+  tensorflow::Example example;
+  ASSERT_TRUE(example.ParseFromString(
+      internal::SynthesizeExample(graph_def, "tf_example:0")));
+  const auto& features = example.features().feature();
+  ASSERT_EQ(features.size(), 3) << example.DebugString();
+  EXPECT_EQ(features.at("x").float_list().value_size(), 2);
+  EXPECT_EQ(features.at("scale").int64_list().value_size(), 1);
+  EXPECT_EQ(features.at("tags").bytes_list().value_size(), 1);
+  // A tensor no parse op reads gets an empty Example.
+  EXPECT_EQ(internal::SynthesizeExample(graph_def, "scores:0"), "");
 }
 
 TEST_F(GeneratedBundlesTest, WarmupReplaysEveryRecord) {

@@ -121,7 +121,9 @@ def write_classify_regress_bundle(export_dir: str) -> dict[str, Any]:
   """Writes a TF1-style SavedModel with classify and regress signatures.
 
   Inputs are serialized `tf.Example`s with an optional float feature "x" of
-  length 2 (default zeros), so serialized empty Examples are valid inputs.
+  length 2 (default zeros), a required int64 feature "scale" of length 1 and
+  a sparse string feature "tags": an empty Example is not a valid input, so
+  smoke runs must synthesize the features the graph parses.
 
   Args:
     export_dir: Directory to create; must not exist.
@@ -134,8 +136,11 @@ def write_classify_regress_bundle(export_dir: str) -> dict[str, Any]:
     serialized = _V1.placeholder(tf.string, shape=[None], name="tf_example")
     features = _V1.io.parse_example(
         serialized,
-        {"x": _V1.io.FixedLenFeature([2], tf.float32, default_value=[0., 0.])})
-    x = features["x"]
+        {"x": _V1.io.FixedLenFeature([2], tf.float32, default_value=[0., 0.]),
+         "scale": _V1.io.FixedLenFeature([1], tf.int64),
+         "tags": _V1.io.VarLenFeature(tf.string)})
+    # "tags" (optional) is parsed only; "scale" (required) scales "x".
+    x = features["x"] * tf.cast(features["scale"], tf.float32)
     weights = _V1.get_variable(
         "w", initializer=tf.constant([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]))
     logits = tf.matmul(x, weights)
@@ -191,6 +196,7 @@ def _example_input(values: Sequence[Sequence[float]]) -> input_pb2.Input:
   for row in values:
     example = tf.train.Example()
     example.features.feature["x"].float_list.value.extend(row)
+    example.features.feature["scale"].int64_list.value.append(1)
     examples.append(example)
   return input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples))
 
