@@ -234,6 +234,23 @@ def remove(path: str) -> None:
     os.remove(path)
 
 
+def user_path(path: Optional[str]) -> Optional[str]:
+  """`path` made absolute from where the user ran `bazel run`.
+
+  `bazel run` starts the binary in its runfiles tree and says where the user
+  was in $BUILD_WORKING_DIRECTORY; relative output paths mean that directory.
+  """
+  if not path:
+    return path
+  base = os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
+  return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+
+
+def in_existing_dir(path: Optional[str]) -> bool:
+  """Flag validator: unset, or a file whose directory exists."""
+  return not path or os.path.isdir(os.path.dirname(user_path(path)))
+
+
 def run_benchmark(name: str, run: Callable[[str], Mapping[str, Any]], *,
                   parent_dir: Optional[str], keep: bool,
                   errors: tuple = (BenchError,)) -> None:
@@ -337,6 +354,69 @@ def percentile(values: Sequence[float], p: float) -> Optional[float]:
   lo = int(k)
   hi = min(lo + 1, len(ordered) - 1)
   return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def latency_summary(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
+  """Pooled and per-block statistics of latencies measured in blocks.
+
+  Args:
+    blocks: Latencies in seconds, one sequence per block.
+
+  Returns:
+    {"requests", "blocks", "p50_ms", "p99_ms", "mean_ms" (pooled over every
+    request), "block_p99_ms" (the median over blocks of each block's p99),
+    "block_p99_ms_all"}, in milliseconds rounded to 3 places.
+
+  Raises:
+    BenchError: there is no latency at all, or a block is empty.
+  """
+  if not blocks or any(not block for block in blocks):
+    raise BenchError(
+        f"latency_summary needs non-empty blocks; got {len(blocks)} blocks "
+        f"of sizes {[len(block) for block in blocks]}.")
+  pooled = [value for block in blocks for value in block]
+  block_p99 = [percentile(block, 99) * 1000 for block in blocks]
+  return {
+      "requests": len(pooled),
+      "blocks": len(blocks),
+      "p50_ms": round(percentile(pooled, 50) * 1000, 3),
+      "p99_ms": round(percentile(pooled, 99) * 1000, 3),
+      "mean_ms": round(statistics.fmean(pooled) * 1000, 3),
+      "block_p99_ms": round(statistics.median(block_p99), 3),
+      "block_p99_ms_all": [round(v, 3) for v in block_p99],
+  }
+
+
+def paired_block_ratio(numerator: Sequence[Sequence[float]],
+                       denominator: Sequence[Sequence[float]],
+                       p: float) -> dict[str, Any]:
+  """Per-block ratios of the p-th percentiles of two paired measurements.
+
+  Block i of `numerator` and block i of `denominator` must have been
+  measured at the same time (e.g. requests alternating one by one), so each
+  ratio compares the two under the same machine load; the median over blocks
+  is then robust to a burst of noise that inflates a pooled tail percentile.
+
+  Args:
+    numerator: Latencies per block.
+    denominator: Latencies per block, paired with `numerator`'s.
+    p: The percentile (0-100).
+
+  Returns:
+    {"median", "min", "max", "all"}: the ratios rounded to 3 places.
+
+  Raises:
+    BenchError: the block counts differ, or there are no blocks.
+  """
+  if len(numerator) != len(denominator) or not numerator:
+    raise BenchError(
+        f"paired_block_ratio needs the same number of blocks on both sides; "
+        f"got {len(numerator)} and {len(denominator)}.")
+  ratios = [percentile(n, p) / percentile(d, p)
+            for n, d in zip(numerator, denominator)]
+  return {"median": round(statistics.median(ratios), 3),
+          "min": round(min(ratios), 3), "max": round(max(ratios), 3),
+          "all": [round(r, 3) for r in ratios]}
 
 
 def _log_time(line: str) -> Optional[datetime.datetime]:

@@ -16,6 +16,7 @@ import tempfile
 from absl.testing import absltest
 
 from tests.bench import bench_lib
+from tests.bench import scale_plot
 
 # Whole benchmark runs on 2 busy cores: generous, but finite.
 _TIMEOUT_S = 600
@@ -79,6 +80,43 @@ class LoadSecondsFromLogTest(absltest.TestCase):
     self.assertIsNone(bench_lib.load_seconds_from_log("", "m"))
 
 
+class LatencyStatsTest(absltest.TestCase):
+
+  def test_latency_summary_pools_and_takes_the_median_block_p99(self):
+    # Three blocks of 1..100 ms; the last one has a burst of 1 s requests.
+    steady = [ms / 1000 for ms in range(1, 101)]
+    burst = steady[:95] + [1.0] * 5
+    summary = bench_lib.latency_summary([steady, steady, burst])
+    self.assertEqual(summary["requests"], 300)
+    self.assertEqual(summary["blocks"], 3)
+    pooled = steady + steady + burst
+    self.assertAlmostEqual(summary["p50_ms"],
+                           bench_lib.percentile(pooled, 50) * 1000, places=3)
+    # The burst sets the pooled p99 (1 s), not the median block p99 (99 ms).
+    self.assertEqual(summary["p99_ms"], 1000.0)
+    self.assertAlmostEqual(summary["block_p99_ms"], 99.01, places=3)
+    self.assertEqual(summary["block_p99_ms_all"], [99.01, 99.01, 1000.0])
+
+  def test_latency_summary_rejects_empty_blocks(self):
+    with self.assertRaisesRegex(bench_lib.BenchError,
+                                r"non-empty blocks; got 2 blocks of sizes "
+                                r"\[1, 0\]"):
+      bench_lib.latency_summary([[0.1], []])
+
+  def test_paired_block_ratio(self):
+    base = [[0.001 * i for i in range(1, 101)]] * 3
+    slower = [[v * f for v in block] for block, f in zip(base, (1.1, 0.9, 2))]
+    result = bench_lib.paired_block_ratio(slower, base, 99)
+    self.assertEqual(result["all"], [1.1, 0.9, 2.0])
+    self.assertEqual(result["median"], 1.1)
+    self.assertEqual((result["min"], result["max"]), (0.9, 2.0))
+
+  def test_paired_block_ratio_needs_paired_blocks(self):
+    with self.assertRaisesRegex(bench_lib.BenchError,
+                                "same number of blocks.*got 2 and 1"):
+      bench_lib.paired_block_ratio([[1.0], [1.0]], [[1.0]], 99)
+
+
 class BenchSmokeTest(absltest.TestCase):
 
   def assert_positive_figures(self, contender: dict, name: str) -> None:
@@ -107,9 +145,10 @@ class BenchSmokeTest(absltest.TestCase):
 
   def test_scale_bench(self):
     csv_path = os.path.join(absltest.get_default_test_tmpdir(), "scale.csv")
+    png_path = os.path.join(absltest.get_default_test_tmpdir(), "scale.png")
     summary = _run_bench("tests.bench.scale_bench", "--sizes_gib=0.004",
                          "--graph_gib=0.002", "--nodes_per_graph=100",
-                         f"--csv={csv_path}")
+                         f"--csv={csv_path}", f"--png={png_path}")
     self.assertEqual(summary["benchmark"], "scale")
     [row] = summary["rows"]
     self.assertEqual(row["graphs"], 2)
@@ -130,6 +169,15 @@ class BenchSmokeTest(absltest.TestCase):
       header, *rows = f.read().strip().splitlines()
     self.assertTrue(header.startswith("size_gib,graphs,"))
     self.assertLen(rows, 1)
+    # The CSV reads back as the printed row (what replot_scale plots).
+    self.assertEqual(scale_plot.read_csv(csv_path), [row])
+    # The plot: a real PNG of the documented size, not an empty canvas.
+    self.assertEqual(summary["png"], png_path)
+    with open(png_path, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    self.assertEqual(scale_plot.png_size(png_path),
+                     (scale_plot.WIDTH_PX, scale_plot.HEIGHT_PX))
+    self.assertGreater(os.path.getsize(png_path), 20_000)
 
   def test_serving_bench(self):
     summary = _run_bench("tests.bench.serving_bench", "--graphs=2",
@@ -140,11 +188,20 @@ class BenchSmokeTest(absltest.TestCase):
     for name in ("alone", "merged"):
       latency = summary["latency"][name]
       self.assertEqual(latency["requests"], 10, msg=name)
+      self.assertEqual(latency["blocks"], 2, msg=name)
+      self.assertLen(latency["block_p99_ms_all"], 2, msg=name)
       self.assertGreater(latency["p50_ms"], 0, msg=name)
       self.assertGreaterEqual(latency["p99_ms"], latency["p50_ms"], msg=name)
+      self.assertGreaterEqual(latency["p99_ms"], latency["block_p99_ms"],
+                              msg=name)
       self.assertGreater(summary["load"][name]["load_s"], 0, msg=name)
-    self.assertGreater(summary["ratios"]["p50_merged_vs_alone"], 0)
-    self.assertGreater(summary["ratios"]["load_merged_vs_alone"], 0)
+    ratios = summary["ratios"]
+    self.assertGreater(ratios["p50_merged_vs_alone"], 0)
+    self.assertGreater(ratios["load_merged_vs_alone"], 0)
+    low, high = ratios["block_p99_merged_vs_alone_range"]
+    self.assertBetween(ratios["block_p99_merged_vs_alone"], low, high)
+    self.assertEqual(summary["latency_method"]["requests_per_block"], 5)
+    self.assertLen(summary["latency_method"]["block_p99_ratios"], 2)
 
   def test_server_bench(self):
     summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",

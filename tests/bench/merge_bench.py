@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from python.common import cli
 from tests.bench import answers
 from tests.bench import bench_lib
 from tests.bench import graph_gen
@@ -200,4 +201,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -10,7 +10,8 @@ approach (`import_graph_def` + SavedModelBuilder, expected to fail past
 the C++ verifier (`//cc/verify --run=smoke`) and in the model server (one
 Predict per signature). Time and peak RSS should grow linearly with the
 size, with the --noverify peak RSS bounded by the largest single input plus a
-constant. Prints a Markdown table, writes the figures as CSV (`--csv`), and
+constant. Prints a Markdown table, writes the figures as CSV (`--csv`) and
+as a plot of time and peak RSS against size (`--png`, see scale_plot.py), and
 ends with one JSON line.
 """
 
@@ -29,8 +30,10 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from python.serve import launcher
+from python.common import cli
 from tests.bench import bench_lib
 from tests.bench import graph_gen
+from tests.bench import scale_plot
 
 _SIZES_GIB = flags.DEFINE_list(
     "sizes_gib", ["0.5", "1", "2", "3"],
@@ -55,6 +58,9 @@ _SERVE = flags.DEFINE_boolean(
     "serve", True, "Load each bundle in the model server and query it.")
 _CSV = flags.DEFINE_string("csv", None,
                            "Also write one CSV row per size to this file.")
+_PNG = flags.DEFINE_string(
+    "png", None, "Also plot wall/CPU time and peak RSS against size to this "
+    "PNG file (needs matplotlib).")
 _WORK_DIR = flags.DEFINE_string(
     "work_dir", None,
     "Where to create the scratch directory (default: the system temp dir); "
@@ -62,6 +68,13 @@ _WORK_DIR = flags.DEFINE_string(
 _KEEP = flags.DEFINE_boolean("keep", False, "Keep the scratch directory.")
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", 3600.0,
                                 "Kill any single process after this long.")
+
+flags.register_validator(
+    _CSV, bench_lib.in_existing_dir,
+    message="--csv must name a file in an existing directory.")
+flags.register_validator(
+    _PNG, bench_lib.in_existing_dir,
+    message="--png must name a file in an existing directory.")
 
 SAVED_MODEL_LIMIT_BYTES = 16 << 20
 CSV_FIELDS = (
@@ -265,7 +278,8 @@ def _slope(xs: Sequence[float], ys: Sequence[Optional[float]]
 def run(*, sizes_gib: Sequence[float], graph_gib: float, nodes_per_graph: int,
         rounds: int, seed_max_gib: float, verifier: Optional[str],
         serve: bool, work_dir: str, timeout_s: float,
-        csv_path: Optional[str] = None) -> dict:
+        csv_path: Optional[str] = None, png_path: Optional[str] = None
+        ) -> dict:
   """Runs every size, prints the table; returns the JSON summary."""
   results = [run_size(size, graph_gib=graph_gib,
                       nodes_per_graph=nodes_per_graph, rounds=rounds,
@@ -278,6 +292,13 @@ def run(*, sizes_gib: Sequence[float], graph_gib: float, nodes_per_graph: int,
       writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
       writer.writeheader()
       writer.writerows(rows)
+  if png_path:
+    scale_plot.write_png(
+        rows, png_path,
+        title=f"scale_bench on {bench_lib.machine_description()}: inputs of "
+        f"at most {graph_gib:g} GiB, {nodes_per_graph} nodes each; medians "
+        f"of {rounds} round(s)")
+    print(f"Wrote {os.path.abspath(png_path)}", flush=True)
 
   def cell(value, digits=1):
     if value is None:
@@ -318,6 +339,7 @@ def run(*, sizes_gib: Sequence[float], graph_gib: float, nodes_per_graph: int,
       "rounds": rounds,
       "rows": rows,
       "details": [r["details"] for r in results],
+      "png": os.path.abspath(png_path) if png_path else None,
       "slopes_per_gib": {
           "ours_wall_s": _slope(sizes, [r["ours_wall_s"] for r in rows]),
           "ours_cpu_s": _slope(sizes, [r["ours_cpu_s"] for r in rows]),
@@ -355,6 +377,14 @@ def main(argv: Sequence[str]) -> None:
         "like 0.5,1,2,3.") from e
   if not sizes or any(s <= 0 for s in sizes):
     raise app.UsageError(f"--sizes_gib must list positive sizes; got {sizes}")
+  csv_path = bench_lib.user_path(_CSV.value)
+  png_path = bench_lib.user_path(_PNG.value)
+  if png_path:
+    # Fail before the long run, not after it.
+    try:
+      scale_plot.check_available()
+    except scale_plot.PlotError as e:
+      raise SystemExit(f"scale_bench: {e}") from e
   tf.get_logger().setLevel("ERROR")
 
   def _run(work_dir: str) -> dict:
@@ -366,13 +396,15 @@ def main(argv: Sequence[str]) -> None:
                nodes_per_graph=_NODES_PER_GRAPH.value,
                rounds=_ROUNDS.value, seed_max_gib=_SEED_MAX_GIB.value,
                verifier=verifier, serve=_SERVE.value, work_dir=work_dir,
-               timeout_s=_TIMEOUT_S.value, csv_path=_CSV.value)
+               timeout_s=_TIMEOUT_S.value, csv_path=csv_path,
+               png_path=png_path)
 
   bench_lib.run_benchmark("scale_bench", _run, parent_dir=_WORK_DIR.value,
                           keep=_KEEP.value,
                           errors=(bench_lib.BenchError,
-                                  graph_gen.GraphGenError))
+                                  graph_gen.GraphGenError,
+                                  scale_plot.PlotError))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -34,6 +34,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from python.merge import merge_lib
 from python.serve import launcher
+from python.common import cli
 from tests.bench import bench_lib
 from tests.bench import empty_grpc_server
 from tests.bench import graph_gen
@@ -253,4 +254,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
