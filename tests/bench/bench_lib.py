@@ -3,8 +3,8 @@
 Timings on shared machines are noisy, so contenders are compared side by
 side in one run: every round runs each contender once (the order rotates
 from round to round), each as a fresh process, and the report gives medians
-of wall time and peak RSS (the child's own `ru_maxrss` from `os.wait4`, which
-also covers any children it waited for) and their ratios.
+of wall time and peak RSS (the child's own `VmHWM`, sampled while it runs; see
+`run_process`) and their ratios.
 
   contenders = [bench_lib.Contender("floor", [sys.executable, "floor.py"]),
                 bench_lib.Contender("ours", [...], setup=clean_dir)]
@@ -35,6 +35,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SUMMARY_KEY = "benchmark"
+# How often `run_process` samples a child's peak RSS.
+_RSS_POLL_S = 0.01
 
 # Log timestamps of absl (the project server: "I1122 03:09:56.611909 ...")
 # and of tensorflow_model_server ("2025-11-22 03:09:56.611909: I ...").
@@ -154,8 +156,14 @@ def run_process(argv: Sequence[str], *,
                 timeout_s: float = 3600.0, tail_lines: int = 30) -> RunResult:
   """Runs `argv` to completion and measures it.
 
-  The child is reaped with `os.wait4`, which returns its own resource usage
-  (peak RSS included) rather than the sum over all children.
+  CPU time comes from `os.wait4`, which returns the child's own resource
+  usage. Peak RSS does not: Linux keeps `ru_maxrss` across exec, and a child
+  that Python spawns (vfork + exec) starts with the benchmark's own peak
+  RSS, so a small contender would report the harness's memory (a child that
+  runs `pass` under a parent that once held 1.5 GiB reports 1.5 GiB). Peak
+  RSS is the child's `VmHWM` instead, the high-water mark of its own address
+  space (which exec replaces), read from /proc every `_RSS_POLL_S` while it
+  runs; growth in its last few milliseconds is missed.
 
   Args:
     argv: The command as a list.
@@ -174,16 +182,29 @@ def run_process(argv: Sequence[str], *,
         env=dict(env) if env is not None else python_env(), cwd=REPO_ROOT)
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
+    peak = [0]
+    exited = threading.Event()
+
+    def sample():
+      while True:
+        peak[0] = max(peak[0], peak_rss_of_pid(proc.pid) or 0)
+        if exited.wait(_RSS_POLL_S):
+          return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
       _, status, usage = os.wait4(proc.pid, 0)
     finally:
+      exited.set()
       timer.cancel()
+      sampler.join()
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     log.seek(0)
     text = log.read().decode("utf-8", errors="replace")
   tail = "\n".join(text.splitlines()[-tail_lines:])
-  return RunResult(wall_s=wall, max_rss_bytes=usage.ru_maxrss * 1024,
+  return RunResult(wall_s=wall, max_rss_bytes=peak[0],
                    user_s=usage.ru_utime, sys_s=usage.ru_stime,
                    returncode=proc.returncode, output_tail=tail)
 

@@ -49,6 +49,28 @@ def _run_bench(module: str, *flags: str) -> dict:
   return summary
 
 
+class RunProcessTest(absltest.TestCase):
+
+  def test_peak_rss_is_the_childs_own_not_the_harness(self):
+    # Linux carries ru_maxrss across exec, so a child spawned by a process
+    # that holds 400 MiB would report 400 MiB through wait4.
+    held = bytearray(400 << 20)
+    for i in range(0, len(held), 4096):
+      held[i] = 1
+    small = bench_lib.run_process(
+        [sys.executable, "-c", "import time; time.sleep(0.2)"])
+    big = bench_lib.run_process([
+        sys.executable, "-c",
+        "import time\nx = bytearray(200 << 20)\n"
+        "for i in range(0, len(x), 4096): x[i] = 1\ntime.sleep(0.2)"])
+    del held
+    self.assertEqual((small.returncode, big.returncode), (0, 0))
+    self.assertLess(small.max_rss_bytes, 100 << 20)
+    self.assertGreater(small.max_rss_bytes, 0)
+    self.assertGreater(big.max_rss_bytes, 200 << 20)
+    self.assertLess(big.max_rss_bytes, 300 << 20)
+
+
 class LoadSecondsFromLogTest(absltest.TestCase):
 
   def test_project_server_log(self):
