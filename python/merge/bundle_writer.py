@@ -144,6 +144,7 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     where = wheres[index]
     size = sizes[index]
     remaining[size] -= 1
+    externalizer.wait_for_large_write()
     data = graph_io.read_bytes(model.frozen, where)
     digest = None
     if totals[size] > 1:  # Another file might have the same content.

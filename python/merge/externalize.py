@@ -172,6 +172,7 @@ class Externalizer:
     # One background thread writes a shard while the next graph is merged.
     self._writer: Optional[concurrent.futures.ThreadPoolExecutor] = None
     self._writing: Optional[concurrent.futures.Future] = None
+    self._writing_bytes = 0
     self.externalized_bytes = 0
     # Externalized constants used as MatMul/Conv weights (see module doc).
     self.weights: list[str] = []
@@ -261,12 +262,29 @@ class Externalizer:
     if self._writer is None:
       self._writer = concurrent.futures.ThreadPoolExecutor(
           max_workers=1, thread_name_prefix="externalize")
+    self._writing_bytes = self._pending_bytes
     self._writing = self._writer.submit(_save_shard, prefix,
                                         self._pending_names,
                                         self._pending_values)
     self._shards.append(prefix)
     self._pending_names, self._pending_values = [], []
     self._pending_bytes = 0
+
+  def wait_for_large_write(self) -> None:
+    """Waits for the shard being written if it holds >= 256 MiB.
+
+    Call it before reading the next input. Writing a shard holds its values
+    twice (the arrays and SaveV2's tensor copies); reading and externalizing
+    the next input holds that input's bytes, its parsed GraphDef and its own
+    values. Overlapping the two for large inputs raised the peak from about
+    3x to 5x the largest input, so only small shards (many small inputs,
+    where the overlap pays) are written in the background of the next read.
+
+    Raises:
+      GraphError: if that shard could not be written.
+    """
+    if self._writing is not None and self._writing_bytes >= _SHARD_BYTES:
+      self._wait()
 
   def _wait(self) -> None:
     """Waits for the shard being written; raises GraphError if it failed."""

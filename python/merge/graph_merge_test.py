@@ -1,6 +1,8 @@
 """Unit tests of the GraphDef rewriting rules on small hand-built protos."""
 
 import os
+import threading
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -284,6 +286,28 @@ class ExternalizerTest(absltest.TestCase):
         sess.run("a/w:0")  # Group 0 was not restored.
       sess.run(saver_def.restore_op_name, feed)
       np.testing.assert_array_equal(sess.run("a/w:0"), values["a/w"])
+
+  def test_large_shard_is_written_before_the_next_input_is_read(self):
+    finished = []
+    release = threading.Event()
+
+    def slow_save(prefix, names, values):
+      release.wait(10)
+      finished.append(list(names))
+
+    export_dir = self.create_tempdir().full_path
+    with mock.patch.object(externalize, "_SHARD_BYTES", 1024), \
+        mock.patch.object(externalize, "_save_shard", slow_save):
+      ext = externalize.Externalizer(threshold_bytes=100,
+                                     export_dir=export_dir)
+      graph_def = tf.compat.v1.GraphDef()
+      graph_def.node.extend([_const("a/w", np.ones((64, 64), np.float32))])
+      ext.process(graph_def)
+      self.assertEqual(finished, [])  # Written in the background...
+      threading.Timer(0.2, release.set).start()
+      ext.wait_for_large_write()  # ...but large: waited for.
+      self.assertEqual(finished, [["a/w"]])
+      ext.close()
 
   def test_splat_constant_is_not_externalized(self):
     # tf.zeros([1000, 1000]) freezes to one repeated value plus a shape.
