@@ -659,27 +659,42 @@ class VersionLifecycleTest(_ServerTestCase):
 
 
 class GracefulShutdownTest(parameterized.TestCase):
-  """SIGTERM and SIGINT drain in-flight requests and exit 0."""
+  """SIGTERM/SIGINT: drain then exit 0; a second one exits at once.
+
+  Also: a request outliving --drain_timeout_seconds is given up on, and a
+  signal during start-up abandons the loading.
+  """
+
+  # Iterations of the `slow` signature that no test waits for (hours).
+  _FOREVER = 10**12
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.base = os.path.join(_tmpdir('shutdown'), 'm')
+    root = _tmpdir('shutdown')
+    cls.base = os.path.join(root, 'm')
     models.write_versions(cls.base, 'tf1', [1])
+    # A version whose warmup never ends: start-up stays in TensorFlow.
+    cls.stuck_base = os.path.join(root, 'stuck')
+    version = models.write_tf1_model(os.path.join(cls.stuck_base, '1'),
+                                     warmup=False)
+    models.write_warmup_file(version, [_predict_request(
+        'stuck', {'n': _tensor(cls._FOREVER, np.int64)}, signature='slow')])
 
-  @parameterized.named_parameters(('sigterm', signal.SIGTERM),
-                                  ('sigint', signal.SIGINT))
-  def test_signal_drains_in_flight_request_and_exits_zero(self, signum):
-    server = launcher.ModelServer(model_name='m', model_base_path=self.base)
+  def _start_and_wait_until_running_slow(self, n: int, extra_flags=(),
+                                         use_real_server=None):
+    server = launcher.ModelServer(model_name='m', model_base_path=self.base,
+                                  extra_flags=extra_flags,
+                                  use_real_server=use_real_server)
     server.start()
     self.addCleanup(server.stop)
     channel = grpc.insecure_channel(server.address)
     self.addCleanup(channel.close)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    n = 200000
     future = stub.Predict.future(
         _predict_request('m', {'n': _tensor(n, np.int64)}, signature='slow'),
-        timeout=120)
+        timeout=600)
+    self.addCleanup(future.cancel)
     # Wait until the server is running the request (it bumps `started`).
     deadline = time.monotonic() + _DEADLINE_S
     while True:
@@ -689,17 +704,104 @@ class GracefulShutdownTest(parameterized.TestCase):
         break
       self.assertLess(time.monotonic(), deadline, 'slow request never ran')
       time.sleep(0.01)
+    return server, future
+
+  def _wait_for_exit(self, process: subprocess.Popen, log_tail: Callable,
+                     what: str) -> int:
+    try:
+      return process.wait(60)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+      self.fail(f'the server did not exit within 60 s of {what}; its log '
+                f'ends:\n{log_tail()}')
+
+  def _wait_for_log(self, process: subprocess.Popen, log_tail: Callable,
+                    text: str) -> None:
+    deadline = time.monotonic() + _DEADLINE_S
+    while text not in log_tail(1 << 20):
+      self.assertIsNone(process.poll(), f'server died before logging '
+                        f'{text!r}:\n{log_tail()}')
+      self.assertLess(time.monotonic(), deadline,
+                      f'server never logged {text!r}:\n{log_tail()}')
+      time.sleep(0.05)
+
+  @parameterized.named_parameters(('sigterm', signal.SIGTERM),
+                                  ('sigint', signal.SIGINT))
+  def test_signal_drains_in_flight_request_and_exits_zero(self, signum):
+    n = 200000
+    server, future = self._start_and_wait_until_running_slow(n)
     server.process.send_signal(signum)
     response = future.result()
     self.assertEqual(int(tf.make_ndarray(response.outputs['total'])),
                      n * (n - 1) // 2)
-    try:
-      code = server.process.wait(60)
-    except subprocess.TimeoutExpired:
-      server.process.kill()
-      self.fail(f'the server did not exit within 60 s of {signum.name}; its '
-                f'log ends:\n{server.log_tail()}')
+    code = self._wait_for_exit(server.process, server.log_tail, signum.name)
     self.assertEqual(code, 0, server.log_tail())
+
+  def test_second_signal_during_drain_exits_at_once_with_status_1(self):
+    # The project server's own behaviour (TF Serving does not drain at all).
+    # The drain would last 10 minutes: only the second signal ends it.
+    server, future = self._start_and_wait_until_running_slow(
+        self._FOREVER, extra_flags=['--drain_timeout_seconds=600'],
+        use_real_server=False)
+    server.process.send_signal(signal.SIGINT)
+    # Signals of one kind do not queue: the first must be taken first.
+    self._wait_for_log(server.process, server.log_tail, 'Received SIGINT')
+    server.process.send_signal(signal.SIGINT)
+    code = self._wait_for_exit(server.process, server.log_tail,
+                               'the second SIGINT')
+    log = server.log_tail()
+    self.assertEqual(code, 1, log)
+    self.assertIn('Received SIGINT during shutdown: exiting now', log)
+    with self.assertRaises(grpc.RpcError) as raised:
+      future.result()
+    self.assertIn(raised.exception.code(),
+                  (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED),
+                  raised.exception.details())
+
+  def test_request_outliving_drain_timeout_is_cancelled_and_exit_is_zero(
+      self):
+    # TensorFlow cannot stop the request's Session.run: the server must
+    # give up on it rather than wait for the version it holds.
+    server, future = self._start_and_wait_until_running_slow(
+        self._FOREVER, extra_flags=['--drain_timeout_seconds=1'],
+        use_real_server=False)
+    server.process.send_signal(signal.SIGTERM)
+    code = self._wait_for_exit(server.process, server.log_tail,
+                               'SIGTERM with a 1 s drain timeout')
+    log = server.log_tail()
+    self.assertEqual(code, 0, log)
+    self.assertIn('Version 1 of model m is still used by 1 request(s)', log)
+    with self.assertRaises(grpc.RpcError) as raised:
+      future.result()
+    self.assertIn(raised.exception.code(),
+                  (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED),
+                  raised.exception.details())
+
+  def test_signal_during_start_up_abandons_loading_and_exits_zero(self):
+    # The project server's own behaviour: TF Serving dies of the signal.
+    log_path = os.path.join(_tmpdir('shutdown_start_up'), 'server.log')
+    command = launcher.server_command([
+        f'--port={launcher.free_port()}', '--model_name=stuck',
+        f'--model_base_path={self.stuck_base}'])
+    with open(log_path, 'wb') as log_file:
+      process = subprocess.Popen(  # pylint: disable=consider-using-with
+          command, stdout=log_file, stderr=subprocess.STDOUT,
+          env=launcher.project_server_env())
+    self.addCleanup(process.wait)
+    self.addCleanup(process.kill)
+
+    def log_tail(max_chars: int = 6000) -> str:
+      with open(log_path, encoding='utf-8', errors='replace') as f:
+        return f.read()[-max_chars:]
+
+    self._wait_for_log(process, log_tail, 'Starting to read warmup data')
+    process.send_signal(signal.SIGINT)
+    code = self._wait_for_exit(process, log_tail, 'SIGINT during warmup')
+    log = log_tail(1 << 20)
+    self.assertEqual(code, 0, log[-6000:])
+    self.assertIn('Stopping before the port opened', log)
+    self.assertNotIn('Running gRPC ModelServer', log)
 
 
 class StartupFailureTest(parameterized.TestCase):

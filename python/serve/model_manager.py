@@ -68,6 +68,10 @@ class ManagerOptions:
   allow_version_labels_for_unavailable_models: bool = False
 
 
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+  return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def is_absolute_path_or_uri(path: str) -> bool:
   """True for `/abs/path` or `scheme://...`, as ServerCore requires."""
   return path.startswith('/') or '://' in path
@@ -241,20 +245,48 @@ class ModelManager:
                                     daemon=True)
     self._thread.start()
 
-  def stop(self) -> None:
-    """Stops polling and unloads every version (waiting for requests)."""
+  def stop(self, timeout_s: Optional[float] = None) -> bool:
+    """Stops polling and loading, then unloads every version.
+
+    Safe to call from several threads and more than once. A `reload_config`
+    waiting for models raises ModelsUnavailableError at once; a load or
+    warmup already running in TensorFlow cannot be interrupted, and a
+    version is closed only after the requests holding it finish, so both
+    are waited for at most `timeout_s`.
+
+    Args:
+      timeout_s: Bound on the whole call; None waits as long as it takes.
+
+    Returns:
+      True if every version was unloaded; False if the loading thread or a
+      request was still busy when `timeout_s` passed.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     self._stop.set()
     self._wake.set()
+    with self._cond:
+      self._cond.notify_all()  # Wakes _wait_until_available.
     if self._thread is not None:
-      self._thread.join()
+      self._thread.join(_remaining(deadline))
+      if self._thread.is_alive():
+        logging.warning(
+            'Model manager thread still busy after %.1fs (a load or warmup '
+            'running in TensorFlow); not waiting for it.', timeout_s)
+        return False
     with self._cond:
       harnesses = [(name, h) for name, m in self._models.items()
                    for h in m.harnesses.values() if h.servable is not None]
       for model in self._models.values():
         model.available.clear()
     for name, harness in harnesses:
-      harness.servable.close()
+      if not harness.servable.close(_remaining(deadline)):
+        logging.warning(
+            'Version %d of model %s is still used by %d request(s) after '
+            '%.1fs; not waiting for them.', harness.version, name,
+            harness.servable.in_use, timeout_s)
+        return False
       self._set_state(name, harness.version, State.END)
+    return True
 
   # --- configuration -------------------------------------------------------
 
@@ -562,7 +594,7 @@ class ModelManager:
         logging.error('%s', error)
         continue
       try:
-        if self._options.enable_model_warmup:
+        if self._options.enable_model_warmup and not self._stop.is_set():
           warmup.run_warmup(loaded,
                             self._options.num_request_iterations_for_warmup)
       except servable_lib.LoadError as e:
@@ -570,6 +602,9 @@ class ModelManager:
         error = f'Failed to warm up {{name: {name} version: {version}}}: {e}'
         logging.error('%s', error)
         continue
+      if self._stop.is_set():
+        loaded.close()  # stop() has stopped collecting versions to unload.
+        break
       with self._cond:
         harness.servable = loaded
         harness.state = State.AVAILABLE

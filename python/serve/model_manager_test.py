@@ -1,12 +1,17 @@
-"""Unit tests of version discovery, version policy and config validation."""
+"""Unit tests of version discovery, version policy, config validation, and
+of stopping: bounded waits for requests and for start-up."""
 
 import os
+import threading
 
 from absl.testing import absltest
 from absl.testing import parameterized
 from google.protobuf import text_format
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.serve import model_manager
+from python.serve import servable as servable_lib
 
 
 def _config(text: str) -> model_manager.ModelConfig:
@@ -112,6 +117,49 @@ class CheckVersionLabelsTest(parameterized.TestCase):
     with self.assertRaisesRegex(model_manager.ModelsUnavailableError,
                                 message):
       model_manager.check_version_labels('m', labels, current, [1, 2], allow)
+
+
+class StopTest(absltest.TestCase):
+
+  def test_servable_close_waits_for_requests_up_to_timeout(self):
+    session = tf.compat.v1.Session(graph=tf.Graph())
+    servable = servable_lib.Servable('m', 1, '/m/1', session,
+                                     meta_graph_pb2.MetaGraphDef())
+    servable.acquire()
+    self.assertFalse(servable.close(timeout_s=0.01))
+    self.assertEqual(servable.in_use, 1)
+    self.assertFalse(session._closed)  # pylint: disable=protected-access
+    servable.release()
+    self.assertTrue(servable.close(timeout_s=0.01))
+    self.assertTrue(session._closed)  # pylint: disable=protected-access
+    self.assertTrue(servable.close())  # Again: already closed.
+
+  def test_stop_ends_a_reload_config_waiting_for_versions(self):
+    # No version ever appears under the base path, so start-up would wait
+    # forever; stop() must end that wait with a clear error.
+    base = self.create_tempdir().full_path
+    manager = model_manager.ModelManager(model_manager.ManagerOptions(
+        file_system_poll_wait_seconds=0.05))
+    manager.start()
+    errors = []
+
+    def reload():
+      try:
+        manager.reload_config(
+            _config_list(f'config {{ name: "m" base_path: "{base}" }}'))
+      except model_manager.ModelsUnavailableError as e:
+        errors.append(str(e))
+
+    waiter = threading.Thread(target=reload)
+    waiter.start()
+    self.addCleanup(waiter.join)
+    waiter.join(0.3)
+    self.assertTrue(waiter.is_alive(), errors)
+    self.assertTrue(manager.stop(timeout_s=30))
+    waiter.join(30)
+    self.assertFalse(waiter.is_alive())
+    self.assertLen(errors, 1)
+    self.assertRegex(errors[0], r"Server stopping before models \['m'\]")
 
 
 if __name__ == '__main__':

@@ -86,15 +86,31 @@ class Servable:
       if self._refs == 0:
         self._cond.notify_all()
 
-  def close(self) -> None:
-    """Waits until no request holds this version, then frees the session."""
+  def close(self, timeout_s: Optional[float] = None) -> bool:
+    """Waits until no request holds this version, then frees the session.
+
+    Args:
+      timeout_s: How long to wait for the requests holding it; None waits
+        as long as they take.
+
+    Returns:
+      True once closed (also when it already was); False if requests still
+      held it when `timeout_s` passed (the session is then left open).
+    """
     with self._cond:
-      while self._refs > 0:
-        self._cond.wait()
+      if not self._cond.wait_for(lambda: self._refs == 0, timeout_s):
+        return False
       if self._closed:
-        return
+        return True
       self._closed = True
     self._session.close()
+    return True
+
+  @property
+  def in_use(self) -> int:
+    """How many requests hold this version right now."""
+    with self._cond:
+      return self._refs
 
 
 def load(name: str, version: int, path: str, tags: Sequence[str],

@@ -7,12 +7,19 @@ Classify, Regress, MultiInference, GetModelMetadata),
 and `grpc.health.v1.Health`. As in TF Serving, the port opens only after every
 configured model's latest version is available; `stop()` stops accepting RPCs,
 drains the ones in flight, then unloads every version.
+
+`serve_until_signal()` runs a server for the `//python/serve` binary: start and
+stop happen in worker threads while the main thread only waits for signals
+(`signal_waiter`), so SIGINT/SIGTERM act at once in every phase, every wait is
+bounded, and a second signal ends the wait.
 """
 
 import concurrent.futures
 import dataclasses
 import os
+import signal
 import threading
+import time
 from typing import Callable, Optional
 
 from absl import logging
@@ -30,6 +37,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from python.serve import inference
 from python.serve import model_manager
 from python.serve import serving_error
+from python.serve import signal_waiter
 from python.serve import ssl_config
 
 _MODEL_SERVICES = ('tensorflow.serving.PredictionService',
@@ -37,8 +45,22 @@ _MODEL_SERVICES = ('tensorflow.serving.PredictionService',
 _UNKNOWN_ERROR_CODE = 2  # tensorflow.error.Code.UNKNOWN
 
 
+# How long stop() waits, after the drain deadline, for gRPC to cancel the RPCs
+# still running and for the versions they hold (or a load that was under way)
+# to be released. TensorFlow cannot interrupt a running Session.run or load.
+CANCEL_GRACE_S = 5.0
+# Exit status after a second signal cut the shutdown short.
+EXIT_FORCED = 1
+# Extra time serve_until_signal gives stop() beyond its own bound.
+_STOP_SLACK_S = 2.0
+
+
 class ServerError(RuntimeError):
   """The server cannot start (bad config, model that does not load, port)."""
+
+
+class StartCancelledError(ServerError):
+  """`ModelServer.stop()` was called while `start()` was loading models."""
 
 
 @dataclasses.dataclass
@@ -230,18 +252,41 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class ModelServer:
-  """Loads the configured models, then serves them over gRPC."""
+  """Loads the configured models, then serves them over gRPC.
+
+  `start()` and `stop()` may run in different threads: a `stop()` during
+  `start()` makes `start()` give up (StartCancelledError) without ever
+  opening the port, and a `stop()` after it drains and closes the port.
+  """
 
   def __init__(self, options: ServerOptions):
     self._options = options
     self._manager = model_manager.ModelManager(options.manager)
-    self._server: Optional[grpc.Server] = None
     self._health = health.HealthServicer()
+    # Guards the hand-over between start() and stop(): _server and
+    # _config_poller are published, and the port opened, only while no stop
+    # has been requested.
+    self._lock = threading.Lock()
+    self._server: Optional[grpc.Server] = None
     self._config_poller: Optional[threading.Thread] = None
+    self._stop_requested = threading.Event()
     self._stopped = threading.Event()
-    self._stop_lock = threading.Lock()
-    self.stop_requested = False
+    self._stop_result = False
     self.port: Optional[int] = None
+
+  @property
+  def options(self) -> ServerOptions:
+    return self._options
+
+  @property
+  def stop_requested(self) -> bool:
+    """Whether `stop()` has been called."""
+    return self._stop_requested.is_set()
+
+  @property
+  def shutdown_timeout_s(self) -> float:
+    """The longest `stop()` takes: the drain plus cancelling and unloading."""
+    return self._options.drain_timeout_seconds + CANCEL_GRACE_S
 
   def _initial_config(self) -> model_server_config_pb2.ModelServerConfig:
     if self._options.model_config_file:
@@ -255,6 +300,10 @@ class ModelServer:
     return single_model_config(self._options.model_name,
                                self._options.model_base_path)
 
+  def _cancelled(self) -> StartCancelledError:
+    return StartCancelledError('Stopped while starting, before the port '
+                               'opened.')
+
   def start(self) -> int:
     """Loads every model, then opens the gRPC port.
 
@@ -262,9 +311,12 @@ class ModelServer:
       The bound port.
 
     Raises:
+      StartCancelledError: `stop()` was called before the port opened.
       ServerError: invalid config, a model that cannot load, or a port that
         cannot be bound.
     """
+    if self.stop_requested:
+      raise self._cancelled()
     config = self._initial_config()
     credentials = None
     if self._options.ssl_config_file:
@@ -278,10 +330,10 @@ class ModelServer:
       self._manager.reload_config(config.model_config_list)
     except (model_manager.ConfigError,
             model_manager.ModelsUnavailableError) as e:
+      if self.stop_requested:
+        raise self._cancelled() from e
       self._manager.stop()
       raise ServerError(str(e)) from e
-    if self.stop_requested:
-      raise ServerError('Stop requested while the models were loading.')
 
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(
@@ -299,29 +351,35 @@ class ModelServer:
     if ':' in host and not host.startswith('['):
       host = f'[{host}]'
     address = f'{host}:{self._options.port}'
-    try:
-      if credentials is None:
-        port = server.add_insecure_port(address)
+    with self._lock:
+      if self.stop_requested:
+        raise self._cancelled()
+      try:
+        if credentials is None:
+          port = server.add_insecure_port(address)
+        else:
+          port = server.add_secure_port(address, credentials)
+      except RuntimeError as e:
+        port = 0
+        bind_error = f'{e}'
       else:
-        port = server.add_secure_port(address, credentials)
-    except RuntimeError as e:
+        bind_error = ('the port is in use or the host is not a local '
+                      'address. Pick another --port or --host.')
+      if port:
+        server.start()
+        self._server = server
+        self.port = port
+        for service in ('',) + _MODEL_SERVICES:
+          self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if (self._options.model_config_file and
+            self._options.model_config_file_poll_wait_seconds > 0):
+          self._config_poller = threading.Thread(
+              target=self._poll_config_file, name='config_poller',
+              daemon=True)
+          self._config_poller.start()
+    if not port:
       self._manager.stop()
-      raise ServerError(f'Cannot listen on {address}: {e}') from e
-    if port == 0:
-      self._manager.stop()
-      raise ServerError(
-          f'Cannot listen on {address}: the port is in use or the host is '
-          'not a local address. Pick another --port or --host.')
-    server.start()
-    self._server = server
-    self.port = port
-    for service in ('',) + _MODEL_SERVICES:
-      self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    if (self._options.model_config_file and
-        self._options.model_config_file_poll_wait_seconds > 0):
-      self._config_poller = threading.Thread(
-          target=self._poll_config_file, name='config_poller', daemon=True)
-      self._config_poller.start()
+      raise ServerError(f'Cannot listen on {address}: {bind_error}')
     logging.info('Running gRPC ModelServer at %s:%d%s ...',
                  self._options.host, port,
                  ' (TLS)' if credentials is not None else '')
@@ -329,30 +387,148 @@ class ModelServer:
 
   def _poll_config_file(self) -> None:
     wait = self._options.model_config_file_poll_wait_seconds
-    while not self._stopped.wait(wait):
+    while not self._stop_requested.wait(wait):
       try:
         config = read_model_config_file(self._options.model_config_file)
         self._manager.reload_config(config.model_config_list)
       except (ServerError, model_manager.ConfigError,
               model_manager.ModelsUnavailableError) as e:
+        if self.stop_requested:
+          return
         logging.error('Reloading %s failed; keeping the current models: %s',
                       self._options.model_config_file, e)
 
-  def wait_for_termination(self) -> None:
-    """Blocks until `stop()` has run."""
-    self._stopped.wait()
+  def wait_for_termination(self, timeout_s: Optional[float] = None) -> bool:
+    """Blocks until `stop()` has finished.
 
-  def stop(self) -> None:
-    """Stops accepting RPCs, drains in-flight ones, unloads all models."""
-    with self._stop_lock:
-      if self.stop_requested:
-        return
-      self.stop_requested = True
-    logging.info('Stopping: draining in-flight requests (up to %.0fs)',
-                 self._options.drain_timeout_seconds)
+    Args:
+      timeout_s: Bound on the wait; None waits as long as it takes.
+
+    Returns:
+      Whether `stop()` has finished.
+    """
+    return self._stopped.wait(timeout_s)
+
+  def stop(self) -> bool:
+    """Stops accepting RPCs, drains in-flight ones, unloads all models.
+
+    Thread-safe, and bounded by `shutdown_timeout_s`: RPCs still running
+    after --drain_timeout_seconds are cancelled (as gRPC's `stop(grace)`
+    does), then the versions get CANCEL_GRACE_S to be released. Called while
+    `start()` is loading, it abandons the loading instead (nothing is being
+    served, so there is nothing to drain). A second call waits for the first.
+
+    Returns:
+      True if everything stopped and unloaded in time; False if a request or
+      a model load was still running in TensorFlow (the process should then
+      exit without waiting for it).
+    """
+    with self._lock:
+      first_call = not self._stop_requested.is_set()
+      self._stop_requested.set()
+      server = self._server
+      poller = self._config_poller
+    if not first_call:
+      self._stopped.wait(self.shutdown_timeout_s)
+      return self._stop_result
+    drain_s = (self._options.drain_timeout_seconds if server is not None
+               else 0.0)
+    deadline = time.monotonic() + drain_s + CANCEL_GRACE_S
     self._health.enter_graceful_shutdown()
-    if self._server is not None:
-      self._server.stop(self._options.drain_timeout_seconds).wait()
-    self._manager.stop()
+    drained = True
+    if server is not None:
+      logging.info('Stopping: draining in-flight requests (up to %.1fs)',
+                   drain_s)
+      drained = server.stop(drain_s).wait(_remaining(deadline))
+      if not drained:
+        logging.warning('gRPC server still shutting down %.1fs after the '
+                        'drain deadline.', CANCEL_GRACE_S)
+    else:
+      logging.info('Stopping before the port opened: abandoning the loading.')
+    unloaded = self._manager.stop(_remaining(deadline))
+    if poller is not None:
+      poller.join(_remaining(deadline))
+    self._stop_result = (drained and unloaded and
+                         not (poller is not None and poller.is_alive()))
     self._stopped.set()
-    logging.info('Server stopped.')
+    logging.info('Server stopped%s.', '' if self._stop_result else
+                 ' (some work was still running in TensorFlow)')
+    return self._stop_result
+
+
+def _remaining(deadline: float) -> float:
+  return max(0.0, deadline - time.monotonic())
+
+
+def _in_thread(name: str, function: Callable[[], object],
+               on_done: Callable[[], None]) -> concurrent.futures.Future:
+  """Runs `function` in a daemon thread; `on_done` runs when it returns."""
+  future = concurrent.futures.Future()
+
+  def run():
+    try:
+      future.set_result(function())
+    except BaseException as e:  # pylint: disable=broad-except
+      future.set_exception(e)
+    finally:
+      on_done()
+
+  threading.Thread(target=run, name=name, daemon=True).start()
+  return future
+
+
+def serve_until_signal(server: ModelServer,
+                       signals: signal_waiter.SignalWaiter) -> int:
+  """Starts `server`, serves until SIGINT/SIGTERM, then stops it.
+
+  Call from the main thread with `signals` installed. `start()` and `stop()`
+  run in daemon threads while this thread only waits on `signals`, so a
+  signal is acted on at once in every phase, and no signal handler does
+  any work. A signal during start-up abandons the loading; one while serving
+  drains in-flight requests for up to --drain_timeout_seconds. A second
+  signal during either ends the wait at once.
+
+  Args:
+    server: The server, not started yet.
+    signals: Installed in the main thread; its `wake()` is used too.
+
+  Returns:
+    The exit status: 0 after a signal-initiated shutdown (also when it ran
+    out of time, which is logged), EXIT_FORCED when a second signal cut it
+    short. Work may still be running in daemon threads in either case, so
+    the caller should end the process without interpreter teardown.
+
+  Raises:
+    ServerError: the server could not start (and no signal came).
+  """
+  starting = _in_thread('model_server_start', server.start, signals.wake)
+  signum = None
+  while signum is None and not starting.done():
+    signum = signals.wait()
+  if signum is None:
+    starting.result()  # Raises ServerError if the start failed.
+    while signum is None:  # None: a wake() from the finished start.
+      signum = signals.wait()
+  name = signal.Signals(signum).name
+  logging.info('Received %s: stopping (send it again to exit at once).', name)
+  stopping = _in_thread('model_server_stop', server.stop, signals.wake)
+  deadline = time.monotonic() + server.shutdown_timeout_s + _STOP_SLACK_S
+  while not (stopping.done() and starting.done()):
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+      logging.warning('Shutdown still running after %.1fs; exiting anyway.',
+                      server.shutdown_timeout_s + _STOP_SLACK_S)
+      return 0
+    again = signals.wait(remaining)
+    if again is not None:
+      logging.warning('Received %s during shutdown: exiting now, without '
+                      'waiting for requests in flight or a model load.',
+                      signal.Signals(again).name)
+      return EXIT_FORCED
+  start_error = starting.exception()
+  if start_error is not None and not isinstance(start_error,
+                                                StartCancelledError):
+    logging.warning('Start-up failed while stopping: %s', start_error)
+  if stopping.exception() is not None:
+    logging.error('Shutdown failed: %s', stopping.exception())
+  return 0
