@@ -761,9 +761,9 @@ std::vector<DataType> TypeList(const tensorflow::NodeDef& node,
 }
 
 // Adds a synthesized feature for every key the parse op `node` reads (dense
-// features with their full element count). False if its keys are not
-// constants.
-bool AddParseOpFeatures(const GraphIndex& graph,
+// features with their full element count). A parse op whose keys are not
+// constants adds none.
+void AddParseOpFeatures(const GraphIndex& graph,
                         const tensorflow::NodeDef& node,
                         tensorflow::Features* features) {
   std::vector<std::string> inputs;
@@ -780,21 +780,23 @@ bool AddParseOpFeatures(const GraphIndex& graph,
   std::vector<DataType> sparse_types = TypeList(node, "sparse_types");
   const std::vector<DataType> dense_types = TypeList(node, "Tdense");
   if (node.op() == "ParseSingleExample") {
-    for (const char* attr : {"sparse_keys", "dense_keys"}) {
+    auto attr_strings = [&node](const std::string& attr,
+                                std::vector<std::string>* keys) {
       auto it = node.attr().find(attr);
-      if (it == node.attr().end()) continue;
-      auto* keys = std::string_view(attr) == "sparse_keys" ? &sparse_keys
-                                                             : &dense_keys;
-      keys->assign(it->second.list().s().begin(),
-                   it->second.list().s().end());
-    }
+      if (it != node.attr().end()) {
+        keys->assign(it->second.list().s().begin(),
+                     it->second.list().s().end());
+      }
+    };
+    attr_strings("sparse_keys", &sparse_keys);
+    attr_strings("dense_keys", &dense_keys);
   } else if (node.op() == "ParseExample") {
     // serialized, names, sparse_keys[Nsparse], dense_keys[Ndense], defaults.
     const int64_t n_sparse = node.attr().at("Nsparse").i();
     const int64_t n_dense = node.attr().at("Ndense").i();
     if (!ConstStrings(graph, slice(2, n_sparse), &sparse_keys) ||
         !ConstStrings(graph, slice(2 + n_sparse, n_dense), &dense_keys)) {
-      return false;
+      return;
     }
   } else {
     // ParseExampleV2: serialized, names, sparse_keys, dense_keys,
@@ -803,7 +805,7 @@ bool AddParseOpFeatures(const GraphIndex& graph,
     if (!ConstStrings(graph, slice(2, 1), &sparse_keys) ||
         !ConstStrings(graph, slice(3, 1), &dense_keys) ||
         !ConstStrings(graph, slice(4, 1), &sparse_keys)) {
-      return false;
+      return;
     }
     for (DataType type : TypeList(node, "ragged_value_types")) {
       sparse_types.push_back(type);
@@ -833,7 +835,6 @@ bool AddParseOpFeatures(const GraphIndex& graph,
     feature.Clear();
     SynthesizeFeature(sparse_types[i], 1, &feature);
   }
-  return true;
 }
 
 // A serialized tf.Example with a synthesized value for every feature the
@@ -847,11 +848,10 @@ std::string SynthesizeExample(const GraphIndex& graph,
           {"ParseExample", "ParseExampleV2", "ParseSingleExample"});
   tensorflow::Example example;
   std::unordered_set<std::string> seen;
-  std::vector<const tensorflow::NodeDef*> queue(
-      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node())
-          .begin(),
-      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node())
-          .end());
+  const std::vector<const tensorflow::NodeDef*>& readers =
+      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node());
+  std::vector<const tensorflow::NodeDef*> queue(readers.begin(),
+                                                readers.end());
   while (!queue.empty()) {
     const tensorflow::NodeDef* node = queue.back();
     queue.pop_back();

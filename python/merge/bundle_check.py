@@ -131,7 +131,7 @@ def check_bundle(
   graph_index = _Graph(meta_graph.graph_def)
   node_names = graph_index.nodes
   failures = {}
-  tensors = {}
+  tensors = {}  # Signature -> the tensor names of its inputs and outputs.
   for name in sorted(signatures):
     try:
       tensors[name] = _signature_tensors(name, signatures[name], node_names)
@@ -151,12 +151,13 @@ def check_bundle(
           f"{variables}.index is missing, but the graph restores variables "
           "from it (SaverDef); write the checkpoint or drop the SaverDef.")
   for names in tensors.values():
-    wanted.update(_node(t) for t in names.values())
+    wanted.update(_node(t) for t in names)
   missing_ops = sorted(n for n in wanted if n not in node_names)
   if missing_ops:
     raise load_error(f"the graph lacks node(s) {missing_ops} that the "
                      "MetaGraph's SaverDef, init op or assets name.")
-  plan = _plan(meta_graph, graph_index, sorted(tensors), memory_budget_bytes)
+  plan = _plan(meta_graph, graph_index, init_op, sorted(tensors),
+               memory_budget_bytes)
   wanted.update(op for session in plan for op in session.restore_ops)
   try:
     graph, ops = graph_import.import_graph_def(
@@ -183,9 +184,9 @@ def check_bundle(
         raise load_error(_short(e)) from e
       for name in session.signatures:
         try:
-          results[name] = _run_signature(
-              sess, tensor, name, signatures[name], tensors[name],
-              batch_size, examples)
+          results[name] = _run_signature(sess, tensor, name,
+                                         signatures[name], batch_size,
+                                         examples)
         except errors.VerifyError as e:
           failures[name] = str(e)
   if failures:
@@ -218,11 +219,12 @@ def plan_sessions(meta_graph: meta_graph_pb2.MetaGraphDef,
   Returns:
     The sessions, in order. Every restore group is in at least one.
   """
-  return _plan(meta_graph, _Graph(meta_graph.graph_def), signatures,
-               memory_budget_bytes)
+  return _plan(meta_graph, _Graph(meta_graph.graph_def), _init_op(meta_graph),
+               signatures, memory_budget_bytes)
 
 
-def _plan(meta_graph, graph: "_Graph", signatures: Sequence[str],
+def _plan(meta_graph, graph: "_Graph", init_op: Optional[str],
+          signatures: Sequence[str],
           memory_budget_bytes: int) -> list[SessionPlan]:
   groups = _restore_groups(meta_graph, graph)
   group_of = {var: index for index, group in enumerate(groups)
@@ -232,7 +234,6 @@ def _plan(meta_graph, graph: "_Graph", signatures: Sequence[str],
     return frozenset(group_of[var] for var in graph.variables_of(starts)
                      if var in group_of)
 
-  init_op = _init_op(meta_graph)
   always = needed([init_op]) if init_op else frozenset()
   # Units: (groups, signatures), merged while they share a group.
   units = []
@@ -277,8 +278,11 @@ def _plan(meta_graph, graph: "_Graph", signatures: Sequence[str],
 class _RestoreGroup:
   ops: list
   readers: set  # RestoreV2-like nodes it runs.
-  variables: set  # Variable identities it assigns.
-  nbytes: int
+  variables: dict  # Identity of each variable it assigns -> its bytes.
+
+  @property
+  def nbytes(self) -> int:
+    return sum(self.variables.values())
 
 
 class _Graph:
@@ -335,18 +339,15 @@ def _restore_groups(meta_graph, graph: _Graph) -> list[_RestoreGroup]:
   for head in heads:
     ancestors = graph.ancestors([head])
     readers = {n for n in ancestors if graph.nodes[n].op in _RESTORE_OPS}
-    variable_nodes = [n for n in ancestors
-                      if graph.nodes[n].op in _VARIABLE_OPS]
     group = _RestoreGroup(
         ops=[head], readers=readers,
-        variables={graph.variable_id(n) for n in variable_nodes},
-        nbytes=sum(graph.variable_bytes(n) for n in variable_nodes))
+        variables={graph.variable_id(n): graph.variable_bytes(n)
+                   for n in ancestors if graph.nodes[n].op in _VARIABLE_OPS})
     for other in [g for g in groups if g.readers & readers]:
       groups.remove(other)
       group.ops = other.ops + group.ops
       group.readers |= other.readers
-      group.variables |= other.variables
-      group.nbytes += other.nbytes
+      group.variables.update(other.variables)
     groups.append(group)
   return groups
 
@@ -422,9 +423,9 @@ def _session_config() -> tf.compat.v1.ConfigProto:
   return config
 
 
-def _signature_tensors(name: str, signature, node_names) -> dict[str, str]:
-  """("input"|"output", alias) -> tensor name, checked against the graph."""
-  tensors = {}
+def _signature_tensors(name: str, signature, node_names) -> list[str]:
+  """The tensor names of a signature, checked against the graph's nodes."""
+  tensors = []
   for kind, infos in (("input", signature.inputs),
                       ("output", signature.outputs)):
     for alias, info in sorted(infos.items()):
@@ -437,20 +438,18 @@ def _signature_tensors(name: str, signature, node_names) -> dict[str, str]:
         raise errors.VerifyError(
             f'signature "{name}" {kind} "{alias}" names tensor '
             f'"{info.name}", which is not in the graph.')
-      tensors[(kind, alias)] = info.name
+      tensors.append(info.name)
   return tensors
 
 
 def _run_signature(sess: tf.compat.v1.Session, tensor, name: str, signature,
-                   tensor_names: dict, batch_size: int,
+                   batch_size: int,
                    examples: warmup_lib.ExampleSynthesizer) -> SignatureCheck:
   try:
-    feed = {}
-    for alias, info in sorted(signature.inputs.items()):
-      feed[tensor(tensor_names[("input", alias)])] = _synthesize(
-          info, batch_size, examples)
-    fetches = {alias: tensor(tensor_names[("output", alias)])
-               for alias in signature.outputs}
+    feed = {tensor(info.name): _synthesize(info, batch_size, examples)
+            for _, info in sorted(signature.inputs.items())}
+    fetches = {alias: tensor(info.name)
+               for alias, info in signature.outputs.items()}
   except (IndexError, ValueError) as e:
     raise errors.VerifyError(
         f'signature "{name}" names a tensor the graph does not have: '

@@ -17,7 +17,7 @@ rename to a version number) is `publish`'s job.
 import collections
 import dataclasses
 import zlib
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from absl import logging
 from google.protobuf import message
@@ -117,6 +117,14 @@ def _check_threshold(threshold) -> None:
         f"disables externalization); got {threshold!r}.")
 
 
+class _Seen(NamedTuple):
+  """An input merged earlier that a later file of equal size may repeat."""
+  path: str
+  where: str  # For messages.
+  scope: str
+  skeleton: signatures_lib.Skeleton
+
+
 def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
                   externalizer: externalize.Externalizer,
                   asset_collector: assets_lib.AssetCollector) -> _Merged:
@@ -135,8 +143,7 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
            for model, where in zip(spec.models, wheres)]
   totals = collections.Counter(sizes)
   remaining = collections.Counter(sizes)
-  # (size, CRC32) -> (path, where, scope, shape-inference skeleton), for
-  # later duplicates.
+  # (size, CRC32) -> the first input with that checksum, for later duplicates.
   seen = {}
   merged = _Merged(signatures={}, tensor_infos={}, init_ops=[],
                    unique_graphs=0)
@@ -149,10 +156,11 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     digest = None
     if totals[size] > 1:  # Another file might have the same content.
       digest = (size, zlib.crc32(data))
-    if digest is not None and digest in seen and graph_io.read_bytes(
-        *seen[digest][:2]) == data:
+    earlier = seen.get(digest) if digest is not None else None
+    if earlier is not None and graph_io.read_bytes(
+        earlier.path, earlier.where) == data:
       del data
-      _, _, scope, skeleton = seen[digest]
+      scope, skeleton = earlier.scope, earlier.skeleton
       analysis = signatures_lib.resolve(skeleton, scope, [(index, model)],
                                         spec.source)
       merged.signatures.update(analysis.signatures)
@@ -167,7 +175,8 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     analysis = signatures_lib.analyze(graph_def, scope, [(index, model)],
                                       spec.source)
     if digest is not None and remaining[size] and digest not in seen:
-      seen[digest] = (model.frozen, where, scope, analysis.skeleton)
+      seen[digest] = _Seen(path=model.frozen, where=where, scope=scope,
+                           skeleton=analysis.skeleton)
     merged.unique_graphs += 1
     merged.signatures.update(analysis.signatures)
     merged.tensor_infos.update(analysis.tensor_infos)

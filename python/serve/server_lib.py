@@ -275,10 +275,6 @@ class ModelServer:
     self.port: Optional[int] = None
 
   @property
-  def options(self) -> ServerOptions:
-    return self._options
-
-  @property
   def stop_requested(self) -> bool:
     """Whether `stop()` has been called."""
     return self._stop_requested.is_set()

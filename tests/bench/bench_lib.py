@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from python.common import cli
+
 # Repository root, from this file's location (works in a checkout and in
 # Bazel runfiles, where the workspace directory holds the same tree).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -256,15 +258,10 @@ def remove(path: str) -> None:
 
 
 def user_path(path: Optional[str]) -> Optional[str]:
-  """`path` made absolute from where the user ran `bazel run`.
-
-  `bazel run` starts the binary in its runfiles tree and says where the user
-  was in $BUILD_WORKING_DIRECTORY; relative output paths mean that directory.
-  """
+  """`path` resolved as `cli.user_path` does, `~` expanded, made absolute."""
   if not path:
     return path
-  base = os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
-  return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+  return os.path.abspath(cli.user_path(os.path.expanduser(path)))
 
 
 def in_existing_dir(path: Optional[str]) -> bool:
