@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Tuple
 
 from absl import logging
 import grpc
@@ -42,7 +42,6 @@ from python.serve import ssl_config
 
 _MODEL_SERVICES = ('tensorflow.serving.PredictionService',
                    'tensorflow.serving.ModelService')
-_UNKNOWN_ERROR_CODE = 2  # tensorflow.error.Code.UNKNOWN
 
 
 # How long stop() waits, after the drain deadline, for gRPC to cancel the RPCs
@@ -72,12 +71,22 @@ class ServerOptions:
   """
   port: int = 8500
   host: str = '127.0.0.1'
+  # Also serve gRPC on this Unix socket ('' = no socket).
+  grpc_socket_path: str = ''
+  # (key, value) pairs given to the gRPC server, as --grpc_channel_arguments.
+  grpc_channel_arguments: Sequence[Tuple[str, object]] = ()
+  enable_grpc_healthcheck_service: bool = False
   model_name: str = 'default'
   model_base_path: str = ''
   model_config_file: str = ''
   model_config_file_poll_wait_seconds: float = 0.0
   grpc_max_threads: int = 4 * (os.cpu_count() or 1)
   ssl_config_file: str = ''
+  rest_api_port: int = 0
+  rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
+  rest_api_timeout_in_ms: int = 30000
+  rest_api_enable_cors_support: bool = False
+  monitoring_config_file: str = ''
   drain_timeout_seconds: float = 30.0
   manager: model_manager.ManagerOptions = dataclasses.field(
       default_factory=model_manager.ManagerOptions)
@@ -101,12 +110,21 @@ def parse_model_config_text(text: str, source: str
   try:
     text_format.Parse(text, config)
   except text_format.ParseError as e:
-    raise ServerError(f"Invalid protobuf file: '{source}': {e}") from e
+    # The wording of TF Serving's log (protobuf's text parser, then
+    # ParseProtoTextFile's status); the parser's message quotes at most a
+    # short excerpt of the input.
+    raise ServerError(
+        'Error parsing text-format tensorflow.serving.ModelServerConfig: '
+        f"{_excerpt(str(e))}. Invalid protobuf file: '{source}'") from e
   if config.WhichOneof('config') != 'model_config_list':
     raise ServerError(
         f"{source}: expected a `model_config_list {{ config {{ name: ... "
         f"base_path: ... }} }}` block; custom_model_config is not supported.")
   return config
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+  return text if len(text) <= limit else text[:limit] + '...'
 
 
 def read_model_config_file(path: str
@@ -146,6 +164,14 @@ def _abort(context: grpc.ServicerContext,
   context.abort(error.code, error.message)
 
 
+def _internal(error: Exception) -> serving_error.ServingError:
+  """An unexpected failure: one log line (no traceback), INTERNAL."""
+  logging.error('Request failed with an internal error: %s: %s',
+                type(error).__name__, str(error)[:500])
+  return serving_error.internal(
+      f'{type(error).__name__}: {str(error)[:500]}')
+
+
 def _timeout(context: grpc.ServicerContext) -> Optional[float]:
   remaining = context.time_remaining()
   return remaining if remaining is not None and remaining < 1e8 else None
@@ -168,6 +194,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
         return run(servable, request, _timeout(context))
     except serving_error.ServingError as e:
       _abort(context, e)
+    except Exception as e:  # pylint: disable=broad-except
+      _abort(context, _internal(e))
 
   def Predict(self, request, context):
     return self._call(context, request, inference.predict)
@@ -188,6 +216,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
         return inference.multi_inference(servable, request, _timeout(context))
     except serving_error.ServingError as e:
       _abort(context, e)
+    except Exception as e:  # pylint: disable=broad-except
+      _abort(context, _internal(e))
 
   def GetModelMetadata(self, request, context):
     if not request.HasField('model_spec'):
@@ -224,8 +254,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
       # (error_code 0 = OK).
       status.status.SetInParent()
       if error:
-        status.status.error_code = _UNKNOWN_ERROR_CODE
-        status.status.error_message = error
+        status.status.error_code = error.code.value[0]
+        status.status.error_message = error.message
     return response
 
   def HandleReloadConfigRequest(self, request, context):
@@ -337,49 +367,83 @@ class ModelServer:
             thread_name_prefix='grpc'),
         options=[('grpc.max_send_message_length', -1),
                  ('grpc.max_receive_message_length', -1),
-                 ('grpc.so_reuseport', 0)])
+                 ('grpc.so_reuseport', 0)] +
+        list(self._options.grpc_channel_arguments))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(self._manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(self._manager), server)
-    health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-    host = self._options.host
-    if ':' in host and not host.startswith('['):
-      host = f'[{host}]'
-    address = f'{host}:{self._options.port}'
+    if self._options.enable_grpc_healthcheck_service:
+      health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+    addresses = []
+    if self._options.port:
+      host = self._options.host
+      if ':' in host and not host.startswith('['):
+        host = f'[{host}]'
+      addresses.append(f'{host}:{self._options.port}')
+    if self._options.grpc_socket_path:
+      addresses.append(
+          f'unix:{os.path.abspath(self._options.grpc_socket_path)}')
     with self._lock:
       if self.stop_requested:
         raise self._cancelled()
-      try:
-        if credentials is None:
-          port = server.add_insecure_port(address)
-        else:
-          port = server.add_secure_port(address, credentials)
-      except RuntimeError as e:
-        port = 0
-        bind_error = f'{e}'
-      else:
-        bind_error = ('the port is in use or the host is not a local '
-                      'address. Pick another --port or --host.')
-      if port:
+      port, bind_error = self._bind(server, addresses, credentials)
+      if bind_error is None:
         server.start()
         self._server = server
         self.port = port
+        self._manager.add_listener(self._update_health)
         for service in ('',) + _MODEL_SERVICES:
           self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for name in self._manager.models():
+          self._update_health(name)
         if (self._options.model_config_file and
             self._options.model_config_file_poll_wait_seconds > 0):
           self._config_poller = threading.Thread(
               target=self._poll_config_file, name='config_poller',
               daemon=True)
           self._config_poller.start()
-    if not port:
+    if bind_error is not None:
       self._manager.stop()
-      raise ServerError(f'Cannot listen on {address}: {bind_error}')
-    logging.info('Running gRPC ModelServer at %s:%d%s ...',
-                 self._options.host, port,
-                 ' (TLS)' if credentials is not None else '')
+      raise ServerError(bind_error)
+    for address in addresses:
+      logging.info('Running gRPC ModelServer at %s%s ...',
+                   address if not address.endswith(':0') else
+                   f'{address[:-2]}:{port}',
+                   ' (TLS)' if credentials is not None else '')
     return port
+
+  @staticmethod
+  def _bind(server: grpc.Server, addresses: Sequence[str], credentials
+           ) -> Tuple[int, Optional[str]]:
+    """Adds every listening address; returns (TCP port, error or None)."""
+    tcp_port = 0
+    for address in addresses:
+      try:
+        if credentials is None:
+          port = server.add_insecure_port(address)
+        else:
+          port = server.add_secure_port(address, credentials)
+      except RuntimeError as e:
+        return 0, f'Cannot listen on {address}: {e}'
+      if not port:
+        fix = ('the socket path is not writable or in use; pick another '
+               '--grpc_socket_path' if address.startswith('unix:') else
+               'the port is in use or the host is not a local address. Pick '
+               'another --port or --host')
+        return 0, f'Cannot listen on {address}: {fix}.'
+      if not address.startswith('unix:'):
+        tcp_port = port
+    return tcp_port, None
+
+  def _update_health(self, model_name: str) -> None:
+    """Per-model health: SERVING while the model has an available version."""
+    if self.stop_requested:
+      return
+    self._health.set(
+        model_name, health_pb2.HealthCheckResponse.SERVING
+        if self._manager.has_available_version(model_name) else
+        health_pb2.HealthCheckResponse.NOT_SERVING)
 
   def _poll_config_file(self) -> None:
     wait = self._options.model_config_file_poll_wait_seconds
