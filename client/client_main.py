@@ -16,6 +16,10 @@ Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
 """
 
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 from absl import app
 from absl import flags
 
