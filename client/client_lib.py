@@ -141,8 +141,25 @@ class Signature:
 
   @property
   def takes_examples(self) -> bool:
-    """True for classify and regress signatures (inputs are tf.Examples)."""
-    return self.method_name in (CLASSIFY, REGRESS)
+    """True if Classify/Regress with tf.Examples is how to call it.
+
+    That is a classify or regress signature whose `inputs` is a string
+    tensor (serialized tf.Examples). A classify or regress signature whose
+    `inputs` is another tensor (TF Serving's `regress_x2_to_y3` takes a
+    float) cannot parse Examples; it is called with Predict, as TF Serving
+    allows for any signature.
+    """
+    if self.method_name not in (CLASSIFY, REGRESS):
+      return False
+    spec = self.inputs.get(EXAMPLES_INPUT_ALIAS)
+    return spec is None or spec.dtype == tf.string
+
+  @property
+  def rpc(self) -> str:
+    """The RPC the client sends: Classify, Regress or Predict."""
+    if self.takes_examples:
+      return "Classify" if self.method_name == CLASSIFY else "Regress"
+    return "Predict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -533,10 +550,10 @@ class ServingClient:
                     seed: int = 0) -> Dict[str, np.ndarray]:
     """Makes inputs for a signature from its dtypes and shapes.
 
-    For predict signatures: one array per input alias, unknown dimensions
-    set to `batch_size`. For classify and regress signatures the features
-    are unknown to the client, so this returns {} (send `batch_size` empty
-    tf.Examples; the model's feature defaults apply).
+    One array per input alias, unknown dimensions set to `batch_size`. For
+    signatures that take tf.Examples (`Signature.takes_examples`) the
+    features are not in the signature, so this returns {} (empty
+    tf.Examples; `client.example_features` learns the features).
 
     Args:
       signature_name: the signature.
@@ -706,18 +723,20 @@ class ServingClient:
     """Calls the right RPC for the signature's method.
 
     Predict signatures get `predict(inputs)`; classify and regress ones get
-    `classify`/`regress` with tf.Examples built from `inputs` (features).
+    `classify`/`regress` with tf.Examples built from `inputs` (features),
+    unless their `inputs` is not a string tensor: then `predict(inputs)`
+    (see `Signature.takes_examples`).
 
     Raises:
       InputError: for a method the client cannot call.
       SignatureError, ConnectError, RpcError: as the calls.
     """
     signature = self.signature(signature_name)
-    if signature.method_name == CLASSIFY:
-      return self.classify(signature_name, inputs, batch_size)
-    if signature.method_name == REGRESS:
-      return self.regress(signature_name, inputs, batch_size)
-    if signature.method_name == PREDICT:
+    if signature.method_name in METHOD_SHORT_NAMES:
+      if signature.rpc == "Classify":
+        return self.classify(signature_name, inputs, batch_size)
+      if signature.rpc == "Regress":
+        return self.regress(signature_name, inputs, batch_size)
       return self.predict(signature_name, inputs)
     raise InputError(
         f"signature {signature_name!r} has method {signature.method_name!r}; "

@@ -5,6 +5,11 @@ from each signature's dtypes and shapes (or reads them from --input files),
 and sends one Predict / Classify / Regress request per signature, printing the
 outputs and latency; or, with --requests, load-tests each signature.
 
+Classify and regress signatures get tf.Examples with the features the model
+requires: read from the bundle with --model_base_path (warmup records, else
+the graph's parse ops), else learned from the server's INVALID_ARGUMENT
+answers; the report says where they came from.
+
 Usage:
   bazel run //client -- --server=localhost:8500 --model_name=merged
   bazel run //client -- --server=localhost:8500 --model_name=merged \
@@ -13,6 +18,7 @@ Usage:
       --requests=1000 --concurrency=8
 
 Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
+TensorFlow's INFO logs are off unless --verbose.
 """
 
 
@@ -72,6 +78,16 @@ _CLIENT_CERT = flags.DEFINE_string(
     "--client_key).")
 _CLIENT_KEY = flags.DEFINE_string(
     "client_key", None, "PEM private key for mutual TLS (with --client_cert).")
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    "model_base_path", None, "The model's base path (or a version "
+    "directory), if this machine can read it: the tf.Example features of "
+    "classify/regress signatures are read from its warmup records, else from "
+    "its graph's parse ops. Without it they are learned from the server's "
+    "INVALID_ARGUMENT answers.")
+_MAX_FEATURE_RETRIES = flags.DEFINE_integer(
+    "max_feature_retries", 10, "How many times a classify/regress request "
+    "may be resent with the features the server's error named.",
+    lower_bound=0)
 _MAX_MESSAGE_MB = flags.DEFINE_integer(
     "max_message_mb", 64, "Largest request or response message, in MiB.",
     lower_bound=1)
@@ -113,7 +129,9 @@ def main(argv):
       concurrency=_CONCURRENCY.value,
       output_format=_FORMAT.value,
       max_values=_MAX_VALUES.value,
-      progress=_PROGRESS.value)
+      progress=_PROGRESS.value,
+      model_base_path=cli.user_path(_MODEL_BASE_PATH.value or ""),
+      max_feature_retries=_MAX_FEATURE_RETRIES.value)
   with client_lib.ServingClient(
       _SERVER.value, _MODEL_NAME.value,
       model_version=_MODEL_VERSION.value,
