@@ -61,7 +61,11 @@ _REQUESTS = flags.DEFINE_integer(
 _CONCURRENCY = flags.DEFINE_integer(
     "concurrency", 1, "Load mode: requests in flight.", lower_bound=1)
 _TIMEOUT = flags.DEFINE_float(
-    "timeout", 10.0, "Deadline of every call, and of connecting, in seconds.")
+    "timeout", 10.0, "Deadline of every call, in seconds.")
+_WAIT_FOR_SERVER = flags.DEFINE_float(
+    "wait_for_server", 0.0, "Seconds to keep retrying while the server is "
+    "unreachable (e.g. still starting); 0: fail at once. At most --timeout.",
+    lower_bound=0.0)
 _FORMAT = flags.DEFINE_enum(
     "format", "text", ["text", "json"], "Report format.")
 _MAX_VALUES = flags.DEFINE_integer(
@@ -137,6 +141,7 @@ def main(argv):
       model_version=_MODEL_VERSION.value,
       version_label=_VERSION_LABEL.value,
       timeout_s=_TIMEOUT.value,
+      wait_for_server_s=_WAIT_FOR_SERVER.value,
       tls=_TLS.value,
       root_cert=_read_pem(_ROOT_CERT),
       client_cert=_read_pem(_CLIENT_CERT),

@@ -460,8 +460,9 @@ def load(client: client_lib.ServingClient,
     requests: requests per signature (>= 1).
     concurrency: worker threads, each with one request in flight (>= 1).
     progress_stream: where to draw the progress bar (None: no bar).
-    bundle: where to learn tf.Example features (the requests that learn
-      them are sent before the measured ones and not counted).
+    bundle: where to learn tf.Example features. The request that got an
+      answer with them counts as the first of `requests`; the ones the
+      server refused while learning are not counted.
 
   Returns:
     One LoadReport per signature.
@@ -475,11 +476,13 @@ def load(client: client_lib.ServingClient,
   reports = []
   claimed = predict_input_names(signatures)
   for signature in signatures:
+    first = None
     try:
       inputs, info = build_inputs(client, signature, loaded, batch_size,
                                   claimed)
       if signature.takes_examples and not inputs:
-        _, inputs = _call(client, signature, inputs, batch_size, bundle, info)
+        first, inputs = _call(client, signature, inputs, batch_size, bundle,
+                              info)
     except client_lib.ClientError as e:
       reports.append(LoadReport(signature.name, signature.method, requests,
                                 [], 0.0, {}, {}, input_error=str(e)))
@@ -489,8 +492,14 @@ def load(client: client_lib.ServingClient,
     latencies: List[float] = []
     errors: Dict[str, int] = collections.Counter()
     versions: Dict[str, int] = collections.Counter()
+    if first is not None:
+      next_index[0] = 1
+      latencies.append(first.latency_s)
+      versions[str(first.model_version)] += 1
     bar = (ProgressBar(signature.name, requests, progress_stream)
            if progress_stream is not None else None)
+    if bar and first is not None:
+      bar.advance()
 
     def worker():
       while True:
