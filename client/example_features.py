@@ -316,14 +316,18 @@ class _Scope:
     return f"{node.name}:output:0" if self.in_function else f"{node.name}:0"
 
   def const(self, tensor: str) -> Optional[np.ndarray]:
-    """The value of a Const (through Identity nodes), else None."""
+    """The value of a Const (through Identity, Reshape...), else None.
+
+    The value is the Const's: a Reshape's shape is not applied (the callers
+    need keys and whether a default is empty).
+    """
     node = self.nodes.get(tensor.lstrip("^").split(":")[0])
     for _ in range(16):
       if node is None:
         return None
       if node.op == "Const":
         return tf.make_ndarray(node.attr["value"].tensor)
-      if node.op not in _PASS_THROUGH_OPS[:3] or not node.input:
+      if node.op not in _PASS_THROUGH_OPS or not node.input:
         return None
       node = self.nodes.get(node.input[0].split(":")[0])
     return None

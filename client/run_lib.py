@@ -383,28 +383,29 @@ def _check_unused(loaded: Sequence[input_files.NamedArray],
 
 
 @dataclasses.dataclass(frozen=True)
-class _Bundle:
+class Bundle:
   """Where to learn tf.Example features: a version directory, or why not."""
   export_dir: Optional[str] = None
   note: str = ""
   max_retries: int = 10
 
 
-def _bundle(config: RunConfig,
-            metadata: client_lib.ModelMetadata) -> _Bundle:
+def bundle_for(config: RunConfig,
+               metadata: client_lib.ModelMetadata) -> Bundle:
+  """The version directory to learn features from (config.model_base_path)."""
   if not config.model_base_path:
-    return _Bundle(max_retries=config.max_feature_retries)
+    return Bundle(max_retries=config.max_feature_retries)
   try:
     export_dir = example_features.export_dir_of(config.model_base_path,
                                                 metadata.version)
   except example_features.BundleError as e:
-    return _Bundle(note=f" (--model_base_path not used: {e})",
+    return Bundle(note=f" (--model_base_path not used: {e})",
                    max_retries=config.max_feature_retries)
-  return _Bundle(export_dir, max_retries=config.max_feature_retries)
+  return Bundle(export_dir, max_retries=config.max_feature_retries)
 
 
 def _call(client: client_lib.ServingClient, signature: client_lib.Signature,
-          inputs, batch_size: int, bundle: _Bundle,
+          inputs, batch_size: int, bundle: Bundle,
           info: Dict[str, InputInfo]):
   """One request: learned tf.Examples when no features were given."""
   if signature.takes_examples and not inputs:
@@ -418,7 +419,7 @@ def check(client: client_lib.ServingClient,
           signatures: Sequence[client_lib.Signature],
           loaded: Sequence[input_files.NamedArray],
           batch_size: int,
-          bundle: _Bundle = _Bundle()) -> List[CallReport]:
+          bundle: Bundle = Bundle()) -> List[CallReport]:
   """Sends one request to each signature; never raises for server errors."""
   reports = []
   claimed = predict_input_names(signatures)
@@ -446,7 +447,7 @@ def load(client: client_lib.ServingClient,
          requests: int,
          concurrency: int,
          progress_stream: Optional[TextIO] = sys.stderr,
-         bundle: _Bundle = _Bundle()) -> List[LoadReport]:
+         bundle: Bundle = Bundle()) -> List[LoadReport]:
   """Sends `requests` requests to each signature, `concurrency` at a time.
 
   Signatures run one after the other over the client's single channel.
@@ -731,7 +732,7 @@ def run(client: client_lib.ServingClient, config: RunConfig,
         metadata, config.signature_names,
         f"model {client.model_name!r} at {client.server}")
     _check_unused(loaded, signatures, list(metadata.signatures))
-    bundle = _bundle(config, metadata)
+    bundle = bundle_for(config, metadata)
     if config.requests > 0:
       load_reports = load(client, signatures, loaded, config.batch_size,
                           config.requests, config.concurrency,
