@@ -291,7 +291,7 @@ def _server_info(batch_size: int, features, retries: int,
     source = (f"features {names} learned from the server's INVALID_ARGUMENT "
               f"answers ({retries} {plural})")
   else:
-    source = "empty tf.Examples (the server asked for no feature)"
+    source = "empty tf.Examples"
   return InputInfo("tf.Example", [batch_size], source + note,
                    _describe_features(features),
                    example_features.FROM_SERVER if features else None)
@@ -345,10 +345,14 @@ def call_with_learned_examples(
     try:
       return client.run(signature.name, examples, batch_size), examples
     except client_lib.RpcError as e:
-      if (e.code.name != "INVALID_ARGUMENT" or retries >= max_retries):
+      if e.code.name != "INVALID_ARGUMENT":
         raise
       better = example_features.learn_from_error(features, e.details)
       if better is None:
+        raise
+      if retries >= max_retries:
+        info[alias].source += (f"; not resent: --max_feature_retries="
+                               f"{max_retries} reached")
         raise
       features = better
       retries += 1
