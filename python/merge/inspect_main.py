@@ -9,6 +9,10 @@ tag-sets and signatures of a SavedModel like `saved_model_cli show --all`.
 Exit codes: 0 ok, 1 unreadable input, 2 bad flags.
 """
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 import json
 from typing import Sequence
 

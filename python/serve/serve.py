@@ -20,6 +20,10 @@ Before flags are parsed (while TensorFlow is imported) a signal still has its
 default effect: the process dies at once, with nothing loaded or served yet.
 """
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 import os
 import sys
 
