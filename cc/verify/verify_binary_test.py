@@ -317,11 +317,18 @@ class VerifyBinaryTest(parameterized.TestCase):
       del sigs["serving_default"]
 
     self._edit_saved_model(export_dir, edit)
-    code, report = self._run_json(export_dir)
+    code, report = self._run_json(export_dir, "--run=smoke")
     self.assertEqual(code, _EXIT_OK, report)
     self.assertTrue(report["ok"])
     self.assertRegex("\n".join(report["warnings"]),
                      r"no 'serving_default' signature")
+    # By default the warmup file is replayed too, as TF Serving's load does;
+    # its serving_default record now fails, and so would the load.
+    self._assert_fails(
+        export_dir,
+        r"warmup record #0 \(predict_log, signature 'serving_default'\) "
+        r"failed: No signature was found with the name: serving_default",
+        where="warmup")
 
   def test_missing_tag_set_lists_present_ones(self):
     export_dir = os.path.join(self._pristine, "tf1")
@@ -433,7 +440,8 @@ class VerifyBinaryTest(parameterized.TestCase):
       ("unknown_flag", ["--export_dir=/x", "--bogus=1"],
        r"unknown flag '--bogus'; known flags: .*--export_dir"),
       ("bad_run", ["--export_dir=/x", "--run=fast"],
-       r"--run='fast' is not a run mode; choose smoke, warmup or none"),
+       r"--run='fast' is not a run mode; choose smoke\+warmup \(the "
+       r"default\), smoke, warmup or none"),
       ("positional", ["/x"], r"unexpected argument '/x'"),
       ("empty_tag", ["--export_dir=/x", "--tags=serve,,gpu"],
        r"--tags='serve,,gpu' has an empty name"),
@@ -450,7 +458,10 @@ class VerifyBinaryTest(parameterized.TestCase):
   def test_help_prints_usage_and_exits_0(self):
     proc = self._run("--help")
     self.assertEqual(proc.returncode, _EXIT_OK, proc.stderr)
-    self.assertIn("--run          smoke: run each signature once", proc.stdout)
+    self.assertIn("--run          smoke+warmup (default): replay assets.extra/",
+                  proc.stdout)
+    self.assertIn("--allow_ops", proc.stdout)
+    self.assertIn("--run_timeout_ms", proc.stdout)
     self.assertIn("Exit status: 0 verified, 1 verification failed, 2 bad usage",
                   proc.stdout)
 
