@@ -1593,9 +1593,14 @@ std::string FormatText(const VerifyReport& report) {
   int failed = 0;
   for (const auto& [name, signature] : report.signatures) {
     if (!signature.ok()) ++failed;
-    // "checked": static checks passed but the bundle did not load.
-    const char* status =
-        !signature.ok() ? "FAILED " : (report.loaded ? "ok     " : "checked");
+    // "checked": static checks passed but the bundle did not load, or the
+    // smoke run was skipped (no variables/).
+    const bool smoke = report.run == RunMode::kSmoke ||
+                       report.run == RunMode::kSmokeAndWarmup;
+    const char* status = !signature.ok() ? "FAILED "
+                         : (report.loaded && (signature.ran || !smoke))
+                             ? "ok     "
+                             : "checked";
     absl::StrAppend(&out, "  ", status, " ", name,
                     std::string(width - name.size() + 2, ' '),
                     MethodShortName(signature.method), " ",

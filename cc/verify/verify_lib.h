@@ -164,7 +164,7 @@ struct VerifyReport {
 absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options);
 
 // One line per signature ("ok", "FAILED", or "checked" when the static checks
-// passed but the bundle did not load) plus load / warmup / warning / error
+// passed but the bundle did not load or the smoke run was skipped) plus load / warmup / warning / error
 // lines and a final "RESULT: OK (...)" or "RESULT: FAILED (...)" line.
 std::string FormatText(const VerifyReport& report);
 
