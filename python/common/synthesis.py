@@ -50,8 +50,9 @@ The policy:
      the same key, the first one found defines it.
    * A parse op whose keys are not constants (for instance moved to
      `variables/` by `--externalize_threshold_bytes=0`) contributes nothing.
-   * The proto is serialized deterministically (map keys sorted), so C++
-     and Python produce the same bytes.
+   * The proto is serialized deterministically, map entries in bytewise key
+     order (as C++'s deterministic serialization writes them), so C++ and
+     Python produce the same bytes.
 
   from python.common import synthesis
   synth = synthesis.GraphSynthesizer(graph_def)
@@ -442,14 +443,38 @@ class GraphSynthesizer:
     if kind is None:
       return b""
     if kind == EXAMPLE:
-      proto = tf.train.Example(features=tf.train.Features(feature=context))
-    else:
-      proto = tf.train.SequenceExample(
-          context=tf.train.Features(feature=context),
-          feature_lists=tf.train.FeatureLists(feature_list={
-              key: tf.train.FeatureList(feature=[feature])
-              for key, feature in feature_lists.items()}))
-    return proto.SerializeToString(deterministic=True)
+      return _field(1, _feature_map(context))  # Example.features
+    lists = {key: tf.train.FeatureList(feature=[feature])
+             for key, feature in feature_lists.items()}
+    # SequenceExample.context, .feature_lists.
+    return _field(1, _feature_map(context)) + _field(2, _feature_map(lists))
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while value >= 0x80:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited field (wire type 2)."""
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature_map(features: Mapping[str, object]) -> bytes:
+  """A Features / FeatureLists message: its map field 1, keys sorted bytewise.
+
+  Serialized by hand as C++'s deterministic serialization orders map entries
+  (Python's upb orders them otherwise), so both languages give equal bytes.
+  """
+  entries = b""
+  for key in sorted(features, key=lambda k: k.encode()):
+    value = features[key].SerializeToString(deterministic=True)
+    entries += _field(1, _field(1, key.encode()) + _field(2, value))
+  return entries
 
 
 def synthesize_examples(graph_def: graph_pb2.GraphDef,

@@ -89,11 +89,23 @@ def synthesize_examples(graph_def: graph_pb2.GraphDef,
   return synthesis.synthesize_examples(graph_def, wanted)
 
 
+def _takes_non_string_examples(info: signatures_lib.SignatureInfo) -> bool:
+  """A classify/regress signature whose input is not serialized Examples.
+
+  TF Serving's Classify/Regress APIs cannot call it, its Predict API can: the
+  policy sends it a Predict request (as the C++ verifier's smoke run does).
+  """
+  spec = info.inputs.get("inputs")
+  return (info.method in (spec_lib.CLASSIFY, spec_lib.REGRESS) and
+          len(info.inputs) == 1 and spec is not None and
+          tf.dtypes.as_dtype(spec.dtype) != tf.string)
+
+
 def _log(name: str, info: signatures_lib.SignatureInfo, example: bytes,
          synthesizer: Optional[synthesis.GraphSynthesizer]
          ) -> prediction_log_pb2.PredictionLog:
   log = prediction_log_pb2.PredictionLog()
-  if info.method == spec_lib.PREDICT:
+  if info.method == spec_lib.PREDICT or _takes_non_string_examples(info):
     request = log.predict_log.request
     request.model_spec.signature_name = name
     for alias, tensor_spec in info.inputs.items():
