@@ -43,8 +43,9 @@ from tests.testdata import tf_serving_models
 
 MODEL = "merged"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# TensorFlow's C++ log lines (severity, MMDD; 0000 before absl::InitializeLog).
-_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} ")
+# TensorFlow's C++ log lines (severity, MMDD (0000 before absl::InitializeLog),
+# ..., the C++ file and line).
+_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} .* [\w/]+\.(cc|h):\d+\] ")
 
 
 def repo_root() -> str:
@@ -325,6 +326,7 @@ class ClientEndToEndTest(parameterized.TestCase):
     self.assertTrue(os.path.isdir(os.path.join(base, "1")), done.stdout)
     self.assertIn("digits", done.stdout)
     self.assertNotRegex(done.stderr, _LOG_LINE)
+    self.assertNotIn("E0000", done.stderr)
 
   def start_tls_server(self, client_verify: bool) -> launcher.ModelServer:
     """Serves the bundle over TLS (mutual TLS with client_verify)."""

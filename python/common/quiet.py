@@ -19,7 +19,12 @@ TF_CPP_MIN_LOG_LEVEL in the environment), it
     written to stderr after all, with the exception;
   * sets the `tensorflow` Python logger to WARNING.
 
-With --verbose, nothing is changed. The module defines the --verbose flag.
+With --verbose, TensorFlow's levels are left as they are. Either way, the
+`tensorflow` Python logger loses the stream handler TensorFlow gives it when
+it is imported before absl's handler exists, so each message is printed once
+(by absl's handler under app.run; else by Python's last-resort handler, which
+prints warnings and errors), not once in each format. The module defines the
+--verbose flag.
 """
 
 import logging
@@ -91,5 +96,15 @@ def _import_tensorflow_quietly() -> None:
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
-if not verbose_requested(sys.argv, os.environ):
+def _log_once() -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logger = tf.get_logger()  # Creates (once) the handler it would add later.
+  for handler in list(logger.handlers):
+    logger.removeHandler(handler)
+
+
+if verbose_requested(sys.argv, os.environ):
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+else:
   _import_tensorflow_quietly()
+_log_once()
