@@ -36,6 +36,7 @@ class DemoTest(absltest.TestCase):
     tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     output_base = os.path.join(tmp, "models", "merged")
     env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # As a user runs it (.bazelrc sets it).
     env["PYTHONPATH"] = os.pathsep.join(
         [_REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                         if p])

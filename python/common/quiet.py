@@ -97,14 +97,20 @@ def _import_tensorflow_quietly() -> None:
 
 
 def _log_once() -> None:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """Drops the stream handler of TensorFlow's logger (if TF is imported)."""
+  tf = sys.modules.get("tensorflow")
+  if tf is None:
+    return
   logger = tf.get_logger()  # Creates (once) the handler it would add later.
   for handler in list(logger.handlers):
     logger.removeHandler(handler)
 
 
 if verbose_requested(sys.argv, os.environ):
-  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  # TensorFlow is not imported here: a binary may import it later on purpose
+  # (the demo does, with stderr sent to its log file).
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.call_after_init(_log_once)
 else:
   _import_tensorflow_quietly()
-_log_once()
+  _log_once()

@@ -8,20 +8,24 @@ import textwrap
 
 from absl.testing import absltest
 
-# A program as the binaries are: quiet first, then TensorFlow; it makes an
-# eager tensor (which probes the devices), logs through TensorFlow's Python
-# logger and reports whether the C++ level reached its environment.
+# A program as the binaries are: quiet first, then TensorFlow, an absl app; it
+# makes an eager tensor (which probes the devices), logs through TensorFlow's
+# Python logger and reports whether the C++ level reached its environment.
 _PROGRAM = textwrap.dedent("""
     import os
     import sys
     from python.common import quiet
-    from absl import logging as absl_logging
+    from absl import app
     import tensorflow as tf
-    absl_logging.use_absl_handler()  # As app.run does, after the import.
-    tf.constant(1.0) + 1.0
-    tf.get_logger().info("PYTHON-INFO")
-    tf.get_logger().warning("PYTHON-WARNING")
-    print("level in environment:", os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+
+    def main(argv):
+      del argv
+      tf.constant(1.0) + 1.0
+      tf.get_logger().info("PYTHON-INFO")
+      tf.get_logger().warning("PYTHON-WARNING")
+      print("level in environment:", os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+
+    app.run(main)
 """)
 
 # TensorFlow's C++ log lines: severity letter, MMDD (0000 before
