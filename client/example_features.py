@@ -30,7 +30,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import (Dict, Iterator, List, Mapping, Optional, Sequence, Tuple)
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
