@@ -30,6 +30,7 @@ from typing import (Dict, Iterable, Iterator, List, Optional, Sequence, Set,
                     Tuple)
 
 from absl import logging
+import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
@@ -66,6 +67,9 @@ class ManagerOptions:
   max_num_load_retries: int = 5
   load_retry_interval_seconds: float = 60.0
   allow_version_labels_for_unavailable_models: bool = False
+  # A python.serve.metrics.Metrics recording load and warmup attempts
+  # (record_load, record_warmup); None records nothing. (issue 12)
+  metrics: Optional[object] = None
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -449,6 +453,17 @@ class ModelManager:
           f'model {name}: {sorted(model.available)}.')
     return servable
 
+  def model_availability(self) -> Dict[str, bool]:
+    """Configured model name -> whether it has an available version."""
+    with self._cond:
+      return {name: bool(model.available)
+              for name, model in self._models.items() if not model.removed}
+
+  def unready_models(self) -> List[str]:
+    """Configured models that have no available version, sorted."""
+    return sorted(name for name, available in
+                  self.model_availability().items() if not available)
+
   def _known_models(self) -> List[str]:
     return sorted(n for n, m in self._models.items() if not m.removed)
 
@@ -585,19 +600,29 @@ class ModelManager:
                      '%d)', name, version, attempt, attempts - 1)
         if self._stop.wait(self._options.load_retry_interval_seconds):
           break
+      start = time.monotonic()
       try:
         loaded = servable_lib.load(name, version, path,
                                    self._options.saved_model_tags,
                                    self._options.session_config)
       except servable_lib.LoadError as e:
+        self._record('record_load', path, False, time.monotonic() - start)
         error = str(e)
         logging.error('%s', error)
         continue
+      self._record('record_load', path, True, time.monotonic() - start)
+      start = time.monotonic()
       try:
         if self._options.enable_model_warmup and not self._stop.is_set():
           warmup.run_warmup(loaded,
                             self._options.num_request_iterations_for_warmup)
+          self._record('record_warmup', path, grpc.StatusCode.OK,
+                        time.monotonic() - start)
       except servable_lib.LoadError as e:
+        cause = e.__cause__
+        self._record('record_warmup', path,
+                     cause.code if isinstance(cause, serving_error.ServingError)
+                     else grpc.StatusCode.UNKNOWN, time.monotonic() - start)
         loaded.close()
         error = f'Failed to warm up {{name: {name} version: {version}}}: {e}'
         logging.error('%s', error)
@@ -617,6 +642,10 @@ class ModelManager:
       harness.state = State.END
       harness.error = error or 'load cancelled: server stopping'
     self._set_state(name, version, State.END, harness.error)
+
+  def _record(self, method: str, *args) -> None:
+    if self._options.metrics is not None:
+      getattr(self._options.metrics, method)(*args)
 
   def _unload(self, name: str, model: _Model, version: int) -> None:
     with self._cond:

@@ -1,4 +1,4 @@
-r"""Serves SavedModels over TF Serving's gRPC API, like tensorflow_model_server.
+r"""Serves SavedModels over TF Serving's gRPC and REST APIs, like its server.
 
 Same flag names and defaults as tensorflow_model_server, plus --host:
 
@@ -6,6 +6,8 @@ Same flag names and defaults as tensorflow_model_server, plus --host:
       --model_base_path=/abs/path/to/m
   bazel run //python/serve -- --model_config_file=/abs/models.config
   bazel run //python/serve -- ... --ssl_config_file=/abs/ssl.config  # TLS
+  bazel run //python/serve -- ... --rest_api_port=8501 \
+      --monitoring_config_file=/abs/monitoring.config  # REST + Prometheus
 
 SIGTERM or SIGINT stops accepting requests, drains the ones in flight (for up
 to --drain_timeout_seconds) and exits 0; during start-up it abandons the
@@ -34,9 +36,29 @@ _HOST = flags.DEFINE_string(
     'host', '127.0.0.1',
     'Address to bind. TF Serving binds every interface; this server only '
     'when asked (--host=0.0.0.0).')
+# --- REST API and monitoring (issue 12; the lead moves these to flags.py) ---
 _REST_API_PORT = flags.DEFINE_integer(
     'rest_api_port', 0,
-    'Accepted for compatibility; only 0 (no HTTP/REST API) is supported.')
+    'Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will '
+    'not be exported. This port must be different than the one specified in '
+    '--port.')
+_REST_API_NUM_THREADS = flags.DEFINE_integer(
+    'rest_api_num_threads', 4 * (os.cpu_count() or 1),
+    'Number of threads for HTTP/REST API processing. If not set, will be '
+    'auto set based on number of CPUs.', lower_bound=1)
+_REST_API_TIMEOUT_IN_MS = flags.DEFINE_integer(
+    'rest_api_timeout_in_ms', 30000,
+    'Timeout for HTTP/REST API calls (the TensorFlow run of each request); '
+    '0 or less: none.')
+_REST_API_ENABLE_CORS_SUPPORT = flags.DEFINE_bool(
+    'rest_api_enable_cors_support', False,
+    'Enable CORS headers in response.')
+_MONITORING_CONFIG_FILE = flags.DEFINE_string(
+    'monitoring_config_file', '',
+    'If non-empty, read an ascii MonitoringConfig protobuf from the supplied '
+    'file name (prometheus_config { enable: true path: "..." }); the page is '
+    'served on --rest_api_port.')
+# --- end of REST API and monitoring ---
 _MODEL_NAME = flags.DEFINE_string(
     'model_name', 'default',
     'Name of model (ignored if --model_config_file flag is set).')
@@ -135,7 +157,12 @@ def _options() -> server_lib.ServerOptions:
       grpc_max_threads=_GRPC_MAX_THREADS.value,
       ssl_config_file=cli.user_path(_SSL_CONFIG_FILE.value),
       drain_timeout_seconds=_DRAIN_TIMEOUT_SECONDS.value,
-      manager=manager)
+      manager=manager,
+      rest_api_port=_REST_API_PORT.value,
+      rest_api_num_threads=_REST_API_NUM_THREADS.value,
+      rest_api_timeout_in_ms=_REST_API_TIMEOUT_IN_MS.value,
+      rest_api_enable_cors_support=_REST_API_ENABLE_CORS_SUPPORT.value,
+      monitoring_config_file=cli.user_path(_MONITORING_CONFIG_FILE.value))
 
 
 def _check_flags(argv) -> None:
@@ -154,14 +181,17 @@ def _check_flags(argv) -> None:
         f'Expected model {_MODEL_NAME.value} to have an absolute path or URI; '
         f'got base_path()={base_path}. Pass e.g. '
         f'--model_base_path="$PWD/{base_path}".', exitcode=2)
-  if _REST_API_PORT.value:
-    raise app.UsageError(
-        f'--rest_api_port={_REST_API_PORT.value}: the HTTP/REST API is not '
-        'implemented by python/serve; drop the flag and use the gRPC API on '
-        '--port.', exitcode=2)
   if not 0 <= _PORT.value < 65536:
     raise app.UsageError(f'--port={_PORT.value} is not in [0, 65535].',
                          exitcode=2)
+  if not 0 <= _REST_API_PORT.value < 65536:
+    raise app.UsageError(
+        f'--rest_api_port={_REST_API_PORT.value} is not in [0, 65535] '
+        '(0 = no REST API).', exitcode=2)
+  if _REST_API_PORT.value and _REST_API_PORT.value == _PORT.value:
+    raise app.UsageError(
+        f'--port={_PORT.value} and --rest_api_port={_REST_API_PORT.value} '
+        'cannot be the same. Pick e.g. --rest_api_port=8501.', exitcode=2)
 
 
 def _exit_process(status: int) -> None:
