@@ -32,6 +32,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 from google.protobuf import json_format
+import tensorflow as tf
 from tensorflow.core.example import example_pb2
 from tensorflow.core.example import feature_pb2
 from tensorflow.core.framework import tensor_pb2
@@ -645,18 +646,16 @@ def _leaf_converter(tensor: tensor_pb2.TensorProto, as_bytes: bool
 
 def _nested(tensor: tensor_pb2.TensorProto, alias: str) -> Any:
   """The tensor as nested lists of JSON-ready leaves."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   as_bytes = (tensor.dtype == types_pb2.DT_STRING and
               alias.endswith(BYTES_SUFFIX))
   convert = _leaf_converter(tensor, as_bytes)
-  array = tf.make_ndarray(tensor)
 
-  def walk(a):
-    if a.ndim == 0:
-      return convert(a.item() if a.dtype != object else a[()])
-    return [walk(x) for x in a]
+  def walk(value):
+    if isinstance(value, list):
+      return [walk(v) for v in value]
+    return convert(value)
 
-  return walk(np.asarray(array))
+  return walk(tf.make_ndarray(tensor).tolist())
 
 
 def _shape(tensor: tensor_pb2.TensorProto) -> List[int]:
