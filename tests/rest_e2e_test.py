@@ -15,9 +15,12 @@ extensions while a configured model has no version.
 """
 
 import base64
+import concurrent.futures
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +28,7 @@ import urllib.request
 from typing import Dict, Optional, Tuple
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
@@ -583,6 +587,91 @@ class ReadinessTest(absltest.TestCase):
     tf_serving_models.write_half_plus_two(os.path.join(root, 'b'))
     wait_for(200)
     self.assertEqual(health_of('b'), health_pb2.HealthCheckResponse.SERVING)
+
+
+class RestShutdownTest(absltest.TestCase):
+  """SIGTERM drains REST requests in flight, then the process exits 0."""
+
+  def test_request_in_flight_finishes_before_exit(self):
+    base = os.path.join(_tmpdir('rest_shutdown'), 'special')
+    write_special_model(base)
+    rest_port = launcher.free_port()
+    server = launcher.ModelServer(
+        'special', base, use_real_server=False,
+        extra_flags=[f'--rest_api_port={rest_port}',
+                     '--rest_api_timeout_in_ms=3000',
+                     '--drain_timeout_seconds=20'])
+    server.start()
+    self.addCleanup(server.stop)
+    url = f'http://127.0.0.1:{rest_port}/v1/models/special:predict'
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      # `block` runs until its 3 s deadline, then answers 504.
+      future = pool.submit(_http, url, {'signature_name': 'block',
+                                        'inputs': [1.0]})
+      time.sleep(1.0)
+      server.process.send_signal(signal.SIGTERM)
+      code, _, text = future.result(timeout=60)
+    self.assertEqual(code, 504, text)
+    self.assertEqual(server.process.wait(60), 0, server.log_tail())
+    with self.assertRaises(OSError):
+      urllib.request.urlopen(url, data=b'{}', timeout=5)
+
+
+class RestStartupFailureTest(parameterized.TestCase):
+  """Bad REST/monitoring flags: exit 2 (usage) or 1 (cannot start)."""
+
+  @parameterized.named_parameters(
+      ('same_port', lambda port: [f'--port={port}', f'--rest_api_port={port}'],
+       2, r'--port=\d+ and --rest_api_port=\d+ cannot be the same'),
+      ('bad_rest_port', lambda port: [f'--port={port}',
+                                      '--rest_api_port=70000'],
+       2, r'--rest_api_port=70000 is not in \[0, 65535\]'),
+      ('unreadable_monitoring_config',
+       lambda port: [f'--port={port}', f'--rest_api_port={port + 1}',
+                     '--monitoring_config_file=/nonexistent/m.config'],
+       1, r'Failed to start server\. Error: Cannot read '
+       r'--monitoring_config_file=/nonexistent/m\.config'),
+  )
+  def test_bad_flags(self, flags, exit_code, message_regex):
+    command = launcher.server_command(
+        flags(launcher.free_port()) + ['--model_base_path=/nonexistent/m'])
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=launcher.project_server_env(), timeout=120,
+                            check=False)
+    self.assertEqual(result.returncode, exit_code, result.stderr[-3000:])
+    self.assertRegex(result.stderr, message_regex)
+
+  def test_invalid_monitoring_config_names_the_file(self):
+    config = os.path.join(_tmpdir('bad_monitoring'), 'm.config')
+    with open(config, 'w', encoding='utf-8') as f:
+      f.write('prometheus_config { enabled: true }\n')
+    command = launcher.server_command(
+        [f'--port={launcher.free_port()}',
+         f'--rest_api_port={launcher.free_port()}',
+         f'--monitoring_config_file={config}',
+         '--model_base_path=/nonexistent/m'])
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=launcher.project_server_env(), timeout=120,
+                            check=False)
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertIn(f"Invalid protobuf file: '{config}'", result.stderr)
+    self.assertIn('no field named "enabled"', result.stderr)
+
+  def test_rest_port_in_use_fails_startup(self):
+    base = os.path.join(_tmpdir('rest_port_in_use'), 'hp2')
+    tf_serving_models.write_half_plus_two(base)
+    with socket.socket() as taken:
+      taken.bind(('127.0.0.1', 0))
+      taken.listen()
+      port = taken.getsockname()[1]
+      server = launcher.ModelServer(
+          'default', base, use_real_server=False,
+          extra_flags=[f'--rest_api_port={port}'])
+      with self.assertRaisesRegex(
+          launcher.LauncherError,
+          r'(?s)exited with status 1.*Failed to start server\. Error: '
+          rf'Cannot listen on 127\.0\.0\.1:{port} for the REST API'):
+        server.start()
 
 
 if __name__ == '__main__':
