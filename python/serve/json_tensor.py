@@ -540,18 +540,17 @@ def _example_from_json(value: Any, example: example_pb2.Example) -> None:
     example.features.feature[name].CopyFrom(feature)
 
 
-def fill_examples_request(body: bytes, request, method: str) -> None:
+def fill_examples_request(body: bytes, request) -> None:
   """FillClassificationRequestFromJson / FillRegressionRequestFromJson.
 
   Args:
     body: The HTTP body.
     request: A ClassificationRequest or RegressionRequest to fill.
-    method: 'classify' or 'regress', for messages.
 
   Raises:
-    ServingError: the body does not match TF Serving's format.
+    ServingError: the body does not match TF Serving's format (whose
+      message says "When method is classify" for regress requests too).
   """
-  del method  # TF Serving says "classify" for both; kept for callers' clarity.
   doc = parse_json(body)
   name = _signature_name(doc)
   if name is not None:

@@ -144,7 +144,7 @@ class ExamplesRequestTest(absltest.TestCase):
     json_tensor.fill_examples_request(json.dumps({
         'signature_name': 's', 'context': {'c': 'ctx'},
         'examples': [{'x': 2.0, 'n': [1, 2], 'b': {'b64': 'AAE='},
-                      't': True}]}).encode(), request, 'classify')
+                      't': True}]}).encode(), request)
     self.assertEqual(request.model_spec.signature_name, 's')
     with_context = request.input.example_list_with_context
     self.assertEqual(with_context.context.features.feature['c']
@@ -157,8 +157,7 @@ class ExamplesRequestTest(absltest.TestCase):
 
   def test_examples_without_context_and_errors(self):
     request = regression_pb2.RegressionRequest()
-    json_tensor.fill_examples_request(b'{"examples": [{"x": 1}]}', request,
-                                      'regress')
+    json_tensor.fill_examples_request(b'{"examples": [{"x": 1}]}', request)
     self.assertLen(request.input.example_list.examples, 1)
     for body, message in (
         (b'{}', "key 'examples' is expected and was not found"),
@@ -170,7 +169,7 @@ class ExamplesRequestTest(absltest.TestCase):
         (b'{"examples": [{"x": null}]}', 'unexpected JSON type: Null')):
       with self.assertRaisesRegex(serving_error.ServingError, message):
         json_tensor.fill_examples_request(
-            body, regression_pb2.RegressionRequest(), 'regress')
+            body, regression_pb2.RegressionRequest())
 
 
 def _tensor(values, dtype=None):

@@ -207,7 +207,7 @@ class RestApiHandler:
     request.model_spec.CopyFrom(spec)
 
     def fill(unused_servable):
-      json_tensor.fill_examples_request(body, request, verb)
+      json_tensor.fill_examples_request(body, request)
 
     response = self._backend.run(api, request, self._timeout_s,
                                  metrics_lib.ENTRYPOINT_REST, fill)
