@@ -4,9 +4,13 @@
 tensorflow_model_server: `tensorflow.serving.PredictionService` (Predict,
 Classify, Regress, MultiInference, GetModelMetadata),
 `tensorflow.serving.ModelService` (GetModelStatus, HandleReloadConfigRequest)
-and `grpc.health.v1.Health`. As in TF Serving, the port opens only after every
-configured model's latest version is available; `stop()` stops accepting RPCs,
-drains the ones in flight, then unloads every version.
+and `grpc.health.v1.Health` (which also answers per model name). With
+`rest_api_port`, it also serves TF Serving's HTTP/REST API, the Prometheus
+page of `monitoring_config_file` and /readyz (`rest_api`, `metrics`); both
+APIs run requests through one `RequestRunner`, which records the metrics. As
+in TF Serving, the ports open only after every configured model's latest
+version is available; `stop()` stops accepting requests, drains the ones in
+flight (gRPC and REST together), then unloads every version.
 
 `serve_until_signal()` runs a server for the `//python/serve` binary: start and
 stop happen in worker threads while the main thread only waits for signals
@@ -241,19 +245,26 @@ class _ModelHealthServicer(health.HealthServicer):
 
   Check(service=<model name>) is SERVING while that configured model has an
   available version, NOT_SERVING while it has none (a failed or pending
-  load); other names answer as set with `set()` ('' and the two services).
+  load) and once the server stops; other names answer as set with `set()`
+  ('' and the two services). Watch is the base class's (set() names only).
   """
 
   def __init__(self, manager: model_manager.ModelManager):
     super().__init__()
     self._manager = manager
+    self._stopping = False
+
+  def enter_graceful_shutdown(self):
+    self._stopping = True
+    super().enter_graceful_shutdown()
 
   def Check(self, request, context):
     available = self._manager.model_availability().get(request.service)
-    if available is None or self._gracefully_shutting_down:
+    if available is None:
       return super().Check(request, context)
+    serving = available and not self._stopping
     return health_pb2.HealthCheckResponse(
-        status=health_pb2.HealthCheckResponse.SERVING if available
+        status=health_pb2.HealthCheckResponse.SERVING if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING)
 
 # --- end of the shared call path -------------------------------------------
