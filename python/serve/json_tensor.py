@@ -67,6 +67,9 @@ _DOUBLE_MAX_INT = 2**53 - 1
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 
 TensorInfoMap = Mapping[str, meta_graph_pb2.TensorInfo]
+# dtypes `_TensorBuilder.add_nested` converts in bulk.
+_FAST_DTYPES = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64,
+                types_pb2.DT_INT32: np.int32, types_pb2.DT_INT64: np.int64}
 
 
 class PredictFormat(enum.Enum):
@@ -211,7 +214,8 @@ class _TensorBuilder:
 
   def __init__(self, dtype: int):
     self.dtype = dtype
-    self.values: List[Any] = []
+    self.values: List[Any] = []  # Leaves added one by one, after _chunks.
+    self._chunks: List[np.ndarray] = []  # From add_nested.
 
   def add(self, value: Any) -> None:
     """Appends one leaf value, checked like AddValueToTensor."""
@@ -264,6 +268,44 @@ class _TensorBuilder:
           f'Conversion of JSON Value: {_value_string(value)} to type: '
           f'{dtype_string(dtype)}')
 
+  def add_nested(self, value: Any, shape: List[int]) -> bool:
+    """Appends a whole nested list at once when it is plain valid numbers.
+
+    The fast path for float/double/int32/int64 tensors: a rectangular list
+    of `shape` whose leaves are all JSON decimals (float dtypes) or all
+    integers (int dtypes), in range. Returns False, adding nothing, when any
+    value needs the element-wise checks and messages of `_fill`/`add`.
+    """
+    np_dtype = _FAST_DTYPES.get(self.dtype)
+    if np_dtype is None or not shape:
+      return False
+    try:
+      objects = np.array(value, dtype=object)
+    except ValueError:
+      return False
+    if list(objects.shape) != shape:
+      return False
+    leaves = objects.reshape(-1).tolist()
+    want = float if np_dtype in (np.float32, np.float64) else int
+    if any(type(v) is not want for v in leaves):  # pylint: disable=C0123
+      return False
+    try:
+      array = np.array(leaves, np.float64 if want is float else np.int64)
+    except OverflowError:
+      return False
+    if np_dtype == np.float32:
+      finite = array[np.isfinite(array)]
+      if finite.size and np.abs(finite).max() > _FLOAT_MAX:
+        return False
+    elif np_dtype == np.int32 and array.size and not (
+        _INT32[0] <= array.min() and array.max() <= _INT32[1]):
+      return False
+    if self.values:
+      self._chunks.append(np.asarray(self.values, np_dtype))
+      self.values = []
+    self._chunks.append(array.astype(np_dtype))
+    return True
+
   def to_proto(self, shape: List[int]) -> tensor_pb2.TensorProto:
     """The TensorProto of the accumulated values with `shape`."""
     proto = tensor_pb2.TensorProto(dtype=self.dtype)
@@ -271,7 +313,12 @@ class _TensorBuilder:
       proto.tensor_shape.dim.add().size = size
     dtype = self.dtype
     values = self.values
-    if dtype == types_pb2.DT_FLOAT:
+    if self._chunks:
+      np_dtype = _FAST_DTYPES[dtype]
+      proto.tensor_content = np.concatenate(
+          self._chunks + [np.asarray(values, np_dtype)]).astype(
+              np.dtype(np_dtype).newbyteorder('<')).tobytes()
+    elif dtype == types_pb2.DT_FLOAT:
       proto.float_val.extend(values)
     elif dtype == types_pb2.DT_HALF:
       proto.half_val.extend(
@@ -349,7 +396,10 @@ class _RowInput:
 
   def add_item(self, item: Any) -> None:
     shape = _dense_shape(item)
-    size = _fill(item, 0, shape, self.builder)
+    if self.builder.add_nested(item, shape):
+      size = math.prod(shape)
+    else:
+      size = _fill(item, 0, shape, self.builder)
     if self.shape is None:
       self.shape, self.size = shape, size
     elif self.size != size:
@@ -406,7 +456,8 @@ def _tensors_from_instances(instances: list, infos: TensorInfoMap
 def _columnar_tensor(value: Any, dtype: int) -> tensor_pb2.TensorProto:
   shape = _dense_shape(value)
   builder = _TensorBuilder(dtype)
-  _fill(value, 0, shape, builder)
+  if not builder.add_nested(value, shape):
+    _fill(value, 0, shape, builder)
   return builder.to_proto(shape)
 
 
@@ -614,51 +665,94 @@ def _dump(value: Any) -> str:
   return '[' + ', '.join(_dump(v) for v in value) + ']'
 
 
-def _document(key: str, items: List[Any]) -> str:
-  """`{"key": [item, item, ...]}` with one item per line."""
+def _document(key: str, items: List[str]) -> str:
+  """`{"key": [item, item, ...]}` with one (JSON text) item per line."""
   if not items:
     return '{\n    "%s": []\n}' % key
-  body = ',\n        '.join(_dump(item) for item in items)
+  body = ',\n        '.join(items)
   return '{\n    "%s": [\n        %s\n    ]\n}' % (key, body)
 
 
-def _leaf_converter(tensor: tensor_pb2.TensorProto, as_bytes: bool
-                   ) -> Callable[[Any], Any]:
+def _decimal_strings(array: np.ndarray, is_float32: bool) -> np.ndarray:
+  """`format_decimal` over a whole float array (same text, vectorized)."""
+  flat = array.reshape(-1)
+  wide = flat.astype(np.float64)
+  out = np.char.mod('%.6g', wide).astype(object)
+  if flat.size:
+    back = out.astype(np.float64)
+    if is_float32:
+      lossy = back.astype(np.float32) != flat.astype(np.float32)
+      digits = '%.9g'
+    else:
+      lossy = back != wide
+      digits = '%.17g'
+    finite = np.isfinite(wide)
+    lossy &= finite
+    if lossy.any():
+      out[lossy] = np.char.mod(digits, wide[lossy]).astype(object)
+    whole = (finite & (np.char.find(out.astype(str), '.') < 0) &
+             (np.char.find(out.astype(str), 'e') < 0))
+    if whole.any():
+      out[whole] = out[whole] + '.0'
+    out[np.isnan(wide)] = 'NaN'
+    out[np.isposinf(wide)] = 'Infinity'
+    out[np.isneginf(wide)] = '-Infinity'
+  return out.reshape(array.shape)
+
+
+def _leaf_strings(tensor: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
+  """The JSON text of every element of `tensor` (an object array, its shape).
+
+  AddSingleValueAndAdvance: floats as `format_decimal`, strings of an alias
+  ending in `_bytes` as `{"b64": ...}`, other strings as text.
+  """
   dtype = tensor.dtype
+  array = tf.make_ndarray(tensor)
   if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
-    return lambda v: _Raw(format_decimal(float(v), True))
+    return _decimal_strings(array.astype(np.float32), True)
   if dtype == types_pb2.DT_DOUBLE:
-    return lambda v: _Raw(format_decimal(float(v), False))
-  if dtype == types_pb2.DT_STRING:
-    if as_bytes:
-      return lambda v: {BASE64_KEY: base64.b64encode(v).decode('ascii')}
-    return lambda v: v.decode('utf-8', 'replace')
+    return _decimal_strings(array, False)
   if dtype == types_pb2.DT_BOOL:
-    return bool
+    return np.where(array, 'true', 'false').astype(object)
   if dtype in (types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32,
                types_pb2.DT_INT64, types_pb2.DT_UINT8, types_pb2.DT_UINT16,
                types_pb2.DT_UINT32, types_pb2.DT_UINT64):
-    return int
+    return array.astype(str).astype(object)
+  if dtype == types_pb2.DT_STRING:
+    if alias.endswith(BYTES_SUFFIX):
+      convert = lambda v: '{"%s": "%s"}' % (  # pylint: disable=g-long-lambda
+          BASE64_KEY, base64.b64encode(v).decode('ascii'))
+    else:
+      convert = lambda v: json.dumps(v.decode('utf-8', 'replace'),
+                                     ensure_ascii=False)
+    flat = [convert(v) for v in array.reshape(-1)]
+    return np.array(flat + [None], dtype=object)[:-1].reshape(array.shape)
   raise _invalid('Failed to write JSON value for tensor type: '
                  f'{dtype_string(dtype)}')
 
 
-def _nested(tensor: tensor_pb2.TensorProto, alias: str) -> Any:
-  """The tensor as nested lists of JSON-ready leaves."""
-  as_bytes = (tensor.dtype == types_pb2.DT_STRING and
-              alias.endswith(BYTES_SUFFIX))
-  convert = _leaf_converter(tensor, as_bytes)
+def _text(strings) -> str:
+  """Nested JSON arrays of already-formatted leaves (AddTensorValues).
 
-  def walk(value):
-    if isinstance(value, list):
-      return [walk(v) for v in value]
-    return convert(value)
-
-  return walk(tf.make_ndarray(tensor).tolist())
+  Args:
+    strings: An object array of leaf texts, or one leaf text (an element of
+      a 1-D array).
+  """
+  if isinstance(strings, str):
+    return strings
+  if strings.ndim == 0:
+    return strings.item()
+  if strings.ndim == 1:
+    return '[' + ', '.join(strings.tolist()) + ']'
+  return '[' + ', '.join(_text(row) for row in strings) + ']'
 
 
 def _shape(tensor: tensor_pb2.TensorProto) -> List[int]:
   return [d.size for d in tensor.tensor_shape.dim]
+
+
+def _key(alias: str) -> str:
+  return json.dumps(alias, ensure_ascii=False)
 
 
 def predict_response_json(outputs: Mapping[str, tensor_pb2.TensorProto],
@@ -680,9 +774,13 @@ def predict_response_json(outputs: Mapping[str, tensor_pb2.TensorProto],
     raise _invalid('Cannot convert empty tensor map to JSON')
   aliases = sorted(outputs)
   if fmt == PredictFormat.COLUMNAR:
-    values = {alias: _nested(outputs[alias], alias) for alias in aliases}
-    content = (values[aliases[0]] if len(aliases) == 1 else values)
-    return '{\n    "%s": %s\n}' % (OUTPUTS_KEY, _dump(content))
+    texts = {alias: _text(_leaf_strings(outputs[alias], alias))
+             for alias in aliases}
+    if len(aliases) == 1:
+      content = texts[aliases[0]]
+    else:
+      content = '{' + ', '.join(f'{_key(a)}: {texts[a]}' for a in aliases) + '}'
+    return '{\n    "%s": %s\n}' % (OUTPUTS_KEY, content)
   batch_size = 0
   for alias in aliases:
     shape = _shape(outputs[alias])
@@ -695,11 +793,12 @@ def predict_response_json(outputs: Mapping[str, tensor_pb2.TensorProto],
       raise _invalid(f'Tensor name: {alias} has inconsistent batch size: '
                      f'{shape[0]} expecting: {batch_size}')
     batch_size = shape[0]
-  columns = {alias: _nested(outputs[alias], alias) for alias in aliases}
+  strings = {alias: _leaf_strings(outputs[alias], alias) for alias in aliases}
   if len(aliases) == 1:
-    items = columns[aliases[0]]
+    items = [_text(row) for row in strings[aliases[0]]]
   else:
-    items = [{alias: columns[alias][i] for alias in aliases}
+    items = ['{' + ', '.join(f'{_key(a)}: {_text(strings[a][i])}'
+                             for a in aliases) + '}'
              for i in range(batch_size)]
   return _document(PREDICTIONS_KEY, items)
 
@@ -709,8 +808,8 @@ def classification_json(result: classification_pb2.ClassificationResult
   """MakeJsonFromClassificationResult: `{"results": [[[label, score]...]]}`."""
   if not result.classifications:
     raise _invalid('Cannot convert empty ClassificationResults to JSON')
-  items = [[[c.label, _Raw(format_decimal(c.score, True))]
-            for c in classifications.classes]
+  items = [_dump([[c.label, _Raw(format_decimal(c.score, True))]
+                  for c in classifications.classes])
            for classifications in result.classifications]
   return _document(RESULTS_KEY, items)
 

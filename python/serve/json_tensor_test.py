@@ -111,6 +111,35 @@ class PredictRequestTest(parameterized.TestCase):
     self.assertEqual(cm.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
     self.assertIn(message, cm.exception.message)
 
+  def test_bulk_and_elementwise_paths_agree(self):
+    data = np.random.default_rng(0).standard_normal((3, 4, 5))
+    _, arrays, _, _ = _predict({'instances': data.tolist()}, x=FLOAT)
+    np.testing.assert_array_equal(arrays['x'], data.astype(np.float32))
+    # One integer among the decimals takes the element-wise path.
+    mixed = data.tolist()
+    mixed[1][2][3] = 7
+    expected = data.astype(np.float32)
+    expected[1, 2, 3] = 7
+    _, arrays, _, _ = _predict({'inputs': mixed}, x=FLOAT)
+    np.testing.assert_array_equal(arrays['x'], expected)
+    _, arrays, _, _ = _predict({'inputs': [[2**40, -3]]},
+                               x=types_pb2.DT_INT64)
+    np.testing.assert_array_equal(arrays['x'], [[2**40, -3]])
+    self.assertEqual(arrays['x'].dtype, np.int64)
+    _, arrays, _, _ = _predict({'instances': [[0.5, 1e300]]},
+                               x=types_pb2.DT_DOUBLE)
+    np.testing.assert_array_equal(arrays['x'], [[0.5, 1e300]])
+    for body, dtype, message in (
+        ({'inputs': [[1.0, 1e39]]}, FLOAT, 'to float without loss'),
+        ({'inputs': [[1, 2**31]]}, types_pb2.DT_INT32,
+         'is not of expected type: int32'),
+        ({'inputs': [[1, 2**63]]}, types_pb2.DT_INT64,
+         'is not of expected type: int64'),
+        ({'inputs': [[1.0, True]]}, FLOAT, 'Type: True is not of expected'),
+        ({'inputs': [[1.0, None]]}, FLOAT, 'Type: Null is not of expected')):
+      with self.assertRaisesRegex(serving_error.ServingError, message):
+        _predict(body, x=dtype)
+
   def test_named_inputs_errors(self):
     with self.assertRaisesRegex(serving_error.ServingError,
                                 'instances is a plain list, but expecting'):
