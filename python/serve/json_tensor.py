@@ -673,31 +673,29 @@ def _document(key: str, items: List[str]) -> str:
   return '{\n    "%s": [\n        %s\n    ]\n}' % (key, body)
 
 
+_SPECIAL_DECIMALS = {'nan': 'NaN', '-nan': 'NaN', 'inf': 'Infinity',
+                     '-inf': '-Infinity'}
+
+
 def _decimal_strings(array: np.ndarray, is_float32: bool) -> np.ndarray:
-  """`format_decimal` over a whole float array (same text, vectorized)."""
+  """`format_decimal` over a whole float array (same text, in bulk)."""
   flat = array.reshape(-1)
-  wide = flat.astype(np.float64)
-  out = np.char.mod('%.6g', wide).astype(object)
-  if flat.size:
-    back = out.astype(np.float64)
+  values = flat.astype(np.float64).tolist()
+  out = ['%.6g' % v for v in values]
+  if out:
+    back = np.array(out, np.float64)
     if is_float32:
       lossy = back.astype(np.float32) != flat.astype(np.float32)
       digits = '%.9g'
     else:
-      lossy = back != wide
+      lossy = back != flat
       digits = '%.17g'
-    finite = np.isfinite(wide)
-    lossy &= finite
-    if lossy.any():
-      out[lossy] = np.char.mod(digits, wide[lossy]).astype(object)
-    whole = (finite & (np.char.find(out.astype(str), '.') < 0) &
-             (np.char.find(out.astype(str), 'e') < 0))
-    if whole.any():
-      out[whole] = out[whole] + '.0'
-    out[np.isnan(wide)] = 'NaN'
-    out[np.isposinf(wide)] = 'Infinity'
-    out[np.isneginf(wide)] = '-Infinity'
-  return out.reshape(array.shape)
+    lossy &= np.isfinite(back)
+    for i in np.flatnonzero(lossy).tolist():
+      out[i] = digits % values[i]
+    out = [_SPECIAL_DECIMALS.get(t) or
+           (t if '.' in t or 'e' in t else t + '.0') for t in out]
+  return np.array(out + [None], dtype=object)[:-1].reshape(array.shape)
 
 
 def _leaf_strings(tensor: tensor_pb2.TensorProto, alias: str) -> np.ndarray:

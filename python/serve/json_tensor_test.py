@@ -254,6 +254,18 @@ class ResponseTest(absltest.TestCase):
         json_tensor.format_decimal(float(np.float32(1 / 3)), True),
         '0.333333343')
 
+  def test_bulk_decimals_match_format_decimal(self):
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.standard_normal(500) * 10.0**rng.integers(
+        -12, 12, 500), [0.0, -0.0, 0.2, 3.0, 9e6, np.nan, np.inf, -np.inf]])
+    for dtype, is_float32 in ((np.float32, True), (np.float64, False)):
+      array = values.astype(dtype)
+      text = json_tensor.predict_response_json(
+          {'y': _tensor(array)}, json_tensor.PredictFormat.COLUMNAR)
+      expected = ', '.join(json_tensor.format_decimal(float(v), is_float32)
+                           for v in array)
+      self.assertIn(f'[{expected}]', text)
+
   def test_classification_regression_and_error(self):
     result = classification_pb2.ClassificationResult()
     cls = result.classifications.add().classes.add()
