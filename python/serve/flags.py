@@ -238,12 +238,6 @@ PENDING: List[Tuple[flags.FlagHolder, str]] = [
      'is only checked to be readable'),
     (ENABLE_PER_MODEL_BATCHING_PARAMETERS,
      'server-side batching is not implemented by python/serve yet'),
-    (REST_API_PORT,
-     'the HTTP/REST API is not served by this build of python/serve yet; '
-     'serving gRPC only'),
-    (MONITORING_CONFIG_FILE,
-     'monitoring (Prometheus) is not served by this build of python/serve '
-     'yet'),
 ]
 
 # Flags that cannot apply on this runtime: flag -> why a non-default value
