@@ -484,21 +484,20 @@ class TFServingRestCasesTest(absltest.TestCase):
                    'examples': [{'x': 2.0}]}),
         {'results': [3.0]})
 
-  # TF Serving sends {"instances": [2.0, 3.0, 4.0]}: its C++ runtime feeds
-  # the [3] tensor to `x` although the signature says [-1, 1]. Python's
-  # Session.run refuses such a feed, so until python/serve runs signatures
-  # without that check these two send the signature's shape, [3, 1].
+  # TF Serving's own requests: a [3] tensor fed to `x`, whose signature
+  # shape is [-1, 1]; TF Serving's C++ session does not check the fed shape,
+  # and neither do python/serve's callables.
   def testPredictREST(self):
     self.assertEqual(
         self.rest('/v1/models/default:predict',
-                  {'instances': [[2.0], [3.0], [4.0]]}),
-        {'predictions': [[3.0], [3.5], [4.0]]})
+                  {'instances': [2.0, 3.0, 4.0]}),
+        {'predictions': [3.0, 3.5, 4.0]})
 
   def testPredictColumnarREST(self):
     self.assertEqual(
         self.rest('/v1/models/default:predict',
-                  {'inputs': [[2.0], [3.0], [4.0]]}),
-        {'outputs': [[3.0], [3.5], [4.0]]})
+                  {'inputs': [2.0, 3.0, 4.0]}),
+        {'outputs': [3.0, 3.5, 4.0]})
 
   def testGetStatusREST(self):
     self.assertEqual(
@@ -548,6 +547,7 @@ class ReadinessTest(absltest.TestCase):
     server = launcher.ModelServer(
         model_config_file=config, use_real_server=False,
         extra_flags=[f'--rest_api_port={rest_port}',
+                     '--enable_grpc_healthcheck_service',
                      '--model_config_file_poll_wait_seconds=1',
                      '--file_system_poll_wait_seconds=1'])
     server.start()
