@@ -22,9 +22,11 @@ subdirectory, ignoring every other name. `publish()` relies on that:
 A SIGKILL at any point leaves previously published versions untouched and no
 numeric directory half-written; the next run cleans up.
 
-`output_base` may also be any `tf.io.gfile` URI. `file://` URIs are handled as
-local paths. Object stores (`gs://`, `s3://`, `ram://`, ...) have no atomic
-directory rename, so the staged copy is copied into `<N>` with
+`output_base` may also be a URI. `file://` URIs are handled as local paths.
+`s3://bucket/prefix` goes through boto3 (TensorFlow 2.21's gfile has no S3):
+see `s3_publish.py` for its order of uploads, server-side copies and
+conditional writes. Other `tf.io.gfile` schemes (`gs://`, `ram://`, ...) have
+no atomic directory rename, so the staged copy is copied into `<N>` with
 `saved_model.pb` written last (TF Serving only considers a version once its
 `saved_model.pb` exists). Merges into such a base are serialized within one
 process only; run one merge per base at a time there.
@@ -46,7 +48,9 @@ from typing import Callable, Generic, Iterator, Optional, Sequence, TypeVar
 from absl import logging
 import tensorflow as tf
 
+from python.common import object_store
 from python.merge import errors
+from python.merge import s3_publish
 
 CURRENT_VERSION_FILE = "current_version"
 EXPORTED_MODELS_FILE = "exported_models"
@@ -113,6 +117,8 @@ def list_versions(output_base: str) -> list[int]:
   Raises:
     errors.PublishError: `output_base` exists but cannot be listed.
   """
+  if object_store.is_s3(output_base):
+    return s3_publish.list_versions(output_base)
   base = _local_path(output_base) if is_local(output_base) else output_base
   try:
     if is_local(output_base):
@@ -136,6 +142,8 @@ def list_versions(output_base: str) -> list[int]:
 
 def next_version(output_base: str) -> int:
   """Returns the version a merge would publish: highest numeric + 1, or 1."""
+  if object_store.is_s3(output_base):
+    return s3_publish.next_version(output_base)
   versions = list_versions(output_base)
   return versions[-1] + 1 if versions else 1
 
@@ -174,6 +182,8 @@ def read_history(output_base: str) -> tuple[list[str], list[str]]:
     (lines of `current_version` newest first, signatures of
     `exported_models`); empty lists when the files do not exist.
   """
+  if object_store.is_s3(output_base):
+    return s3_publish.read_history(output_base)
   base = _local_path(output_base) if is_local(output_base) else output_base
   current = _read_lines(_join(base, CURRENT_VERSION_FILE))
   exported = _read_lines(_join(base, EXPORTED_MODELS_FILE))
@@ -241,6 +251,16 @@ def publish(output_base: str,
     raise errors.PublishError(
         f"output_base={output_base!r} must name a directory or URI, e.g. "
         "/models/merged.")
+  if object_store.is_s3(output_base):
+    # Delimited S3 branch: local staging, conditional-write version claims,
+    # server-side copy with saved_model.pb last (s3_publish.py).
+    (published, path, new_signatures, deleted,
+     written) = s3_publish.publish(
+         output_base, write, signatures=tuple(signatures), version=version,
+         message=message, check=check, keep_versions=keep_versions)
+    return Publication(version=published, path=path,
+                       new_signatures=new_signatures,
+                       deleted_versions=deleted, written=written)
   if is_local(output_base):
     return _LocalPublisher(_local_path(output_base)).run(
         write, signatures=tuple(signatures), version=version,
