@@ -9,11 +9,14 @@ by the test and stopped when the block ends; it fails loudly when it dies or
 does not answer within the deadline.
 """
 
+import http.client
+import http.server
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from typing import Dict, Optional
@@ -117,3 +120,73 @@ class MotoServer:
   def __exit__(self, *unused) -> None:
     self.stop()
     os.unlink(self._log.name)
+
+
+class FaultProxy:
+  """An HTTP proxy to moto on loopback that injects faults.
+
+  It answers 500 (InternalError) to the first `failures` requests whose path
+  contains `match` (e.g. "partNumber=2": one part of a multipart upload),
+  and holds every request for which `delay(method, path, headers)` is true
+  for `delay_s` seconds before forwarding it (to widen a window in which a
+  test kills a client).
+  """
+
+  def __init__(self, target_port: int, match: str = "", failures: int = 0,
+               delay=None, delay_s: float = 0.0):
+    self.failed = 0
+    self.forwarded = 0
+    proxy = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+
+      def log_message(self, *unused):
+        pass
+
+      def _handle(self):
+        length = int(self.headers.get("Content-Length", 0) or 0)
+        body = self.rfile.read(length) if length else b""
+        if delay is not None and delay(self.command, self.path,
+                                       self.headers):
+          time.sleep(delay_s)
+        if match and match in self.path and proxy.failed < failures:
+          proxy.failed += 1
+          payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                     b"InternalError</Code><Message>injected</Message>"
+                     b"</Error>")
+          self.send_response(500)
+          self.send_header("Content-Length", str(len(payload)))
+          self.end_headers()
+          self.wfile.write(payload)
+          return
+        proxy.forwarded += 1
+        conn = http.client.HTTPConnection("127.0.0.1", target_port,
+                                          timeout=60)
+        headers = {k: v for k, v in self.headers.items()}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        head = self.command == "HEAD"
+        for k, v in response.getheaders():
+          if k.lower() in ("transfer-encoding", "connection"):
+            continue
+          if k.lower() == "content-length" and not head:
+            continue
+          self.send_header(k, v)
+        if not head:
+          self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+          self.wfile.write(data)
+        conn.close()
+
+      do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+    threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+  def close(self):
+    self._server.shutdown()
+    self._server.server_close()

@@ -347,6 +347,11 @@ class S3Store:
         raise self._error(what, bucket, key, e) from e
 
 
+def error_code(e: Exception) -> str:
+  """The S3 error code (or HTTP status, or exception name) of `e`."""
+  return _error_code(e)
+
+
 def _error_code(e: Exception) -> str:
   response = getattr(e, "response", None)
   if isinstance(response, dict):

@@ -2,10 +2,7 @@
 transfers, retries of failed parts (through a fault-injecting proxy),
 conditional writes, and errors that name the object."""
 
-import http.client
-import http.server
 import os
-import threading
 
 from absl.testing import absltest
 
@@ -13,62 +10,6 @@ from python.common import moto_server
 from python.common import object_store
 
 _BUCKET = "models"
-
-
-class _FaultProxy:
-  """An HTTP proxy to moto that answers 500 to the first `failures` requests
-  whose query contains `match` (e.g. one part of a multipart upload)."""
-
-  def __init__(self, target_port: int, match: str, failures: int):
-    self.failed = 0
-    self.forwarded = 0
-    proxy = self
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-      def log_message(self, *unused):
-        pass
-
-      def _handle(self):
-        length = int(self.headers.get("Content-Length", 0) or 0)
-        body = self.rfile.read(length) if length else b""
-        if match in self.path and proxy.failed < failures:
-          proxy.failed += 1
-          payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
-                     b"InternalError</Code><Message>injected</Message>"
-                     b"</Error>")
-          self.send_response(500)
-          self.send_header("Content-Length", str(len(payload)))
-          self.end_headers()
-          self.wfile.write(payload)
-          return
-        proxy.forwarded += 1
-        conn = http.client.HTTPConnection("127.0.0.1", target_port,
-                                          timeout=60)
-        headers = {k: v for k, v in self.headers.items()}
-        conn.request(self.command, self.path, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        self.send_response(response.status)
-        for k, v in response.getheaders():
-          if k.lower() not in ("content-length", "transfer-encoding",
-                               "connection"):
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-          self.wfile.write(data)
-        conn.close()
-
-      do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-    threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-  def close(self):
-    self._server.shutdown()
-    self._server.server_close()
 
 
 class ObjectStoreTest(absltest.TestCase):
@@ -114,7 +55,7 @@ class ObjectStoreTest(absltest.TestCase):
       self.assertEqual(f.read(), data)
 
   def test_failed_part_is_retried(self):
-    proxy = _FaultProxy(self.moto.port, "partNumber=2", failures=2)
+    proxy = moto_server.FaultProxy(self.moto.port, "partNumber=2", failures=2)
     self.addCleanup(proxy.close)
     os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
     store = object_store.S3Store()
@@ -127,7 +68,7 @@ class ObjectStoreTest(absltest.TestCase):
     self.assertEqual(body, data)
 
   def test_persistent_failure_names_the_object(self):
-    proxy = _FaultProxy(self.moto.port, "partNumber=2", failures=1000)
+    proxy = moto_server.FaultProxy(self.moto.port, "partNumber=2", failures=1000)
     self.addCleanup(proxy.close)
     os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
     os.environ["TFSM_S3_MAX_ATTEMPTS"] = "2"

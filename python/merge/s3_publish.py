@@ -275,6 +275,11 @@ def _check_bucket(base: _Base) -> None:
   except object_store.ObjectStoreError:
     raise
   except Exception as e:  # pylint: disable=broad-except
+    if object_store.error_code(e) in ("404", "NoSuchBucket"):
+      raise object_store.ObjectStoreError(
+          f"cannot publish to {base.uri}: NoSuchBucket: the bucket "
+          f"{base.bucket!r} does not exist. Create the bucket or fix the "
+          "URI.") from e
     raise base.store._error(  # pylint: disable=protected-access
         "use the bucket of", base.bucket, base.prefix, e) from e
 

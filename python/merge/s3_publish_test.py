@@ -195,11 +195,17 @@ class S3PublishTest(absltest.TestCase):
     self.assertEqual(publish.list_versions(base), [3, 4])
     self.assertEqual({k.split("/")[1] for k in self.numeric_keys()},
                      {"3", "4"})
-    # An explicit version below the others is never deleted.
-    low = publish.publish(base, _write(), signatures=["a"], version=1,
+    # Numbers of deleted versions stay claimed.
+    with self.assertRaisesRegex(errors.PublishError, "version 2 .*claimed"):
+      publish.publish(base, _write(), signatures=["a"], version=2)
+    # A new version below the highest is never the one deleted.
+    high = publish.publish(base, _write(), signatures=["a"], version=10,
+                           keep_versions=1)
+    self.assertEqual(high.deleted_versions, (3, 4))
+    low = publish.publish(base, _write(), signatures=["a"], version=5,
                           keep_versions=1)
-    self.assertEqual(low.deleted_versions, (3, 4))
-    self.assertEqual(publish.list_versions(base), [1])
+    self.assertEqual(low.deleted_versions, ())
+    self.assertEqual(publish.list_versions(base), [5, 10])
 
   def test_leftovers_of_a_killed_merge(self):
     base, prefix = self.base(), self.prefix()
