@@ -228,7 +228,9 @@ class S3EndToEndTest(absltest.TestCase):
     prefix = "killed_upload"
     proxy = moto_server.FaultProxy(
         self.moto.port, delay=lambda method, path, headers: (
-            method == "PUT" and ".staging-" in path), delay_s=1.0)
+            method == "PUT" and (".staging-" in path or
+                                 "x-amz-copy-source" in headers)),
+        delay_s=1.5)
     self.addCleanup(proxy.close)
     self._run_and_kill(
         f"s3://{_BUCKET}/{prefix}", proxy.endpoint,
