@@ -33,7 +33,7 @@ from absl import logging
 
 from python.common import object_store
 
-_VERSION_RE = re.compile(r'^([0-9]+)/(saved_model\.pbtxt?)$')
+_VERSION_RE = re.compile(r'^([0-9]+)/saved_model\.pb(?:txt)?$')
 _LOCK_FILE = '.lock'
 
 
