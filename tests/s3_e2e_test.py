@@ -85,7 +85,10 @@ class S3EndToEndTest(absltest.TestCase):
 
   def _merge_command(self, spec: str, base: str) -> List[str]:
     return [_binary("python", "merge", "merge"), f"--spec={spec}",
-            f"--output_base={base}", "--noverify", "--nowarmup"]
+            f"--output_base={base}", "--noverify",
+            # Weights in variables/ and a warmup file: objects to copy before
+            # saved_model.pb.
+            "--externalize_threshold_bytes=0"]
 
   def _keys(self, prefix: str) -> List[str]:
     return self.moto.keys(_BUCKET, prefix + "/")
@@ -248,6 +251,7 @@ class S3EndToEndTest(absltest.TestCase):
     self._run_and_kill(base, proxy.endpoint,
                        lambda: bool(self._numeric(prefix)))
     numeric = self._numeric(prefix)
+    self.assertNotEmpty(numeric)
     self.assertNotIn(f"{prefix}/1/saved_model.pb", numeric)
     self.assertEqual(publish.list_versions(base), [])  # No poller sees it.
     # The next merge, once the dead merge's heartbeat is stale, removes the
@@ -255,14 +259,15 @@ class S3EndToEndTest(absltest.TestCase):
     time.sleep(2.5)
     env = self.moto.env()
     env.update(TFSM_S3_STALE_SECONDS="2", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(self._merge_command(self.specs[3], base),
+    result = subprocess.run(self._merge_command(self.specs[3], base) +
+                            ["--verbose"],
                             env=env, capture_output=True, text=True,
                             timeout=300, check=False)
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertIn(f"Published version 2 at {base}/2", result.stdout)
     keys = self._keys(prefix)
     self.assertEqual(sorted({k.split("/")[1] for k in self._numeric(prefix)}),
-                     ["2"])
+                     ["2"], f"{keys}\n{result.stderr[-3000:]}")
     self.assertEmpty([k for k in keys if ".staging-" in k])
     self.assertEqual(publish.list_versions(base), [2])
 
