@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import incremental
 from python.merge import publish
 from python.merge import spec as spec_lib
 
@@ -38,6 +39,7 @@ SpecError = errors.SpecError
 GraphError = errors.GraphError
 PublishError = errors.PublishError
 VerifyError = errors.VerifyError
+BaseError = incremental.BaseError
 ModelSpec = spec_lib.ModelSpec
 MergeSpec = spec_lib.MergeSpec
 load_spec = spec_lib.load_spec
@@ -77,6 +79,9 @@ class MergeResult:
   deleted_versions: tuple[int, ...] = ()
   serving_default: Optional[str] = None
   bundle: Optional[Any] = dataclasses.field(default=None, repr=False)
+  # Incremental deploys (spec `base`): what was added, replaced, removed and
+  # kept, and from which base version.
+  incremental: Optional[Any] = None
 
   def to_json_dict(self) -> dict[str, Any]:
     """Returns the machine-readable summary printed by --format=json."""
@@ -91,6 +96,8 @@ class MergeResult:
         "deleted_versions": list(self.deleted_versions),
         "serving_default": self.serving_default,
     }
+    if self.incremental is not None:
+      summary["incremental"] = self.incremental.to_json_dict()
     if self.bundle is not None:
       summary["signature_defs"] = {
           name: _signature_json(info)
@@ -114,6 +121,8 @@ class MergeResult:
     ]
     if self.serving_default:
       lines.append(f"  serving_default: {self.serving_default}")
+    if self.incremental is not None:
+      lines += self.incremental.text_lines()
     if self.deleted_versions:
       lines.append("  deleted old versions: " +
                    ", ".join(map(str, self.deleted_versions)))
@@ -187,6 +196,12 @@ def merge_and_publish(
         f"{DEFAULT_EXTERNALIZE_THRESHOLD_BYTES}.")
   if message is None:
     message = spec.message
+  if spec.base is not None:  # Incremental deploy (python/merge/incremental).
+    return _merge_incremental(
+        spec, output_base, start, version=version, message=message,
+        verify=verify, warmup=warmup, keep_versions=keep_versions,
+        externalize_threshold_bytes=externalize_threshold_bytes,
+        dry_run=dry_run)
   signatures = tuple(m.signature_name for m in spec.models)
   expected = signatures + ((spec_lib.SERVING_DEFAULT,)
                            if spec.serving_default else ())
@@ -197,10 +212,17 @@ def merge_and_publish(
         externalize_threshold_bytes=externalize_threshold_bytes)
     return _dry_run(spec, info, output_base, version, signatures, start)
 
+  previous, previous_version = incremental.newest_manifest(output_base)
+
   def write(export_dir: str):
-    return bundle_writer.write_saved_model(
+    info = bundle_writer.write_saved_model(
         spec, export_dir, warmup=warmup,
         externalize_threshold_bytes=externalize_threshold_bytes)
+    incremental.write_manifest(export_dir, incremental.build_manifest(
+        spec, info, previous=previous, previous_version=previous_version,
+        version=_staged_version(export_dir),
+        new_manifest=incremental.new_info_manifest(info)))
+    return info
 
   def check(export_dir: str) -> None:
     bundle_check.check_bundle(export_dir, expected_signatures=expected)
@@ -221,6 +243,52 @@ def merge_and_publish(
       deleted_versions=publication.deleted_versions,
       serving_default=spec.serving_default,
       bundle=info)
+
+
+def _staged_version(export_dir: str) -> Optional[int]:
+  """The version a staging directory (`.staging-<N>-...`) is written for."""
+  name = export_dir.rstrip("/").rsplit("/", 1)[-1]
+  number = name[len(".staging-"):].split("-", 1)[0]
+  return int(number) if number.isdigit() else None
+
+
+def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
+                       version, message, verify, warmup, keep_versions,
+                       externalize_threshold_bytes,
+                       dry_run) -> MergeResult:
+  """merge_and_publish for a spec with `base` (see incremental.py)."""
+  plan = incremental.prepare(spec, output_base)  # Refuses a bad base first.
+  signatures = plan.signatures
+  expected = signatures + ((spec_lib.SERVING_DEFAULT,)
+                           if plan.serving_default else ())
+  if dry_run:
+    info = incremental.plan_bundle(
+        plan, warmup=warmup,
+        externalize_threshold_bytes=externalize_threshold_bytes)
+    result = _dry_run(spec, info, output_base, version, signatures, start)
+    return dataclasses.replace(result, serving_default=plan.serving_default,
+                               incremental=plan)
+
+  def write(export_dir: str):
+    return incremental.write_bundle(
+        plan, export_dir, warmup=warmup,
+        externalize_threshold_bytes=externalize_threshold_bytes,
+        version=_staged_version(export_dir))
+
+  def check(export_dir: str) -> None:
+    bundle_check.check_bundle(export_dir, expected_signatures=expected)
+
+  publication = publish.publish(
+      output_base, write, signatures=signatures, version=version,
+      message=message, check=check if verify else None,
+      keep_versions=keep_versions)
+  info = publication.written
+  return MergeResult(
+      version=publication.version, path=publication.path,
+      signatures=signatures, new_signatures=publication.new_signatures,
+      bytes=info.total_bytes, seconds=time.monotonic() - start,
+      dry_run=False, deleted_versions=publication.deleted_versions,
+      serving_default=plan.serving_default, bundle=info, incremental=plan)
 
 
 def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
