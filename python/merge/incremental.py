@@ -807,11 +807,9 @@ def write_bundle(plan: Plan, export_dir: str, *, warmup: bool = True,
   finally:
     if tf.io.gfile.exists(scratch):
       tf.io.gfile.rmtree(scratch)
-  manifest = build_manifest(plan.spec, info, plan=plan, version=version,
-                            new_manifest=(new_info_manifest(new_info)))
-  write_manifest(export_dir, manifest)
-  info.files = bundle_writer.list_files(export_dir)
-  info.total_bytes = sum(info.files.values())
+  add_manifest(export_dir, info, build_manifest(
+      plan.spec, info, plan=plan, version=version,
+      new_manifest=new_info_manifest(new_info)))
   return info
 
 
@@ -1133,6 +1131,13 @@ def write_manifest(export_dir: str, manifest: dict) -> None:
     raise errors.GraphError(f"cannot write {path}: {e.message}") from e
 
 
+def add_manifest(export_dir: str, info, manifest: dict) -> None:
+  """Writes the manifest into a written bundle and lists it in `info`."""
+  write_manifest(export_dir, manifest)
+  info.files = bundle_writer.list_files(export_dir)
+  info.total_bytes = sum(info.files.values())
+
+
 def newest_manifest(output_base: str) -> tuple[Optional[dict], Optional[int]]:
   """The manifest of the newest version of `output_base` (None if none)."""
   versions = publish.list_versions(output_base)
@@ -1152,6 +1157,8 @@ def newest_manifest(output_base: str) -> tuple[Optional[dict], Optional[int]]:
 
 def format_manifest_text(manifest: dict) -> str:
   """The manifest for people (`inspect --dir`)."""
+  if "error" in manifest and "sources" not in manifest:
+    return f"Merge manifest: unreadable ({manifest['error']})"
   base = manifest.get("base") or {}
   lines = ["Merge manifest (assets.extra/merge_manifest.json):"]
   if base:

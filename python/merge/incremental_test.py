@@ -29,6 +29,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from python.merge import errors
 from python.merge import incremental
+from python.merge import inspect_lib
 from python.merge import merge_lib
 from python.merge import spec as spec_lib
 from python.merge import warmup as warmup_lib
@@ -224,6 +225,17 @@ class IncrementalDeployTest(absltest.TestCase):
     self.assertEqual({n: s["status"] for n, s in
                       v1_manifest["sources"].items()},
                      {n: "added" for n in self.infos})
+
+  def test_inspect_dir_shows_the_manifest(self):
+    desc = inspect_lib.describe_saved_model(self.v2.path)
+    self.assertEqual(desc["manifest"]["sources"]["words"]["status"], "kept")
+    text = inspect_lib.format_saved_model_text(desc)
+    self.assertIn(f"base: version 1 at {self.v1.path}", text)
+    self.assertRegex(text, r"words \[predict\]: kept \(from version 1, built "
+                     r"in version 1\), fingerprint [0-9a-f]{16}, frozen "
+                     r".*/words\.pb")
+    self.assertIn("fn_b [predict]: added (from version 2", text)
+    self.assertIn("classifier: removed (was in version 1)", text)
 
   def test_dry_run_prints_the_plan_and_writes_nothing(self):
     self.assertTrue(self.dry.dry_run)

@@ -18,6 +18,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from python.merge import errors
 from python.merge import graph_io
+from python.merge import incremental
 
 # Ops whose unconsumed outputs are not model outputs.
 _NOT_OUTPUTS = frozenset({
@@ -131,7 +132,13 @@ def describe_saved_model(export_dir: str) -> dict[str, Any]:
         "tags": list(meta_graph.meta_info_def.tags),
         "signatures": signatures,
     })
-  return {"path": export_dir, "meta_graphs": meta_graphs}
+  # The merge's manifest (python/merge/incremental.py), when there is one.
+  try:
+    manifest = incremental.read_manifest(export_dir)
+  except incremental.BaseError as e:
+    manifest = {"error": str(e)}
+  return {"path": export_dir, "meta_graphs": meta_graphs,
+          "manifest": manifest}
 
 
 def format_saved_model_text(desc: dict[str, Any]) -> str:
@@ -155,6 +162,8 @@ def format_saved_model_text(desc: dict[str, Any]) -> str:
           ]
       lines.append(f"  Method name is: {sig['method']}")
     lines.append("")
+  if desc.get("manifest"):
+    lines.append(incremental.format_manifest_text(desc["manifest"]))
   return "\n".join(lines).rstrip("\n")
 
 

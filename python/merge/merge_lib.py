@@ -218,7 +218,7 @@ def merge_and_publish(
     info = bundle_writer.write_saved_model(
         spec, export_dir, warmup=warmup,
         externalize_threshold_bytes=externalize_threshold_bytes)
-    incremental.write_manifest(export_dir, incremental.build_manifest(
+    incremental.add_manifest(export_dir, info, incremental.build_manifest(
         spec, info, previous=previous, previous_version=previous_version,
         version=_staged_version(export_dir),
         new_manifest=incremental.new_info_manifest(info)))

@@ -273,8 +273,9 @@ class MergeLibTest(parameterized.TestCase):
   def test_no_warmup(self):
     result = merge_lib.merge_and_publish(self._spec("hyaudio"), self.base,
                                          warmup=False)
-    self.assertFalse(
-        os.path.exists(os.path.join(result.path, "assets.extra")))
+    self.assertEqual(
+        os.listdir(os.path.join(result.path, "assets.extra")),
+        ["merge_manifest.json"])
 
   @parameterized.named_parameters(
       ("version", {"version": -1}, merge_lib.PublishError,
