@@ -274,7 +274,8 @@ def _model_signatures(meta: meta_graph_pb2.MetaGraphDef,
   if manifest is not None and isinstance(manifest.get("signatures"), list):
     listed = [s for s in manifest["signatures"] if s in defs]
     default = manifest.get("serving_default")
-    if default == spec_lib.SERVING_DEFAULT or default not in defs:
+    if (not isinstance(default, str) or default == spec_lib.SERVING_DEFAULT
+        or default not in defs):
       default = None
     order = listed + sorted(n for n in names if n not in listed and
                             not (n == spec_lib.SERVING_DEFAULT and default))

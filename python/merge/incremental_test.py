@@ -374,6 +374,20 @@ class IncrementalRefusalTest(absltest.TestCase):
     self.assertEqual(result.signatures, ("audio",))
     self.assertEqual(result.serving_default, "audio")
 
+  def test_base_without_serving_default(self):
+    base = os.path.join(self.create_tempdir().full_path, "models")
+    merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(_model("audio", self.infos["audio"]),
+                                    _model("large", self.infos["large"]))),
+        base, verify=False)
+    result = merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(), base="latest", remove=("large",)),
+        base)
+    self.assertEqual(result.signatures, ("audio",))
+    self.assertIsNone(result.serving_default)
+    meta = loader_impl.parse_saved_model(result.path).meta_graphs[0]
+    self.assertEqual(list(meta.signature_def), ["audio"])
+
   def test_removing_every_signature_is_refused(self):
     spec = merge_lib.MergeSpec(models=(), base="latest",
                                remove=("audio", "large"),
