@@ -13,6 +13,7 @@ times as whole processes, alternating for `--rounds` rounds:
   replace_incremental  replace 1 of the graphs in a published version:
                  //python/merge with `base = "latest"` and one [[model]]
   replace_full   the same new version by a full re-merge of every graph
+  replace_incremental_noverify, replace_full_noverify  the same, --noverify
 
 and reports median wall time and peak RSS, their ratios (targets: ours within
 1.5x of the floor's wall time, 1.15x with --noverify; peak RSS at most 0.75x
@@ -51,9 +52,9 @@ _WORK_DIR = flags.DEFINE_string(
     "the scratch directory is deleted at the end unless --keep.")
 _KEEP = flags.DEFINE_boolean("keep", False,
                              "Keep the scratch directory at the end.")
-CONTENDERS = ("floor", "seed", "ours", "ours_noverify",
-              "replace_incremental", "replace_full")
-_REPLACE = ("replace_incremental", "replace_full")
+_REPLACE = ("replace_incremental", "replace_full",
+            "replace_incremental_noverify", "replace_full_noverify")
+CONTENDERS = ("floor", "seed", "ours", "ours_noverify") + _REPLACE
 _CONTENDERS = flags.DEFINE_list(
     "contenders", list(CONTENDERS),
     "Which contenders to run (floor and seed are needed for the ratios).")
@@ -126,9 +127,11 @@ def _contenders(spec: str, work: str, names: Sequence[str],
   }
   for name in _REPLACE:
     if replace_specs:
+      kind = name[:-len("_noverify")] if name.endswith("_noverify") else name
       commands[name] = bench_lib.python_module(
-          "python.merge.merge", f"--spec={replace_specs[name]}",
-          f"--output_base={out[name]}")
+          "python.merge.merge", f"--spec={replace_specs[kind]}",
+          f"--output_base={out[name]}",
+          *(["--noverify"] if name.endswith("_noverify") else []))
   return [bench_lib.Contender(name, commands[name], setup=clean(name))
           for name in names], out
 
@@ -205,18 +208,20 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
         answer_summary["identical"] == answer_summary["signatures"])
 
   replace_summary = None
-  if all(name in by_name for name in _REPLACE):
-    ratios["replace_incremental_vs_full_wall"] = bench_lib.ratio(
-        wall("replace_incremental"), wall("replace_full"))
-    ratios["replace_incremental_vs_full_cpu"] = bench_lib.ratio(
-        cpu("replace_incremental"), cpu("replace_full"))
-    ratios["replace_incremental_vs_full_rss"] = bench_lib.ratio(
-        rss("replace_incremental"), rss("replace_full"))
+  pairs = [(incr, full, suffix) for incr, full, suffix in (
+      ("replace_incremental", "replace_full", ""),
+      ("replace_incremental_noverify", "replace_full_noverify", "_noverify"))
+           if incr in by_name and full in by_name]
+  for incr, full, suffix in pairs:
+    for what, figure in (("wall", wall), ("cpu", cpu), ("rss", rss)):
+      ratios[f"replace_incremental_vs_full{suffix}_{what}"] = bench_lib.ratio(
+          figure(incr), figure(full))
+  if pairs:
+    incr, full, _ = pairs[0]
     print("Comparing the answers of the incremental and the full re-merge "
           "on every signature ...", flush=True)
     comparisons = answers.compare_bundles(
-        os.path.join(out["replace_full"], "2"),
-        os.path.join(out["replace_incremental"], "2"),
+        os.path.join(out[full], "2"), os.path.join(out[incr], "2"),
         [replacement] + list(infos[1:]))
     replace_summary = {
         "signatures": len(comparisons),
@@ -250,17 +255,19 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
           f"seed bundle (max |diff| {answer_summary['max_abs_diff']:g}).")
   if replace_summary:
     print()
-    print(f"Replacing 1 of {graphs} models of a published version "
-          "(verification on in both):")
+    print(f"Replacing 1 of {graphs} models of a published version:")
+    replace_rows = []
+    for incr, full, suffix in pairs:
+      for name in (incr, full):
+        replace_rows.append([
+            name, bench_lib.fmt(wall(name)), bench_lib.fmt(cpu(name)),
+            bench_lib.fmt(None if rss(name) is None else rss(name) / 2**20,
+                          0)])
+      replace_rows.append([f"incremental / full{suffix}"] + [
+          bench_lib.fmt(ratios[f"replace_incremental_vs_full{suffix}_{w}"])
+          for w in ("wall", "cpu", "rss")])
     print(bench_lib.markdown_table(
-        ["contender", "wall s", "CPU s", "peak RSS MiB"],
-        [[name, bench_lib.fmt(wall(name)), bench_lib.fmt(cpu(name)),
-          bench_lib.fmt(None if rss(name) is None else rss(name) / 2**20, 0)]
-         for name in _REPLACE] +
-        [["incremental / full",
-          bench_lib.fmt(ratios["replace_incremental_vs_full_wall"]),
-          bench_lib.fmt(ratios["replace_incremental_vs_full_cpu"]),
-          bench_lib.fmt(ratios["replace_incremental_vs_full_rss"])]]))
+        ["contender", "wall s", "CPU s", "peak RSS MiB"], replace_rows))
     print(f"Answers: {replace_summary['identical']}/"
           f"{replace_summary['signatures']} signatures of the incremental "
           "version bit-identical to the full re-merge's (max |diff| "
