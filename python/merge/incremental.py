@@ -24,7 +24,7 @@ graphs are never read, and need not exist. The steps:
    kept nodes call (the new graphs' functions merged in, colliding names
    renamed on the new side only, so kept nodes are untouched); restore and
    save ops regenerated for the union of variables, whose values are copied
-   tensor by tensor from the two checkpoints (at most 256 MiB held at a
+   tensor by tensor from the two checkpoints (at most 64 MiB held at a
    time); assets and warmup records of kept signatures carried over. So kept
    signatures answer bit-identically to the base version.
 3. The merge's check and atomic publish run as for any merge.
@@ -46,7 +46,6 @@ from typing import Any, Iterable, Optional, Sequence
 from absl import logging
 from google.protobuf import message as proto_message
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import types_pb2
@@ -74,7 +73,7 @@ _MAIN_OP_KEY = "saved_model_main_op"
 _INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 _VARIABLES = "variables/variables"
 _TMP_SHARDS = "variables/merge_tmp_shards"
-_COPY_BATCH_BYTES = 256 << 20
+_COPY_BATCH_BYTES = 64 << 20
 _MAX_MANIFEST_BYTES = 64 << 20
 _METHODS = {v: k for k, v in spec_lib.METHOD_NAMES.items()}
 
@@ -121,6 +120,7 @@ class Plan:
     new_spec: the spec of the models merged from frozen graphs (added and
       replaced), or None when there are none.
     spec: the whole spec.
+    kept_records: kept signature -> its warmup records in the base.
   """
   base: Base
   added: tuple[str, ...]
@@ -131,6 +131,7 @@ class Plan:
   serving_default: Optional[str]
   new_spec: Optional[spec_lib.MergeSpec]
   spec: spec_lib.MergeSpec
+  kept_records: dict = dataclasses.field(default_factory=dict)
 
   def to_json_dict(self) -> dict[str, Any]:
     return {
@@ -371,9 +372,9 @@ def prepare(spec: spec_lib.MergeSpec, output_base: str) -> Plan:
     hint = spec_lib.closest(name, in_base, 1)
     if hint:
       logging.warning(
-          "Signature %s is not in the base %s, so it is added; the base "
-          "has %s (to replace %s, name it so).", name, base.path, hint[0],
-          hint[0])
+          "Signature %s is not in the base %s, so it is added (the base's "
+          "signatures are %s; to replace %s, name it so).", name, base.path,
+          ", ".join(base.signatures), hint[0])
   signatures = tuple(n for n in base.signatures if n not in removed) + added
   if not signatures:
     raise errors.SpecError(
@@ -411,6 +412,10 @@ def prepare(spec: spec_lib.MergeSpec, output_base: str) -> Plan:
               kept=kept, signatures=signatures, serving_default=default,
               new_spec=new_spec, spec=spec)
   _check_kept_variables(plan)
+  for record in _records(base.path):  # A corrupt warmup file fails here.
+    name = _record_signature(record, base.path)
+    if name in kept:
+      plan.kept_records.setdefault(name, []).append(record)
   return plan
 
 
@@ -671,7 +676,7 @@ def _copy_variables(sources: Sequence[tuple[str, Sequence[_Variable]]],
     export_dir: the bundle being written.
 
   Values are read with RestoreV2 and written with SaveV2 in batches of at
-  most 256 MiB (or one tensor), then the shards are joined, so the copy
+  most 64 MiB (or one tensor), then the shards are joined, so the copy
   never holds a whole bundle.
   """
   shards = []
@@ -721,11 +726,18 @@ def _records(path: str) -> list[bytes]:
     return list(tf.data.TFRecordDataset(warmup).as_numpy_iterator())
   except tf.errors.OpError as e:
     raise BaseError(f"the warmup file {warmup} is corrupt: {e.message}; "
-                    "start from another version or pass --nowarmup.") from e
+                    "start from another version or publish a full merge."
+                    ) from e
 
 
-def _record_signature(record: bytes) -> Optional[str]:
-  log = prediction_log_pb2.PredictionLog.FromString(record)
+def _record_signature(record: bytes, path: str) -> Optional[str]:
+  try:
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+  except proto_message.DecodeError as e:
+    raise BaseError(
+        f"the warmup file {_join(path, warmup_lib.WARMUP_FILE)} holds a "
+        f"record that is not a PredictionLog ({e}); the version is corrupt. "
+        "Start from another version or publish a full merge.") from e
   kind = log.WhichOneof("log_type")
   if kind is None:
     return None
@@ -752,14 +764,13 @@ def signature_info(signature: meta_graph_pb2.SignatureDef
       tensors=tensors)
 
 
-def _rename_asset(meta: meta_graph_pb2.MetaGraphDef, nodes: list,
-                  asset: meta_graph_pb2.AssetFileDef, filename: str) -> None:
+def _rename_asset(nodes: list, asset: meta_graph_pb2.AssetFileDef,
+                  filename: str) -> None:
   """Points an asset's file name Const at `filename` (inside assets/)."""
   const = asset.tensor_info.name.split(":")[0]
   for node in nodes:
     if node.name == const and node.op == "Const":
       node.attr["value"].tensor.string_val[0] = filename.encode()
-  del meta
   asset.filename = filename
 
 
@@ -867,7 +878,7 @@ def _combine(plan: Plan, export_dir: str, scratch: str, new_info,
         name, k = f"{scope}_{copy.filename}", 2
         while name in taken:
           name, k = f"{scope}_{k}_{copy.filename}", k + 1
-        _rename_asset(meta, new_part.nodes, copy, name)
+        _rename_asset(new_part.nodes, copy, name)
       taken.add(copy.filename)
       assets.append((copy, source))
   restore_nodes, saver_def = _restore_nodes(variables)
@@ -921,14 +932,10 @@ def _combine(plan: Plan, export_dir: str, scratch: str, new_info,
           f"cannot copy asset {source} to {destination}: {e.message}") from e
   infos = {name: signature_info(sig_defs[name]) for name in plan.signatures}
   if warmup:
-    by_signature = {}
-    for record in _records(base.path):
-      name = _record_signature(record)
-      if name in plan.kept:
-        by_signature.setdefault(name, []).append(record)
+    by_signature = {n: list(r) for n, r in plan.kept_records.items()}
     if new_meta is not None:
       for record in _records(scratch):
-        name = _record_signature(record)
+        name = _record_signature(record, scratch)
         if name in plan.added or name in plan.replaced:
           by_signature.setdefault(name, []).append(record)
     missing = {n: infos[n] for n in plan.signatures if n not in by_signature}

@@ -360,6 +360,30 @@ class IncrementalRefusalTest(absltest.TestCase):
     self._assert_refused(spec, base, merge_lib.BaseError,
                          r"variables checkpoint .* cannot be read")
 
+  def test_corrupt_warmup_file_is_refused(self):
+    base = self._copy_base()
+    path = os.path.join(base, "1", warmup_lib.WARMUP_FILE)
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) - 3)
+    spec = merge_lib.MergeSpec(models=(), base="latest", remove=("audio",))
+    self._assert_refused(spec, base, merge_lib.BaseError,
+                         r"the warmup file .* is corrupt")
+
+  def test_missing_asset_of_a_kept_signature_is_refused(self):
+    base = os.path.join(self.create_tempdir().full_path, "models")
+    root = self.create_tempdir().full_path
+    words = graphs.write_vocabulary_table(
+        os.path.join(root, "words.pb"), os.path.join(root, "words.txt"))
+    merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(_model("words", words),
+                                    _model("audio", self.infos["audio"]))),
+        base, verify=False)
+    os.remove(os.path.join(base, "1", "assets", "words.txt"))
+    spec = merge_lib.MergeSpec(models=(), base="latest", remove=("audio",))
+    self._assert_refused(spec, base, merge_lib.BaseError,
+                         r"the asset .*words.txt of a kept signature is "
+                         "missing")
+
   def test_serving_default_pointing_at_a_removed_signature(self):
     spec = merge_lib.MergeSpec(models=(), base="latest", remove=("large",))
     self._assert_refused(
@@ -402,6 +426,31 @@ class IncrementalRefusalTest(absltest.TestCase):
             inputs={"x": "x:0"}, outputs={"y": "y:0"}),), base="latest")
     self._assert_refused(spec, self._copy_base(), errors.GraphError,
                          "extra.pb")
+
+  def test_new_vocabulary_with_a_kept_file_name_is_renamed(self):
+    root = self.create_tempdir().full_path
+    base = os.path.join(root, "models")
+    words = graphs.write_vocabulary_table(
+        os.path.join(root, "words.pb"), os.path.join(root, "a", "words.txt"))
+    merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(_model("words", words),)), base,
+        verify=False)
+    other = graphs.write_vocabulary_table(
+        os.path.join(root, "other.pb"), os.path.join(root, "b", "words.txt"))
+    with open(other["vocabulary_path"], "w") as f:  # Other ids, same name.
+      f.write("".join(w + "\n" for w in reversed(other["vocabulary"])))
+    result = merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(_model("other", other),), base="latest"),
+        base)
+    self.assertCountEqual(os.listdir(os.path.join(result.path, "assets")),
+                          ["words.txt", "other_words.txt"])
+    feeds = graphs.make_inputs(words)
+    for name, info in (("words", words), ("other", other)):
+      want = graphs.run_frozen(info, feeds)["ids"]
+      np.testing.assert_array_equal(
+          _run_bundle(result.path, name, feeds)["ids"], want, name)
+    self.assertFalse(np.array_equal(graphs.run_frozen(words, feeds)["ids"],
+                                    graphs.run_frozen(other, feeds)["ids"]))
 
   def test_pure_removal_copies_only_kept_variables(self):
     base = self._copy_base()

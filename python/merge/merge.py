@@ -8,6 +8,7 @@ renamed; updates `current_version` and `exported_models`. Exit codes: 0 ok,
 1 the merge failed (message on stderr, nothing published), 2 bad flags.
 
   --dry_run         validate spec and graphs, print what would be written
+                    (for a spec with `base`: added, replaced, removed, kept)
   --format=json     machine-readable summary on stdout
 
 Vocabulary files of lookup tables are copied into `<N>/assets/`. Constants

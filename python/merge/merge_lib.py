@@ -14,6 +14,14 @@ Users driving merges from their own pipelines need only this module:
   print(result.version, result.path)
 
 or with a TOML spec file: `merge_lib.merge_and_publish("merge.toml", ...)`.
+
+Incremental deploys start from a published version and change only some
+models (the others' frozen graphs are not needed; see incremental.py):
+
+  spec = merge_lib.MergeSpec(models=(new_audio_model,), base="latest",
+                             remove=("old_model",))
+  result = merge_lib.merge_and_publish(spec, "/models/merged")
+  print(result.incremental.kept)
 Every failure raises a `MergeError` subclass whose message names the file,
 model and key involved; nothing is published then.
 
