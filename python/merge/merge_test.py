@@ -150,8 +150,8 @@ class MergeBinaryTest(parameterized.TestCase):
     self.assertIn("new in this version: (none)", proc.stdout)
     self.assertIn("deleted old versions: 1", proc.stdout)
     self.assertEqual(_numeric_dirs(self.base), ["2"])
-    self.assertFalse(os.path.exists(os.path.join(self.base, "2",
-                                                 "assets.extra")))
+    self.assertFalse(os.path.exists(os.path.join(
+        self.base, "2", "assets.extra", "tf_serving_warmup_requests")))
     self.assertEqual(publish.read_history(self.base)[0][0],
                      '2\t\t"retrain"')
 
