@@ -15,7 +15,14 @@ Users driving merges from their own pipelines need only this module:
 
 or with a TOML spec file: `merge_lib.merge_and_publish("merge.toml", ...)`.
 Every failure raises a `MergeError` subclass whose message names the file,
-model and key involved; nothing is published then.
+model and key involved; nothing is published then. Once a version is
+published the call returns, and what could not be tidied afterwards (history,
+old versions) is listed in `result.warnings`.
+
+By default a merge refuses: graphs holding ops of
+python/common/denied_ops.txt (`allow_ops`), a version that drops signatures
+the newest version serves (`allow_removed_signatures`), and a version whose
+content fingerprint equals the newest version's (`allow_same_content`).
 
 The command line is `bazel run //python/merge -- --spec=... --output_base=...`.
 """
@@ -24,7 +31,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from python.merge import bundle_check
 from python.merge import bundle_writer
@@ -38,6 +45,7 @@ SpecError = errors.SpecError
 GraphError = errors.GraphError
 PublishError = errors.PublishError
 VerifyError = errors.VerifyError
+CheckTimeoutError = errors.CheckTimeoutError
 ModelSpec = spec_lib.ModelSpec
 MergeSpec = spec_lib.MergeSpec
 load_spec = spec_lib.load_spec
@@ -45,6 +53,9 @@ validate_spec = spec_lib.validate_spec
 BundleInfo = bundle_writer.BundleInfo
 
 DEFAULT_EXTERNALIZE_THRESHOLD_BYTES = 1 << 20
+DEFAULT_MAX_INPUT_BYTES = bundle_writer.DEFAULT_MAX_INPUT_BYTES
+DEFAULT_CHECK_TIMEOUT_SECONDS = bundle_check.DEFAULT_TIMEOUT_SECONDS
+DEFAULT_LOCK_TIMEOUT_SECONDS = publish.DEFAULT_LOCK_TIMEOUT_SECONDS
 # Server env var for bit-identical answers with externalized MatMul/Conv
 # weights on oneDNN CPU builds (see python/merge/externalize.py).
 ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
@@ -66,6 +77,11 @@ class MergeResult:
     deleted_versions: versions removed because of keep_versions.
     serving_default: the signature also served as `serving_default`, if any.
     bundle: the writer's BundleInfo (signature dtypes and shapes, files...).
+    removed_signatures: signatures of the previous `exported_models` this
+      version does not serve.
+    warnings: what the run could not do after publishing (or, for a dry
+      run, what publishing would refuse), one sentence each.
+    fingerprint: the content fingerprint (see bundle_writer).
   """
   version: int
   path: str
@@ -77,6 +93,9 @@ class MergeResult:
   deleted_versions: tuple[int, ...] = ()
   serving_default: Optional[str] = None
   bundle: Optional[Any] = dataclasses.field(default=None, repr=False)
+  removed_signatures: tuple[str, ...] = ()
+  warnings: tuple[str, ...] = ()
+  fingerprint: str = ""
 
   def to_json_dict(self) -> dict[str, Any]:
     """Returns the machine-readable summary printed by --format=json."""
@@ -85,6 +104,9 @@ class MergeResult:
         "path": self.path,
         "signatures": list(self.signatures),
         "new_signatures": list(self.new_signatures),
+        "removed_signatures": list(self.removed_signatures),
+        "warnings": list(self.warnings),
+        "fingerprint": self.fingerprint,
         "bytes": self.bytes,
         "seconds": round(self.seconds, 3),
         "dry_run": self.dry_run,
@@ -112,6 +134,9 @@ class MergeResult:
         "  new in this version: " +
         (", ".join(self.new_signatures) or "(none)"),
     ]
+    if self.removed_signatures:
+      lines.append("  removed in this version: " +
+                   ", ".join(self.removed_signatures))
     if self.serving_default:
       lines.append(f"  serving_default: {self.serving_default}")
     if self.deleted_versions:
@@ -128,6 +153,7 @@ class MergeResult:
             f"{ONEDNN_FROZEN_WEIGHTS_ENV}=1")
       if self.dry_run:
         lines.append("  nothing was written (--dry_run)")
+    lines.extend(f"  warning: {w}" for w in self.warnings)
     return "\n".join(lines)
 
 
@@ -141,7 +167,14 @@ def merge_and_publish(
     warmup: bool = True,
     keep_versions: Optional[int] = None,
     externalize_threshold_bytes: int = DEFAULT_EXTERNALIZE_THRESHOLD_BYTES,
-    dry_run: bool = False) -> MergeResult:
+    dry_run: bool = False,
+    allow_ops: Sequence[str] = (),
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    check_timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS,
+    allow_removed_signatures: bool = False,
+    allow_same_content: bool = False,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+) -> MergeResult:
   """Merges the spec's frozen graphs and publishes `<output_base>/<N>`.
 
   Args:
@@ -163,16 +196,28 @@ def merge_and_publish(
       bits unless the server runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1;
       `result.bundle.externalized_weights` lists such weights.
     dry_run: validate the spec and graphs and report what would be written,
-      writing nothing.
+      writing nothing (what publishing would refuse is in `warnings`).
+    allow_ops: ops of python/common/denied_ops.txt to accept anyway.
+    max_input_bytes: frozen graphs and vocabulary files larger than this are
+      refused.
+    check_timeout_seconds: deadline of each run of the bundle check.
+    allow_removed_signatures: publish a version that lacks signatures of
+      the previous one.
+    allow_same_content: publish a version whose content fingerprint equals
+      the newest version's.
+    lock_timeout_seconds: how long to wait for another merge into the base.
 
   Returns:
     A MergeResult.
 
   Raises:
     SpecError: the spec is invalid.
-    GraphError: a frozen graph is missing, corrupt or lacks a tensor.
-    PublishError: the output base is not writable or the version exists.
-    VerifyError: the merged bundle does not load or a signature fails.
+    GraphError: a frozen graph is missing, not a regular file, too large,
+      corrupt, holds denied ops or lacks a tensor.
+    PublishError: the output base is not writable, the version exists, it
+      would remove signatures or republish the same content.
+    VerifyError: the merged bundle does not load or a signature fails
+      (CheckTimeoutError: a run passed its deadline).
   """
   start = time.monotonic()
   spec = _resolve_spec(spec)
@@ -187,28 +232,39 @@ def merge_and_publish(
         f"{DEFAULT_EXTERNALIZE_THRESHOLD_BYTES}.")
   if message is None:
     message = spec.message
+  allow_ops = tuple(allow_ops)
   signatures = tuple(m.signature_name for m in spec.models)
   expected = signatures + ((spec_lib.SERVING_DEFAULT,)
                            if spec.serving_default else ())
+  options = dict(warmup=warmup,
+                 externalize_threshold_bytes=externalize_threshold_bytes,
+                 max_input_bytes=max_input_bytes, allow_ops=allow_ops)
 
   if dry_run:
-    info = bundle_writer.plan(
-        spec, warmup=warmup,
-        externalize_threshold_bytes=externalize_threshold_bytes)
-    return _dry_run(spec, info, output_base, version, signatures, start)
+    info = bundle_writer.plan(spec, **options)
+    return _dry_run(spec, info, output_base, version, signatures, start,
+                    allow_removed_signatures, allow_same_content)
 
   def write(export_dir: str):
-    return bundle_writer.write_saved_model(
-        spec, export_dir, warmup=warmup,
-        externalize_threshold_bytes=externalize_threshold_bytes)
+    return bundle_writer.write_saved_model(spec, export_dir, **options)
+
+  def check_written(info: BundleInfo, newest: Optional[str]) -> None:
+    if not allow_same_content:
+      _refuse_same_content(info, newest)
 
   def check(export_dir: str) -> None:
-    bundle_check.check_bundle(export_dir, expected_signatures=expected)
+    bundle_check.check_bundle(
+        export_dir, expected_signatures=expected,
+        timeout_seconds=check_timeout_seconds, allow_ops=allow_ops,
+        name=f"the merged bundle of {_spec_name(spec)} (staged, not "
+        "published)")
 
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
       message=message, check=check if verify else None,
-      keep_versions=keep_versions)
+      keep_versions=keep_versions,
+      allow_removed_signatures=allow_removed_signatures,
+      check_written=check_written, lock_timeout_seconds=lock_timeout_seconds)
   info = publication.written
   return MergeResult(
       version=publication.version,
@@ -220,7 +276,41 @@ def merge_and_publish(
       dry_run=False,
       deleted_versions=publication.deleted_versions,
       serving_default=spec.serving_default,
-      bundle=info)
+      bundle=info,
+      removed_signatures=publication.removed_signatures,
+      warnings=publication.warnings,
+      fingerprint=info.fingerprint)
+
+
+def _spec_name(spec: MergeSpec) -> str:
+  return f"spec {spec.source}" if spec.source else "the spec"
+
+
+def _same_content_version(info: BundleInfo,
+                          newest: Optional[str]) -> Optional[str]:
+  """The newest version's name if its fingerprint equals `info`'s."""
+  if newest is None:
+    return None
+  manifest = bundle_writer.read_manifest(newest)
+  if manifest and manifest.get("fingerprint") == info.fingerprint:
+    return newest.rstrip("/").rsplit("/", 1)[-1]
+  return None
+
+
+def same_content_error(version: str, fingerprint: str) -> PublishError:
+  """The error for republishing the newest version's content."""
+  return PublishError(
+      f"the new version would have the same content as the newest version "
+      f"{version} (content fingerprint {fingerprint[:16]}: the same graphs, "
+      "signatures, vocabularies and options), so every server would reload "
+      "it for nothing; nothing was published. Change the spec, or pass "
+      "--allow_same_content to publish it anyway.")
+
+
+def _refuse_same_content(info: BundleInfo, newest: Optional[str]) -> None:
+  same = _same_content_version(info, newest)
+  if same is not None:
+    raise same_content_error(same, info.fingerprint)
 
 
 def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
@@ -232,14 +322,26 @@ def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
 
 def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
              version: Optional[int], signatures: tuple[str, ...],
-             start: float) -> MergeResult:
-  existing = publish.list_versions(output_base)
+             start: float, allow_removed_signatures: bool,
+             allow_same_content: bool) -> MergeResult:
+  dirs = publish.version_dirs(output_base)
+  existing = list(dirs)
   if version is None:
     version = existing[-1] + 1 if existing else 1
   elif version in existing:
     raise publish.version_exists_error(output_base, version, existing)
   _, exported = publish.read_history(output_base)
   new = tuple(s for s in signatures if s not in set(exported))
+  removed = tuple(s for s in exported if s not in set(signatures))
+  warnings = []
+  if removed and not allow_removed_signatures:
+    warnings.append(str(publish.removed_signatures_error(
+        output_base, version, removed)))
+  if existing and not allow_same_content:
+    same = _same_content_version(
+        info, publish.version_path(output_base, dirs[existing[-1]][-1]))
+    if same is not None:
+      warnings.append(str(same_content_error(same, info.fingerprint)))
   base = output_base.rstrip("/")
   path = (f"{base}/{version}" if "://" in base else
           os.path.join(os.path.abspath(base), str(version)))
@@ -252,7 +354,10 @@ def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
       seconds=time.monotonic() - start,
       dry_run=True,
       serving_default=spec.serving_default,
-      bundle=info)
+      bundle=info,
+      removed_signatures=removed,
+      warnings=tuple(warnings),
+      fingerprint=info.fingerprint)
 
 
 def _signature_json(info) -> dict[str, Any]:

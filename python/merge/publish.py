@@ -137,6 +137,12 @@ def _join(base: str, name: str) -> str:
       base, name)
 
 
+def version_path(output_base: str, name: str) -> str:
+  """`<output_base>/<name>` (absolute for local bases)."""
+  base = _local_path(output_base) if is_local(output_base) else output_base
+  return _join(base, name)
+
+
 def parse_version_name(name: str) -> Optional[int]:
   """The version a directory name stands for in TF Serving, or None.
 
