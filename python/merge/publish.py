@@ -64,6 +64,7 @@ from typing import Callable, Generic, Iterator, Optional, Sequence, TypeVar
 from absl import logging
 import tensorflow as tf
 
+from python.common import bounded_read
 from python.merge import errors
 
 CURRENT_VERSION_FILE = "current_version"
@@ -84,6 +85,7 @@ _MIN_VERSION = -(1 << 63)
 # Written by bundle_writer (MANIFEST_FILE there); read to repair history.
 MANIFEST_FILE = "assets.extra/merge_manifest.json"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
+_MAX_HISTORY_BYTES = 64 << 20
 _LOCK_POLL_SECONDS = 0.2
 _LOCK_REPORT_SECONDS = 30.0
 REPAIRED_MESSAGE = ("(line added by a later merge: the merge that published "
@@ -363,18 +365,18 @@ def _signatures_of(path: str) -> Optional[list[str]]:
   `serving_default` alias when it duplicates another signature).
   """
   try:
-    with tf.io.gfile.GFile(_join(path, MANIFEST_FILE), "r") as f:
-      manifest = json.loads(f.read())
+    manifest = json.loads(bounded_read.read_regular_file(
+        _join(path, MANIFEST_FILE), _MAX_HISTORY_BYTES))
     names = manifest.get("signatures")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
       return names
-  except (tf.errors.OpError, ValueError, AttributeError):
+  except (bounded_read.InputFileError, ValueError, AttributeError):
     pass
   try:
     from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
     saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(_join(path, "saved_model.pb"), "rb") as f:
-      saved_model.ParseFromString(f.read())
+    saved_model.ParseFromString(bounded_read.read_regular_file(
+        _join(path, "saved_model.pb")))
     if not saved_model.meta_graphs:
       return None
     defs = saved_model.meta_graphs[0].signature_def
@@ -883,14 +885,20 @@ def _fsync_path(path: str, flags: int) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
+  """The non-blank lines of a history file; [] when it does not exist.
+
+  Read as a bounded regular file: a FIFO or device planted as history must
+  not hang the merge.
+  """
   try:
-    with tf.io.gfile.GFile(path, "r") as f:
-      text = f.read()
-  except tf.errors.NotFoundError:
-    return []
-  except tf.errors.OpError as e:
+    data = bounded_read.read_regular_file(path, _MAX_HISTORY_BYTES)
+  except bounded_read.InputFileError as e:
+    if str(e).endswith("does not exist"):
+      return []
     raise errors.PublishError(
-        f"cannot read the history file {path!r}: {_reason(e)}.") from e
+        f"cannot read the history file {path!r}: {e}. Move it away (the "
+        "merge writes a new one).") from e
+  text = data.decode("utf-8", "replace")
   return [line for line in text.splitlines() if line.strip()]
 
 
