@@ -148,8 +148,11 @@ def read_regular_file(path: str, max_bytes: int = DEFAULT_MAX_INPUT_BYTES
           f"{path} is {_kind(st.st_mode)}, not a regular file; only regular "
           "files are read")
     _check_size(path, st.st_size, max_bytes)
-    chunks, total = [], 0
-    while total <= max_bytes:
+    # One read of the whole file (one buffer, no copies: inputs are large);
+    # more only if the kernel returns less (files past ~2 GiB) or it grew.
+    first = os.read(fd, min(st.st_size, max_bytes) + 1)
+    chunks, total = [first], len(first)
+    while first and total <= max_bytes:
       chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
       if not chunk:
         break
