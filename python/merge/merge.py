@@ -115,6 +115,13 @@ def main(argv: Sequence[str]) -> None:
     raise cli.usage_error(
         f"unexpected arguments {list(argv[1:])}; pass everything as flags, "
         "e.g. --spec=merge.toml --output_base=/models/merged.")
+  allow_ops = op_policy.parse_allow_ops(_ALLOW_OPS.value)
+  unknown = op_policy.unknown_allowed(allow_ops)
+  if unknown:
+    raise cli.usage_error(
+        f"--allow_ops names {', '.join(unknown)}, which python/common/"
+        "denied_ops.txt does not list (op names are case-sensitive, e.g. "
+        "ReadFile, PrintV2); pass only ops a refusal named.")
   result = cli.run_job(lambda: merge_lib.merge_and_publish(
       cli.user_path(_SPEC.value),
       cli.user_path(_OUTPUT_BASE.value),
@@ -125,7 +132,7 @@ def main(argv: Sequence[str]) -> None:
       keep_versions=_KEEP_VERSIONS.value,
       externalize_threshold_bytes=_EXTERNALIZE_THRESHOLD_BYTES.value,
       dry_run=_DRY_RUN.value,
-      allow_ops=op_policy.parse_allow_ops(_ALLOW_OPS.value),
+      allow_ops=allow_ops,
       max_input_bytes=_MAX_INPUT_BYTES.value,
       check_timeout_seconds=_CHECK_TIMEOUT_SECONDS.value,
       allow_removed_signatures=_ALLOW_REMOVED_SIGNATURES.value,

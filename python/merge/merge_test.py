@@ -292,6 +292,10 @@ class MergeBinaryTest(parameterized.TestCase):
       ("positional", ("merge", "--spec=a.toml", "--output_base=/tmp/x",
                       "extra"),
        r"unexpected arguments \['extra'\]"),
+      ("unknown_allow_ops", ("merge", "--spec=a.toml", "--output_base=/tmp/x",
+                             "--allow_ops=ReadFle"),
+       r"--allow_ops names ReadFle, which python/common/denied_ops.txt does "
+       r"not list"),
       ("inspect_both", ("inspect", "--frozen=a.pb", "--dir=/tmp"),
        r"pass exactly one of --frozen=<graph.pb> and --dir=<SavedModel "
        r"directory>"),

@@ -285,8 +285,10 @@ def history_line_version(line: str) -> Optional[int]:
 def removed_signatures_error(output_base: str, version: int,
                              removed: Sequence[str]) -> errors.PublishError:
   """The error for publishing a version that drops signatures."""
+  listed = ", ".join(removed[:10]) + (
+      f" and {len(removed) - 10} more" if len(removed) > 10 else "")
   return errors.PublishError(
-      f"version {version} would remove signature(s) {', '.join(removed)} "
+      f"version {version} would remove signature(s) {listed} "
       f"that the newest version in --output_base={output_base!r} serves "
       "(exported_models); their clients would fail once it loads. Add their "
       "models to the spec to keep them, or pass --allow_removed_signatures "
