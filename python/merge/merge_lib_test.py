@@ -5,8 +5,10 @@ graph answers alone; failures publish nothing; inspect_lib describes what was
 published.
 """
 
+import io
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -16,6 +18,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from python.merge import cli
 from python.merge import inspect_lib
 from python.merge import merge_lib
 from python.merge import publish
@@ -377,6 +380,25 @@ class MergeLibTest(parameterized.TestCase):
     result = merge_lib.merge_and_publish(self._spec("hyaudio"), self.base,
                                          lock_timeout_seconds=1)
     self.assertEqual(result.version, 1)
+
+  def test_cli_prints_one_line_and_never_a_traceback(self):
+    for exception, regex in (
+        (merge_lib.GraphError("bad graph " + "x" * (10 << 20)),
+         r"^error: bad graph x+\.\.\.\(cut\)\n$"),
+        (ValueError("boom"), r"^error: unexpected ValueError: boom \(this is "
+         r"a bug in the merge tools; rerun with --verbosity=1"),
+        (RecursionError(), r"^error: the input is nested too deeply"),
+    ):
+      def job(e=exception):
+        raise e
+      stderr = io.StringIO()
+      with absltest.mock.patch.object(sys, "stderr", stderr):
+        with self.assertRaises(SystemExit) as caught:
+          cli.run_job(job)
+      self.assertEqual(caught.exception.code, 1)
+      self.assertRegex(stderr.getvalue(), regex)
+      self.assertLess(len(stderr.getvalue()), 3000)
+      self.assertEqual(stderr.getvalue().count("\n"), 1)
 
   def test_no_warmup(self):
     result = merge_lib.merge_and_publish(self._spec("hyaudio"), self.base,
