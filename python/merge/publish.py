@@ -57,6 +57,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from typing import Callable, Generic, Iterator, Optional, Sequence, TypeVar
@@ -628,6 +629,10 @@ class _LocalPublisher(_Publisher):
           f"cannot create the lock file {path!r}: {_reason(e)}. Pass an "
           "--output_base you can write to.") from e
     try:
+      if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise errors.PublishError(
+            f"the lock file {path!r} is not a regular file; remove it (the "
+            "merge creates it).")
       self._acquire(fd, path)
       previous = _lock_holder(fd)
       if previous and previous[0] != os.getpid() and not _pid_alive(

@@ -471,6 +471,14 @@ class TransactionTest(parameterized.TestCase):
     self.assertLess(time.monotonic() - start, 5)
     self.assertEqual(publish.list_versions(self.base), [])
 
+  def test_lock_file_that_is_a_fifo_is_refused(self):
+    os.makedirs(self.base)
+    os.mkfifo(os.path.join(self.base, publish.LOCK_FILE))
+    with self.assertRaisesRegex(errors.PublishError,
+                                r"the lock file .* is not a regular file"):
+      publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(publish.list_versions(self.base), [])
+
   def test_lock_left_by_a_dead_merge_is_reported(self):
     os.makedirs(self.base)
     dead = subprocess.Popen(["true"])
