@@ -12,9 +12,11 @@ each signature's dtypes and shapes, and sends `Predict`, `Classify` or
       result = c.run(name, c.sample_inputs(name))
       print(name, result.model_version, result.outputs)
 
-The only call that is retried is the first one that reaches the server: while
-the server answers UNAVAILABLE (not started yet, still loading), the client
-backs off and retries until its deadline; every later error is returned as is.
+A server that is not there fails the first call at once (ConnectError, one
+attempt) rather than after the deadline; `wait_for_server_s` makes the first
+call retry with backoff while the server is UNAVAILABLE (e.g. still starting),
+for that long and at most until the call's deadline. Every later error is
+returned as is.
 """
 
 import dataclasses
@@ -41,6 +43,10 @@ CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
 METHOD_SHORT_NAMES = {
     PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
+
+# TF2 SavedModels hold a signature "__saved_model_init_op" (the init op, no
+# tensors); names with this prefix are TensorFlow's own, not callable.
+INTERNAL_SIGNATURE_PREFIX = "__"
 
 # The input alias of classify and regress signatures (serialized tf.Examples).
 EXAMPLES_INPUT_ALIAS = "inputs"
@@ -74,19 +80,22 @@ class RpcError(ClientError):
 class ConnectError(RpcError):
   """The server could not be reached before the deadline."""
 
-  def __init__(self, server: str, timeout_s: float, attempts: int,
+  def __init__(self, server: str, waited_s: float, attempts: int,
                code: grpc.StatusCode, details: str):
     self.server = server
-    self.timeout_s = timeout_s
+    self.waited_s = waited_s
     self.attempts = attempts
     super().__init__("connect", code, details)
+    tried = (f"{attempts} attempts in {waited_s:.1f} s" if attempts > 1
+             else "1 attempt")
     self.args = (
-        f"could not reach the server at {server} within {timeout_s:g} s "
-        f"({attempts} attempt(s); last error {code.name}: {details}). "
+        f"could not reach the server at {server} ({tried}; last error "
+        f"{code.name}: {' '.join(details.split())}). "
         "Check that the server is running, that --server is host:port and "
         "that --tls matches the server (with TLS: --root_cert names the CA "
         "of the server's certificate, and --client_cert/--client_key are "
-        "given when the server verifies clients).",)
+        "given when the server verifies clients); for a server that is still "
+        "starting, pass --wait_for_server=SECONDS.",)
 
 
 class SignatureError(ClientError):
@@ -141,8 +150,25 @@ class Signature:
 
   @property
   def takes_examples(self) -> bool:
-    """True for classify and regress signatures (inputs are tf.Examples)."""
-    return self.method_name in (CLASSIFY, REGRESS)
+    """True if Classify/Regress with tf.Examples is how to call it.
+
+    That is a classify or regress signature whose `inputs` is a string
+    tensor (serialized tf.Examples). A classify or regress signature whose
+    `inputs` is another tensor (TF Serving's `regress_x2_to_y3` takes a
+    float) cannot parse Examples; it is called with Predict, as TF Serving
+    allows for any signature.
+    """
+    if self.method_name not in (CLASSIFY, REGRESS):
+      return False
+    spec = self.inputs.get(EXAMPLES_INPUT_ALIAS)
+    return spec is None or spec.dtype == tf.string
+
+  @property
+  def rpc(self) -> str:
+    """The RPC the client sends: Classify, Regress or Predict."""
+    if self.takes_examples:
+      return "Classify" if self.method_name == CLASSIFY else "Regress"
+    return "Predict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +387,7 @@ class ServingClient:
                model_version: Optional[int] = None,
                version_label: Optional[str] = None,
                timeout_s: float = 10.0,
+               wait_for_server_s: float = 0.0,
                tls: bool = False,
                root_cert: Optional[bytes] = None,
                client_cert: Optional[bytes] = None,
@@ -374,7 +401,9 @@ class ServingClient:
       model_name: the model to query.
       model_version: pin this version (exclusive with `version_label`).
       version_label: pin the version with this label (e.g. "stable").
-      timeout_s: the deadline of every call, and of connecting.
+      timeout_s: the deadline of every call.
+      wait_for_server_s: how long the first call retries while the server
+        is UNAVAILABLE (0: one attempt, so an absent server fails at once).
       tls: use TLS; the certificates are PEM bytes.
       root_cert: CA certificates to trust (default: the system's roots).
       client_cert: the client's certificate chain, for mutual TLS.
@@ -394,6 +423,9 @@ class ServingClient:
       raise ValueError("model_name must not be empty")
     if timeout_s <= 0:
       raise ValueError(f"timeout_s must be > 0; got {timeout_s}")
+    if wait_for_server_s < 0:
+      raise ValueError(
+          f"wait_for_server_s must be >= 0; got {wait_for_server_s}")
     if bool(client_cert) != bool(client_key):
       raise ValueError("client_cert and client_key go together (mutual TLS); "
                        "give both or neither")
@@ -404,6 +436,7 @@ class ServingClient:
     self.model_version = model_version
     self.version_label = version_label
     self.timeout_s = timeout_s
+    self.wait_for_server_s = wait_for_server_s
     self._owns_channel = channel is None
     if channel is None:
       limit = int(max_message_mb) * 1024 * 1024
@@ -449,7 +482,9 @@ class ServingClient:
   def _call(self, method: str, request, retry_unavailable: bool = False):
     """Calls `method` with the deadline; maps gRPC errors to RpcError."""
     rpc = getattr(self._stub, method)
-    deadline = time.monotonic() + self.timeout_s
+    start = time.monotonic()
+    deadline = start + self.timeout_s
+    retry_until = min(start + self.wait_for_server_s, deadline)
     backoff = _INITIAL_BACKOFF_S
     attempts = 0
     while True:
@@ -466,20 +501,21 @@ class ServingClient:
         self._connected.set()
       connecting = retry_unavailable and not self._connected.is_set()
       if connecting and code == grpc.StatusCode.UNAVAILABLE:
-        if time.monotonic() + backoff < deadline:
+        if time.monotonic() + backoff < retry_until:
           time.sleep(backoff)
           backoff = min(backoff * 2, _MAX_BACKOFF_S)
           continue
       if connecting and code in (grpc.StatusCode.UNAVAILABLE,
                                  grpc.StatusCode.DEADLINE_EXCEEDED):
-        raise ConnectError(self.server, self.timeout_s, attempts, code, details)
+        raise ConnectError(self.server, time.monotonic() - start, attempts,
+                           code, details)
       raise RpcError(method, code, details)
 
   def metadata(self, refresh: bool = False) -> ModelMetadata:
     """Asks the server for the model's signatures (GetModelMetadata).
 
-    The first call retries with backoff while the server is UNAVAILABLE, up
-    to the deadline. The answer is cached; `refresh=True` asks again.
+    The first call retries with backoff while the server is UNAVAILABLE, for
+    `wait_for_server_s`. The answer is cached; `refresh=True` asks again.
 
     Args:
       refresh: ignore the cached answer.
@@ -488,7 +524,8 @@ class ServingClient:
       The model's name, version and signatures.
 
     Raises:
-      ConnectError: if the server cannot be reached within the deadline.
+      ConnectError: if the server cannot be reached (within
+        `wait_for_server_s`, or the deadline).
       RpcError: if the server answers with an error (e.g. NOT_FOUND).
     """
     if self._metadata is not None and not refresh:
@@ -506,7 +543,8 @@ class ServingClient:
                      "'signature_def' metadata is not a SignatureDefMap")
     signatures = {
         name: signature_from_proto(name, sig)
-        for name, sig in sorted(signature_map.signature_def.items())}
+        for name, sig in sorted(signature_map.signature_def.items())
+        if not name.startswith(INTERNAL_SIGNATURE_PREFIX)}
     version = (response.model_spec.version.value
                if response.model_spec.HasField("version") else None)
     self._metadata = ModelMetadata(
@@ -533,10 +571,10 @@ class ServingClient:
                     seed: int = 0) -> Dict[str, np.ndarray]:
     """Makes inputs for a signature from its dtypes and shapes.
 
-    For predict signatures: one array per input alias, unknown dimensions
-    set to `batch_size`. For classify and regress signatures the features
-    are unknown to the client, so this returns {} (send `batch_size` empty
-    tf.Examples; the model's feature defaults apply).
+    One array per input alias, unknown dimensions set to `batch_size`. For
+    signatures that take tf.Examples (`Signature.takes_examples`) the
+    features are not in the signature, so this returns {} (empty
+    tf.Examples; `client.example_features` learns the features).
 
     Args:
       signature_name: the signature.
@@ -706,18 +744,20 @@ class ServingClient:
     """Calls the right RPC for the signature's method.
 
     Predict signatures get `predict(inputs)`; classify and regress ones get
-    `classify`/`regress` with tf.Examples built from `inputs` (features).
+    `classify`/`regress` with tf.Examples built from `inputs` (features),
+    unless their `inputs` is not a string tensor: then `predict(inputs)`
+    (see `Signature.takes_examples`).
 
     Raises:
       InputError: for a method the client cannot call.
       SignatureError, ConnectError, RpcError: as the calls.
     """
     signature = self.signature(signature_name)
-    if signature.method_name == CLASSIFY:
-      return self.classify(signature_name, inputs, batch_size)
-    if signature.method_name == REGRESS:
-      return self.regress(signature_name, inputs, batch_size)
-    if signature.method_name == PREDICT:
+    if signature.method_name in METHOD_SHORT_NAMES:
+      if signature.rpc == "Classify":
+        return self.classify(signature_name, inputs, batch_size)
+      if signature.rpc == "Regress":
+        return self.regress(signature_name, inputs, batch_size)
       return self.predict(signature_name, inputs)
     raise InputError(
         f"signature {signature_name!r} has method {signature.method_name!r}; "

@@ -5,6 +5,11 @@ from each signature's dtypes and shapes (or reads them from --input files),
 and sends one Predict / Classify / Regress request per signature, printing the
 outputs and latency; or, with --requests, load-tests each signature.
 
+Classify and regress signatures get tf.Examples with the features the model
+requires: read from the bundle with --model_base_path (warmup records, else
+the graph's parse ops), else learned from the server's INVALID_ARGUMENT
+answers; the report says where they came from.
+
 Usage:
   bazel run //client -- --server=localhost:8500 --model_name=merged
   bazel run //client -- --server=localhost:8500 --model_name=merged \
@@ -13,8 +18,13 @@ Usage:
       --requests=1000 --concurrency=8
 
 Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
+TensorFlow's INFO logs are off unless --verbose.
 """
 
+
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
 
 from absl import app
 from absl import flags
@@ -51,7 +61,11 @@ _REQUESTS = flags.DEFINE_integer(
 _CONCURRENCY = flags.DEFINE_integer(
     "concurrency", 1, "Load mode: requests in flight.", lower_bound=1)
 _TIMEOUT = flags.DEFINE_float(
-    "timeout", 10.0, "Deadline of every call, and of connecting, in seconds.")
+    "timeout", 10.0, "Deadline of every call, in seconds.")
+_WAIT_FOR_SERVER = flags.DEFINE_float(
+    "wait_for_server", 0.0, "Seconds to keep retrying while the server is "
+    "unreachable (e.g. still starting); 0: fail at once. At most --timeout.",
+    lower_bound=0.0)
 _FORMAT = flags.DEFINE_enum(
     "format", "text", ["text", "json"], "Report format.")
 _MAX_VALUES = flags.DEFINE_integer(
@@ -68,6 +82,16 @@ _CLIENT_CERT = flags.DEFINE_string(
     "--client_key).")
 _CLIENT_KEY = flags.DEFINE_string(
     "client_key", None, "PEM private key for mutual TLS (with --client_cert).")
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    "model_base_path", None, "The model's base path (or a version "
+    "directory), if this machine can read it: the tf.Example features of "
+    "classify/regress signatures are read from its warmup records, else from "
+    "its graph's parse ops. Without it they are learned from the server's "
+    "INVALID_ARGUMENT answers.")
+_MAX_FEATURE_RETRIES = flags.DEFINE_integer(
+    "max_feature_retries", 10, "How many times a classify/regress request "
+    "may be resent with the features the server's error named.",
+    lower_bound=0)
 _MAX_MESSAGE_MB = flags.DEFINE_integer(
     "max_message_mb", 64, "Largest request or response message, in MiB.",
     lower_bound=1)
@@ -109,12 +133,15 @@ def main(argv):
       concurrency=_CONCURRENCY.value,
       output_format=_FORMAT.value,
       max_values=_MAX_VALUES.value,
-      progress=_PROGRESS.value)
+      progress=_PROGRESS.value,
+      model_base_path=cli.user_path(_MODEL_BASE_PATH.value or ""),
+      max_feature_retries=_MAX_FEATURE_RETRIES.value)
   with client_lib.ServingClient(
       _SERVER.value, _MODEL_NAME.value,
       model_version=_MODEL_VERSION.value,
       version_label=_VERSION_LABEL.value,
       timeout_s=_TIMEOUT.value,
+      wait_for_server_s=_WAIT_FOR_SERVER.value,
       tls=_TLS.value,
       root_cert=_read_pem(_ROOT_CERT),
       client_cert=_read_pem(_CLIENT_CERT),

@@ -20,6 +20,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Set, TextIO
 import numpy as np
 
 from client import client_lib
+from client import example_features
 from client import input_files
 
 
@@ -36,6 +37,12 @@ class RunConfig:
     output_format: "text" or "json".
     max_values: how many leading values of each output to print.
     progress: show a progress bar on stderr in load mode.
+    model_base_path: the model's base path (or a version directory), read
+      to learn the tf.Example features of classify/regress signatures
+      (warmup records, else parse ops); None: learn them from the server's
+      errors.
+    max_feature_retries: how many requests per signature may be resent
+      after the server names a missing feature (or a wrong shape or dtype).
   """
   signature_names: Sequence[str] = ()
   inputs: Sequence[str] = ()
@@ -45,14 +52,32 @@ class RunConfig:
   output_format: str = "text"
   max_values: int = 6
   progress: bool = True
+  model_base_path: Optional[str] = None
+  max_feature_retries: int = 10
 
 
 @dataclasses.dataclass
 class InputInfo:
-  """How one input of a request was made."""
+  """How one input of a request was made.
+
+  Attributes:
+    dtype: the dtype sent ("tf.Example" for serialized Examples).
+    shape: the shape sent.
+    source: "sample", "file", or a phrase saying where tf.Example features
+      came from.
+    features: for tf.Examples: feature name -> "dtype[shape]".
+    features_from: for learned features: "warmup", "graph" or "server".
+  """
   dtype: str
   shape: List[int]
   source: str
+  features: Optional[Dict[str, str]] = None
+  features_from: Optional[str] = None
+
+  def to_json(self) -> Dict[str, Any]:
+    """The fields, without the ones that are None."""
+    return {k: v for k, v in dataclasses.asdict(self).items()
+            if v is not None}
 
 
 @dataclasses.dataclass
@@ -61,6 +86,7 @@ class CallReport:
   signature: str
   method: str
   inputs: Dict[str, InputInfo]
+  rpc: str = ""
   result: Optional[client_lib.Result] = None
   error_code: Optional[str] = None
   error: Optional[str] = None
@@ -207,14 +233,10 @@ def build_inputs(client: client_lib.ServingClient,
   given = input_files.inputs_for_signature(
       loaded, signature.name, signature.inputs,
       any_name=signature.takes_examples, claimed=claimed)
-  info = {name: InputInfo(str(a.dtype), list(a.shape), "file")
+  info = {name: InputInfo(_sent_dtype(signature, name, a), list(a.shape),
+                          _file_source(signature, name, a))
           for name, a in given.items()}
   if signature.takes_examples:
-    if not given:
-      info[client_lib.EXAMPLES_INPUT_ALIAS] = InputInfo(
-          "tf.Example", [batch_size],
-          "empty tf.Examples (features unknown to the client; give them "
-          "with --input=FEATURE=FILE)")
     return dict(given), info
   missing = [a for a in signature.inputs if a not in given]
   inputs = dict(given)
@@ -225,6 +247,115 @@ def build_inputs(client: client_lib.ServingClient,
       info[alias] = InputInfo(signature.inputs[alias].dtype.name,
                               list(samples[alias].shape), "sample")
   return inputs, info
+
+
+def _sent_dtype(signature: client_lib.Signature, name: str,
+                array: np.ndarray) -> str:
+  """The dtype an input from a file is sent as (not the file's)."""
+  if not signature.takes_examples and name in signature.inputs:
+    return signature.inputs[name].dtype.name
+  kind = np.asarray(array).dtype.kind
+  if kind == "f":
+    return "float32"  # A tf.Example float_list holds float32.
+  if kind in "iub":
+    return "int64"
+  return "string"
+
+
+def _file_source(signature: client_lib.Signature, name: str,
+                 array: np.ndarray) -> str:
+  sent = _sent_dtype(signature, name, array)
+  held = "string" if np.asarray(array).dtype.kind in "SUO" else str(
+      np.asarray(array).dtype)
+  return "file" if held == sent else f"file ({held}, sent as {sent})"
+
+
+def _describe_features(
+    features: Sequence[example_features.Feature]) -> Dict[str, str]:
+  return {f.name: f.spec() for f in features}
+
+
+def _learned_info(batch_size: int, learned: example_features.LearnedExamples,
+                  note: str = "") -> InputInfo:
+  names = ", ".join(f.describe() for f in learned.features) or "no feature"
+  return InputInfo("tf.Example", [batch_size],
+                   f"features {names} from {learned.detail}{note}",
+                   _describe_features(learned.features), learned.origin)
+
+
+def _server_info(batch_size: int, features, retries: int,
+                 note: str) -> InputInfo:
+  if features:
+    names = ", ".join(f.describe() for f in features)
+    plural = "retry" if retries == 1 else "retries"
+    source = (f"features {names} learned from the server's INVALID_ARGUMENT "
+              f"answers ({retries} {plural})")
+  else:
+    source = "empty tf.Examples"
+  return InputInfo("tf.Example", [batch_size], source + note,
+                   _describe_features(features),
+                   example_features.FROM_SERVER if features else None)
+
+
+def call_with_learned_examples(
+    client: client_lib.ServingClient, signature: client_lib.Signature,
+    batch_size: int, export_dir: Optional[str], bundle_note: str,
+    max_retries: int, info: Dict[str, InputInfo]):
+  """Calls a classify/regress signature with tf.Examples it accepts.
+
+  The features come from the bundle (`export_dir`: warmup records, else the
+  graph's parse ops) when it is readable, else from the server's errors,
+  resending up to `max_retries` times (see client.example_features).
+
+  Args:
+    client: the client.
+    signature: a signature that takes tf.Examples.
+    batch_size: Examples per request.
+    export_dir: the version directory, or None.
+    bundle_note: why the bundle was not used (appended to the report).
+    max_retries: the bound on resent requests.
+    info: filled with the InputInfo of the `inputs` alias, also on errors.
+
+  Returns:
+    (the Result, the Examples that got it).
+
+  Raises:
+    client_lib.ClientError: the last error when the features could not be
+      learned (or another error).
+  """
+  alias = client_lib.EXAMPLES_INPUT_ALIAS
+  if export_dir:
+    try:
+      learned = example_features.learn_from_bundle(export_dir, signature.name,
+                                                   batch_size)
+    except example_features.BundleError as e:
+      learned, bundle_note = None, f" (the bundle was not read: {e})"
+    if learned is not None:
+      info[alias] = _learned_info(batch_size, learned)
+      examples = list(learned.examples)
+      return client.run(signature.name, examples, batch_size), examples
+    if not bundle_note:
+      bundle_note = (f" ({export_dir} has no warmup record for the signature "
+                     "and no parse op fed by its inputs)")
+  features: List[example_features.Feature] = []
+  retries = 0
+  while True:
+    info[alias] = _server_info(batch_size, features, retries, bundle_note)
+    examples = example_features.examples_for(features, batch_size)
+    try:
+      return client.run(signature.name, examples, batch_size), examples
+    except client_lib.RpcError as e:
+      if e.code.name != "INVALID_ARGUMENT":
+        raise
+      better = example_features.learn_from_error(features, e.details)
+      if better is None:
+        raise
+      if retries >= max_retries:
+        info[alias].source += (f"; not resent: --max_feature_retries="
+                               f"{max_retries} reached")
+        raise
+      features = better
+      retries += 1
 
 
 def predict_input_names(
@@ -255,19 +386,145 @@ def _check_unused(loaded: Sequence[input_files.NamedArray],
           f"signatures being run; their inputs are: {', '.join(aliases)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+  """Where to learn tf.Example features: a version directory, or why not."""
+  export_dir: Optional[str] = None
+  note: str = ""
+  max_retries: int = 10
+
+
+def bundle_for(config: RunConfig,
+               metadata: client_lib.ModelMetadata) -> Bundle:
+  """The version directory to learn features from (config.model_base_path)."""
+  if not config.model_base_path:
+    return Bundle(max_retries=config.max_feature_retries)
+  try:
+    export_dir = example_features.export_dir_of(config.model_base_path,
+                                                metadata.version)
+  except example_features.BundleError as e:
+    return Bundle(note=f" (--model_base_path not used: {e})",
+                   max_retries=config.max_feature_retries)
+  return Bundle(export_dir, max_retries=config.max_feature_retries)
+
+
+def _serialized(features, shape: Sequence[int]) -> np.ndarray:
+  """Serialized sample Examples in a string array of `shape` (rank <= 1)."""
+  count = int(np.prod(shape)) if shape else 1
+  rows = [e.SerializeToString()
+          for e in example_features.examples_for(features, count)]
+  return np.array(rows if shape else rows[0], dtype=object).reshape(
+      tuple(shape))
+
+
+def _sampled_string_inputs(signature: client_lib.Signature,
+                           info: Dict[str, InputInfo]) -> List[str]:
+  """Sampled string inputs of rank <= 1: maybe serialized tf.Examples."""
+  return [alias for alias, spec in signature.inputs.items()
+          if spec.dtype.name == "string" and spec.shape is not None
+          and len(spec.shape) <= 1 and alias in info
+          and info[alias].source == "sample"]
+
+
+def call_predict_learning_examples(
+    client: client_lib.ServingClient, signature: client_lib.Signature,
+    inputs: Dict[str, np.ndarray], bundle: Bundle,
+    info: Dict[str, InputInfo]):
+  """Predict on a signature whose sampled string inputs may be tf.Examples.
+
+  TF2 exports parse Examples in predict signatures (a string `inputs` of
+  shape [None] into ParseExampleV2). Such an input gets serialized Examples
+  when the bundle shows a parse op reading it; else the sample is sent, and
+  if the server answers `Could not parse example input` the string inputs
+  become Examples whose features are learned from the errors that follow,
+  as for classify/regress (at most `bundle.max_retries` resends).
+
+  Returns:
+    (the Result, the inputs that got it).
+
+  Raises:
+    client_lib.ClientError: the last error.
+  """
+  candidates = _sampled_string_inputs(signature, info)
+  shapes = {a: list(inputs[a].shape) for a in candidates}
+  as_examples: Dict[str, list] = {}  # alias -> features
+  if bundle.export_dir and candidates:
+    try:
+      saved_model = example_features.read_saved_model(bundle.export_dir)
+    except example_features.BundleError:
+      saved_model = None
+    for alias in candidates if saved_model is not None else ():
+      features, ops = example_features.features_from_graph(
+          saved_model, signature.name, alias=alias)
+      if ops:
+        as_examples[alias] = features
+        names = ", ".join(f.describe() for f in features) or "no feature"
+        info[alias] = InputInfo(
+            "tf.Example", shapes[alias],
+            f"serialized tf.Examples, features {names} from the graph's "
+            f"{', '.join(ops)} in {bundle.export_dir}",
+            _describe_features(features), example_features.FROM_GRAPH)
+  from_graph = set(as_examples)
+  retries = 0
+  while True:
+    for alias, features in as_examples.items():
+      inputs[alias] = _serialized(features, shapes[alias])
+    try:
+      return client.run(signature.name, inputs), inputs
+    except client_lib.RpcError as e:
+      if e.code.name != "INVALID_ARGUMENT" or retries >= bundle.max_retries:
+        raise
+      if example_features.NOT_AN_EXAMPLE.search(e.details) and (
+          set(candidates) - set(as_examples)):
+        for alias in candidates:
+          as_examples.setdefault(alias, [])
+      else:
+        learned = [a for a in as_examples if a not in from_graph]
+        better = (example_features.learn_from_error(as_examples[learned[0]],
+                                                    e.details)
+                  if learned else None)
+        if better is None:
+          raise
+        for alias in learned:
+          as_examples[alias] = better
+      retries += 1
+      for alias in set(as_examples) - from_graph:
+        learned_info = _server_info(1, as_examples[alias], retries, "")
+        learned_info.shape = shapes[alias]
+        learned_info.source = "serialized " + learned_info.source.replace(
+            "features", "tf.Examples, features", 1)
+        info[alias] = learned_info
+
+
+def _call(client: client_lib.ServingClient, signature: client_lib.Signature,
+          inputs, batch_size: int, bundle: Bundle,
+          info: Dict[str, InputInfo]):
+  """One request: learned tf.Examples when no features were given."""
+  if signature.takes_examples and not inputs:
+    return call_with_learned_examples(client, signature, batch_size,
+                                      bundle.export_dir, bundle.note,
+                                      bundle.max_retries, info)
+  if not signature.takes_examples and _sampled_string_inputs(signature, info):
+    return call_predict_learning_examples(client, signature, dict(inputs),
+                                          bundle, info)
+  return client.run(signature.name, inputs, batch_size), inputs
+
+
 def check(client: client_lib.ServingClient,
           signatures: Sequence[client_lib.Signature],
           loaded: Sequence[input_files.NamedArray],
-          batch_size: int) -> List[CallReport]:
+          batch_size: int,
+          bundle: Bundle = Bundle()) -> List[CallReport]:
   """Sends one request to each signature; never raises for server errors."""
   reports = []
   claimed = predict_input_names(signatures)
   for signature in signatures:
-    report = CallReport(signature.name, signature.method, {})
+    report = CallReport(signature.name, signature.method, {}, signature.rpc)
     try:
       inputs, report.inputs = build_inputs(client, signature, loaded,
                                            batch_size, claimed)
-      report.result = client.run(signature.name, inputs, batch_size)
+      report.result, _ = _call(client, signature, inputs, batch_size, bundle,
+                               report.inputs)
     except client_lib.RpcError as e:
       report.error_code = e.code.name
       report.error = f"{e.code.name}: {e.details}"
@@ -284,7 +541,8 @@ def load(client: client_lib.ServingClient,
          batch_size: int,
          requests: int,
          concurrency: int,
-         progress_stream: Optional[TextIO] = sys.stderr) -> List[LoadReport]:
+         progress_stream: Optional[TextIO] = sys.stderr,
+         bundle: Bundle = Bundle()) -> List[LoadReport]:
   """Sends `requests` requests to each signature, `concurrency` at a time.
 
   Signatures run one after the other over the client's single channel.
@@ -298,6 +556,9 @@ def load(client: client_lib.ServingClient,
     requests: requests per signature (>= 1).
     concurrency: worker threads, each with one request in flight (>= 1).
     progress_stream: where to draw the progress bar (None: no bar).
+    bundle: where to learn tf.Example features. The request that got an
+      answer with them counts as the first of `requests`; the ones the
+      server refused while learning are not counted.
 
   Returns:
     One LoadReport per signature.
@@ -311,8 +572,13 @@ def load(client: client_lib.ServingClient,
   reports = []
   claimed = predict_input_names(signatures)
   for signature in signatures:
+    first = None
     try:
-      inputs, _ = build_inputs(client, signature, loaded, batch_size, claimed)
+      inputs, info = build_inputs(client, signature, loaded, batch_size,
+                                  claimed)
+      if signature.takes_examples and not inputs:
+        first, inputs = _call(client, signature, inputs, batch_size, bundle,
+                              info)
     except client_lib.ClientError as e:
       reports.append(LoadReport(signature.name, signature.method, requests,
                                 [], 0.0, {}, {}, input_error=str(e)))
@@ -322,8 +588,14 @@ def load(client: client_lib.ServingClient,
     latencies: List[float] = []
     errors: Dict[str, int] = collections.Counter()
     versions: Dict[str, int] = collections.Counter()
+    if first is not None:
+      next_index[0] = 1
+      latencies.append(first.latency_s)
+      versions[str(first.model_version)] += 1
     bar = (ProgressBar(signature.name, requests, progress_stream)
            if progress_stream is not None else None)
+    if bar and first is not None:
+      bar.advance()
 
     def worker():
       while True:
@@ -425,7 +697,8 @@ def to_json(client: client_lib.ServingClient,
         "method": r.method,
         "model_version": r.result.model_version if r.result else None,
         "latency_ms": _ms(r.result.latency_s) if r.result else None,
-        "inputs": {k: dataclasses.asdict(v) for k, v in r.inputs.items()},
+        "rpc": r.rpc,
+        "inputs": {k: v.to_json() for k, v in r.inputs.items()},
         "outputs": {},
         "error": None if r.ok else {"code": r.error_code, "message": r.error},
     }
@@ -471,19 +744,25 @@ def to_text(client: client_lib.ServingClient,
   """The report //client prints for people."""
   out = io.StringIO()
   if error is not None:
-    out.write(f"error: model {client.model_name!r} at {client.server}: "
-              f"{error}\n")
+    where = f"model {client.model_name!r} at {client.server}"
+    message = str(error)
+    if not message.startswith(where):
+      message = f"{where}: {message}"
+    out.write(f"error: {message}\n")
     return out.getvalue()
   version = metadata.version if metadata.version is not None else "?"
   out.write(f"model {metadata.model_name!r} at {client.server}: version "
             f"{version}, {len(metadata.signatures)} signature(s)\n")
   for r in reports:
+    method = r.method
+    if r.rpc == "Predict" and r.method in ("classify", "regress"):
+      method += ", sent as Predict: its input is not tf.Examples"
     if r.ok:
-      out.write(f"OK    {r.signature}  ({r.method})  "
+      out.write(f"OK    {r.signature}  ({method})  "
                 f"{r.result.latency_s * 1000:.1f} ms  version "
                 f"{r.result.model_version}\n")
     else:
-      out.write(f"FAIL  {r.signature}  ({r.method})  {r.error}\n")
+      out.write(f"FAIL  {r.signature}  ({method})  {r.error}\n")
     for alias, info in r.inputs.items():
       shape = ",".join(str(d) for d in info.shape)
       described = f"{info.dtype}[{shape}]"
@@ -548,12 +827,13 @@ def run(client: client_lib.ServingClient, config: RunConfig,
         metadata, config.signature_names,
         f"model {client.model_name!r} at {client.server}")
     _check_unused(loaded, signatures, list(metadata.signatures))
+    bundle = bundle_for(config, metadata)
     if config.requests > 0:
       load_reports = load(client, signatures, loaded, config.batch_size,
                           config.requests, config.concurrency,
-                          err if config.progress else None)
+                          err if config.progress else None, bundle)
     else:
-      reports = check(client, signatures, loaded, config.batch_size)
+      reports = check(client, signatures, loaded, config.batch_size, bundle)
   except client_lib.ClientError as e:
     error = e
   if config.output_format == "json":

@@ -15,6 +15,10 @@ TensorFlow) go to <work_dir>/demo.log and the server's to its own log file,
 both named in the summary. --verbose_logs keeps them on stderr instead.
 """
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 import contextlib
 import os
 import sys

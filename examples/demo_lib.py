@@ -323,7 +323,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
       say.step("query every signature with the client")
       metadata = client.metadata()
       signatures = list(metadata.signatures.values())
-      reports = run_lib.check(client, signatures, [], batch_size=1)
+      reports = run_lib.check(client, signatures, [], batch_size=1,
+                              bundle=run_lib.Bundle(v1.path))
       say.say(run_lib.to_text(client, metadata, reports, [], None, 4))
       failed = [r for r in reports if not r.ok]
       if failed:
@@ -353,7 +354,9 @@ def run_demo(options: DemoOptions) -> DemoSummary:
       say.say(f"diabetes: RMSE {rmse:.1f} via Regress ({len(targets)} "
               "held-out patients)")
 
-      say.step(f"publish version 2 (adds {SECOND_MODEL}) under load")
+      # merge_and_publish numbers it highest + 1: v1 is the highest now.
+      say.step(f"publish version {v1.version + 1} (adds {SECOND_MODEL}) "
+               "under load")
       spec_v2 = write_second_spec(examples_dir, built["spec"])
       load = BackgroundLoad(client, "digits", {"images": images[:8]},
                             options.load_concurrency).start()

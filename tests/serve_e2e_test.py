@@ -173,7 +173,8 @@ model_config_list {{
   }}
 }}
 """)
-    cls.start_server(model_config_file=config)
+    cls.start_server(model_config_file=config,
+                     extra_flags=['--enable_grpc_healthcheck_service'])
 
   def setUp(self):
     super().setUp()
@@ -201,6 +202,16 @@ model_config_list {{
         scale * np.array([[1, 2, 3], [4, 5, 6]], np.float32))
     np.testing.assert_allclose(tf.make_ndarray(response.outputs['total']),
                                [6 * scale, 15 * scale])
+
+  def test_placeholder_shape_is_not_enforced_as_in_tf_serving(self):
+    # TF Serving's C++ session feeds a [1, 4] value into the [None, 3]
+    # placeholder x and runs the graph (Python's Session.run would refuse).
+    response = self.predict.Predict(
+        _predict_request('tf1', {'x': _tensor([[1, 2, 3, 4]])},
+                         output_filter=['total']), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs['total']),
+                               [30.0])
+    self.assertEqual(list(response.outputs['total'].float_val), [30.0])
 
   def test_output_filter_returns_only_requested_outputs(self):
     response = self._predict_tf1(output_filter=['total'])
@@ -328,7 +339,8 @@ model_config_list {{
 
   def test_health_service_reports_serving(self):
     stub = health_pb2_grpc.HealthStub(self.channel)
-    for service in ('', 'tensorflow.serving.PredictionService'):
+    for service in ('', 'tensorflow.serving.PredictionService', 'tf1',
+                    'tf2'):
       response = stub.Check(health_pb2.HealthCheckRequest(service=service),
                             timeout=10)
       self.assertEqual(response.status, health_pb2.HealthCheckResponse.SERVING)
@@ -433,8 +445,9 @@ model_config_list {{
       ('predict_wrong_alias',
        lambda t: t._predict(_predict_request('tf1', {'z': _tensor([1])})),
        grpc.StatusCode.INVALID_ARGUMENT,
-       r'input tensor alias not found in signature: z\. Inputs expected to '
-       r'be in the set \{x\}\.'),
+       r'Signature input alias: x\(feed name: x:0\) not found in request and '
+       r'no default value provided\. Inputs expected to be in the request '
+       r'\{z\}'),
       ('predict_unknown_output_filter',
        lambda t: t._predict(_predict_request(
            'tf1', {'x': _tensor([[1, 2, 3]])}, output_filter=['nope'])),
@@ -445,11 +458,7 @@ model_config_list {{
        lambda t: t._predict(_predict_request(
            'tf1', {'x': _tensor([[1, 2, 3]], np.int32)})),
        grpc.StatusCode.INVALID_ARGUMENT,
-       r'"x" \(x:0\) to be DT_FLOAT but DT_INT32 is provided'),
-      ('predict_shape_mismatch',
-       lambda t: t._predict(_predict_request(
-           'tf1', {'x': _tensor([[1, 2, 3, 4]])})),
-       grpc.StatusCode.INVALID_ARGUMENT, r'shape'),
+       r'Expects arg\[0\] to be float but int32 is provided'),
       ('classify_empty_input', lambda t: t._classify(),
        grpc.StatusCode.INVALID_ARGUMENT, 'Input is empty'),
       ('classify_on_predict_signature',
@@ -818,7 +827,7 @@ class StartupFailureTest(parameterized.TestCase):
                      '--load_retry_interval_micros=100000'])
     with self.assertRaisesRegex(
         launcher.LauncherError,
-        r'(?s)exited with status 1.*Failed to start server\. Error: Some '
+        r'(?s)exited with status 255.*Failed to start server\. Error: Some '
         r'servables were not available: \{name: broken version: 1\}'):
       server.start()
 
@@ -826,13 +835,13 @@ class StartupFailureTest(parameterized.TestCase):
       ('relative_base_path', ['--model_base_path=models/m'], 2,
        r'Expected model default to have an absolute path or URI; got '
        r'base_path\(\)=models/m'),
-      ('missing_base_path', ['--model_base_path=/nonexistent/base'], 1,
+      ('missing_base_path', ['--model_base_path=/nonexistent/base'], 255,
        'Could not find base path /nonexistent/base for servable default'),
       ('no_model', [], 2,
        'Both --model_base_path and --model_config_file are empty'),
       ('unreadable_ssl_config',
        ['--model_base_path=/nonexistent/base',
-        '--ssl_config_file=/nonexistent/ssl.config'], 1,
+        '--ssl_config_file=/nonexistent/ssl.config'], 255,
        r'Failed to start server\. Error: Cannot read '
        r'--ssl_config_file=/nonexistent/ssl\.config'),
   )

@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace tf_serving_merge {
 namespace verify {
@@ -383,6 +384,67 @@ absl::StatusOr<WarmupRequest> DecodePredictionLog(std::string_view record) {
       break;
   }
   return out;
+}
+
+namespace {
+
+// Appends field `number` holding the bytes `payload` (wire type 2).
+void AppendBytes(int number, std::string_view payload, std::string* out) {
+  google::protobuf::io::StringOutputStream stream(out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.WriteTag(static_cast<uint32_t>(number) << 3 | kLengthDelimited);
+  coded.WriteVarint32(static_cast<uint32_t>(payload.size()));
+  coded.WriteRaw(payload.data(), static_cast<int>(payload.size()));
+}
+
+std::string ModelSpec(const std::string& signature_name) {
+  std::string spec;
+  AppendBytes(3, signature_name, &spec);  // ModelSpec.signature_name
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> EncodePredictionLog(const WarmupRequest& request) {
+  std::string body;  // PredictRequest / ClassificationRequest / ...
+  AppendBytes(1, ModelSpec(request.signature_name), &body);
+  int log_field = 0;
+  switch (request.kind) {
+    case WarmupRequest::Kind::kPredict: {
+      log_field = 6;  // predict_log
+      for (const auto& [alias, tensor] : request.inputs) {
+        std::string entry;
+        AppendBytes(1, alias, &entry);
+        AppendBytes(2, tensor.SerializeAsString(), &entry);
+        AppendBytes(2, entry, &body);  // PredictRequest.inputs
+      }
+      for (const std::string& alias : request.output_filter) {
+        AppendBytes(3, alias, &body);  // PredictRequest.output_filter
+      }
+      break;
+    }
+    case WarmupRequest::Kind::kClassify:
+    case WarmupRequest::Kind::kRegress: {
+      log_field = request.kind == WarmupRequest::Kind::kClassify ? 2 : 3;
+      std::string list;
+      for (const std::string& example : request.serialized_examples) {
+        AppendBytes(1, example, &list);  // ExampleList.examples
+      }
+      std::string input;
+      AppendBytes(1, list, &input);  // Input.example_list
+      AppendBytes(2, input, &body);  // *Request.input
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot encode a ", WarmupKindName(request.kind),
+                       " request; only predict, classify and regress"));
+  }
+  std::string log;  // PredictLog / ClassifyLog / RegressLog
+  AppendBytes(1, body, &log);
+  std::string record;
+  AppendBytes(log_field, log, &record);
+  return record;
 }
 
 }  // namespace verify

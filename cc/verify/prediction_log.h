@@ -1,4 +1,4 @@
-// Decodes `tensorflow.serving.PredictionLog` records (TF Serving's warmup
+// Decodes (and encodes) `tensorflow.serving.PredictionLog` records (TF Serving's warmup
 // format) without TF Serving's generated protos, which the tensorflow wheel
 // does not ship.
 //
@@ -58,6 +58,11 @@ std::string_view WarmupKindName(WarmupRequest::Kind kind);
 // Decodes one serialized PredictionLog. Returns InvalidArgument when `record`
 // is not a valid PredictionLog (truncated, wrong wire types, bad tensors).
 absl::StatusOr<WarmupRequest> DecodePredictionLog(std::string_view record);
+
+// Encodes a predict, classify or regress `request` as a serialized
+// PredictionLog (the inverse of DecodePredictionLog for those kinds; map
+// entries in key order). InvalidArgument for other kinds.
+absl::StatusOr<std::string> EncodePredictionLog(const WarmupRequest& request);
 
 }  // namespace verify
 }  // namespace tf_serving_merge

@@ -164,6 +164,55 @@ TEST(DecodePredictionLogTest, MalformedRecordsAreInvalidArgument) {
       << bad.status();
 }
 
+TEST(EncodePredictionLogTest, PredictRoundTripsAndMatchesTheWireFormat) {
+  WarmupRequest request;
+  request.kind = WarmupRequest::Kind::kPredict;
+  request.signature_name = "sig";
+  request.inputs["x"].set_dtype(tensorflow::DT_FLOAT);
+  request.inputs["x"].add_float_val(0.25f);
+  request.output_filter = {"y"};
+  auto record = EncodePredictionLog(request);
+  ASSERT_TRUE(record.ok()) << record.status();
+  // PredictionLog.predict_log(6).request(1): model_spec(1).signature_name(3),
+  // inputs(2) entry {key 1, value 2}, output_filter(3).
+  const std::string body =
+      Bytes(1, Bytes(3, "sig")) +
+      Bytes(2, Bytes(1, "x") + Bytes(2, request.inputs["x"].SerializeAsString())) +
+      Bytes(3, "y");
+  EXPECT_EQ(*record, Bytes(6, Bytes(1, body)));
+  auto decoded = DecodePredictionLog(*record);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->kind, WarmupRequest::Kind::kPredict);
+  EXPECT_EQ(decoded->signature_name, "sig");
+  EXPECT_EQ(decoded->inputs.at("x").float_val(0), 0.25f);
+  EXPECT_EQ(decoded->output_filter, std::vector<std::string>{"y"});
+}
+
+TEST(EncodePredictionLogTest, ClassifyAndRegressRoundTrip) {
+  for (const auto kind :
+       {WarmupRequest::Kind::kClassify, WarmupRequest::Kind::kRegress}) {
+    WarmupRequest request;
+    request.kind = kind;
+    request.signature_name = "cls";
+    request.serialized_examples = {
+        MakeExample("a", 1.0f).SerializeAsString(),
+        MakeExample("b", 2.0f).SerializeAsString()};
+    auto record = EncodePredictionLog(request);
+    ASSERT_TRUE(record.ok()) << record.status();
+    auto decoded = DecodePredictionLog(*record);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->kind, kind);
+    EXPECT_EQ(decoded->signature_name, "cls");
+    EXPECT_EQ(decoded->serialized_examples, request.serialized_examples);
+  }
+}
+
+TEST(EncodePredictionLogTest, OtherKindsAreRefused) {
+  WarmupRequest request;
+  request.kind = WarmupRequest::Kind::kMultiInference;
+  EXPECT_FALSE(EncodePredictionLog(request).ok());
+}
+
 }  // namespace
 }  // namespace verify
 }  // namespace tf_serving_merge

@@ -12,12 +12,15 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from typing import Any, Callable
 
 from absl.testing import absltest
 from absl.testing import parameterized
 
 from cc.verify.testdata import bundles
+import tensorflow as tf
+from tests.testdata import tf_serving_models
 from tensorflow.core.protobuf import saved_model_pb2
 
 _EXIT_OK = 0
@@ -317,11 +320,18 @@ class VerifyBinaryTest(parameterized.TestCase):
       del sigs["serving_default"]
 
     self._edit_saved_model(export_dir, edit)
-    code, report = self._run_json(export_dir)
+    code, report = self._run_json(export_dir, "--run=smoke")
     self.assertEqual(code, _EXIT_OK, report)
     self.assertTrue(report["ok"])
     self.assertRegex("\n".join(report["warnings"]),
                      r"no 'serving_default' signature")
+    # By default the warmup file is replayed too, as TF Serving's load does;
+    # its serving_default record now fails, and so would the load.
+    self._assert_fails(
+        export_dir,
+        r"warmup record #0 \(predict_log, signature 'serving_default'\) "
+        r"failed: No signature was found with the name: serving_default",
+        where="warmup")
 
   def test_missing_tag_set_lists_present_ones(self):
     export_dir = os.path.join(self._pristine, "tf1")
@@ -426,6 +436,86 @@ class VerifyBinaryTest(parameterized.TestCase):
     self._assert_fails(export_dir, r"no warmup file at .*--run=smoke",
                        "--run=warmup", where="warmup")
 
+  def test_default_run_replays_a_corrupt_warmup_file(self):
+    export_dir = self._bundle("tf1")
+    path = os.path.join(export_dir, bundles.WARMUP_RELATIVE_PATH)
+    with open(path, "r+b") as f:
+      f.seek(20)
+      f.write(b"\xff\xfe\xfd\xfc")
+    report = self._assert_fails(
+        export_dir, r"warmup record #0 in .*tf_serving_warmup_requests is "
+        r"unreadable", where="warmup")
+    self.assertEqual(report["run"], "smoke+warmup")
+    # The smoke run still ran every signature.
+    self.assertTrue(all(s["ran"] and s["ok"]
+                        for s in report["signatures"].values()))
+    code, report = self._run_json(export_dir, "--run=smoke")
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertIsNone(report["warmup"])
+
+  def test_default_run_without_warmup_file_only_smokes(self):
+    code, report = self._run_json(os.path.join(self._pristine, "tf2"))
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertIsNone(report["warmup"])
+    self.assertTrue(all(s["ran"] for s in report["signatures"].values()))
+
+  def test_missing_variables_reports_without_tensorflow_dumps(self):
+    export_dir = self._bundle("tf1")
+    shutil.rmtree(os.path.join(export_dir, "variables"))
+    proc = self._run(f"--export_dir={export_dir}")
+    self.assertEqual(proc.returncode, _EXIT_FAILED, proc.stdout)
+    self.assertIn("variables/variables.index is missing", proc.stdout)
+    for noise in ("uninitialized value", "Could not find variable",
+                  "Local rendezvous"):
+      self.assertNotIn(noise, proc.stderr)
+    self.assertNotIn("smoke run failed", proc.stdout)
+    self.assertRegex(proc.stdout, r"checked\s+serving_default")
+
+  # --- Hostile bundles (issue 11) -----------------------------------------
+
+  def test_denied_op_is_an_error_and_never_runs(self):
+    export_dir = os.path.join(self.create_tempdir().full_path, "write_file")
+    target = os.path.join(self.create_tempdir().full_path, "pwned.txt")
+    bundles.write_write_file_bundle(export_dir, target)
+    report = self._assert_fails(
+        export_dir,
+        r"the graph uses the denied op WriteFile \(node 'WriteFile'\): .*"
+        r"neither loaded nor run\. Remove it from the model, or accept it "
+        r"with --allow_ops=WriteFile")
+    self.assertEqual(list(report["denied_ops"]), ["WriteFile"])
+    self.assertFalse(report["loaded"])
+    self.assertFalse(os.path.exists(target))
+    # Accepted explicitly, the op is real: the smoke run writes the file.
+    code, report = self._run_json(export_dir, "--allow_ops=PrintV2,WriteFile")
+    self.assertEqual(code, _EXIT_OK, report)
+    self.assertEqual(report["denied_ops"], {})
+    self.assertTrue(os.path.exists(target))
+
+  def test_denied_op_inside_a_function_body_is_named(self):
+    export_dir = os.path.join(self.create_tempdir().full_path, "printer")
+    bundles.write_print_in_function_bundle(export_dir)
+    report = self._assert_fails(
+        export_dir,
+        r"the graph uses the denied op PrintV2 \(node 'PrintV2' in function "
+        r"'__inference_serve_[0-9]+'\)")
+    # TF2's own save/restore functions (SaveV2, RestoreV2) are not reported.
+    self.assertEqual(list(report["denied_ops"]), ["PrintV2"])
+    proc = self._run(f"--export_dir={export_dir}", "--allow_ops=PrintV2")
+    self.assertEqual(proc.returncode, _EXIT_OK, proc.stdout + proc.stderr)
+    self.assertIn("printing from the graph", proc.stderr)
+
+  def test_endless_loop_fails_at_the_deadline(self):
+    export_dir = os.path.join(self.create_tempdir().full_path, "loop")
+    bundles.write_endless_loop_bundle(export_dir)
+    started = time.monotonic()
+    report = self._assert_fails(
+        export_dir,
+        r"smoke run failed: Session::Run did not finish within "
+        r"--run_timeout_ms=1500 ms and was cancelled: the graph may never end",
+        "--run_timeout_ms=1500", where="serving_default")
+    self.assertLess(time.monotonic() - started, 60)
+    self.assertTrue(report["loaded"])
+
   # --- Usage --------------------------------------------------------------
 
   @parameterized.named_parameters(
@@ -433,12 +523,19 @@ class VerifyBinaryTest(parameterized.TestCase):
       ("unknown_flag", ["--export_dir=/x", "--bogus=1"],
        r"unknown flag '--bogus'; known flags: .*--export_dir"),
       ("bad_run", ["--export_dir=/x", "--run=fast"],
-       r"--run='fast' is not a run mode; choose smoke, warmup or none"),
+       r"--run='fast' is not a run mode; choose smoke\+warmup \(the "
+       r"default\), smoke, warmup or none"),
       ("positional", ["/x"], r"unexpected argument '/x'"),
       ("empty_tag", ["--export_dir=/x", "--tags=serve,,gpu"],
        r"--tags='serve,,gpu' has an empty name"),
       ("duplicate_signature", ["--export_dir=/x", "--signatures=a,a"],
        r"--signatures='a,a' names 'a' twice"),
+      ("bad_timeout", ["--export_dir=/x", "--run_timeout_ms=soon"],
+       r"--run_timeout_ms='soon' is not a whole number of milliseconds"),
+      ("negative_timeout", ["--export_dir=/x", "--run_timeout_ms=-1"],
+       r"--run_timeout_ms=-1 is negative"),
+      ("empty_allowed_op", ["--export_dir=/x", "--allow_ops=PrintV2,"],
+       r"--allow_ops='PrintV2,' has an empty name"),
   )
   def test_bad_usage_exits_2(self, args, pattern):
     proc = self._run(*args)
@@ -450,9 +547,98 @@ class VerifyBinaryTest(parameterized.TestCase):
   def test_help_prints_usage_and_exits_0(self):
     proc = self._run("--help")
     self.assertEqual(proc.returncode, _EXIT_OK, proc.stderr)
-    self.assertIn("--run          smoke: run each signature once", proc.stdout)
+    self.assertIn("--run          smoke+warmup (default): replay assets.extra/",
+                  proc.stdout)
+    self.assertIn("--allow_ops", proc.stdout)
+    self.assertIn("--run_timeout_ms", proc.stdout)
     self.assertIn("Exit status: 0 verified, 1 verification failed, 2 bad usage",
                   proc.stdout)
+
+
+class TfServingBundlesTest(parameterized.TestCase):
+  """Bundles with the structure of TF Serving's testdata pass by default."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    base = os.path.join(absltest.get_default_test_tmpdir(), "tf_serving")
+    shutil.rmtree(base, ignore_errors=True)
+    cls._dirs = {
+        "half_plus_two": tf_serving_models.write_half_plus_two(
+            os.path.join(base, "half_plus_two")),
+        "half_plus_three": tf_serving_models.write_half_plus_two(
+            os.path.join(base, "half_plus_three"), b=3.0),
+        "half_plus_two_tf2": tf_serving_models.write_half_plus_two_tf2(
+            os.path.join(base, "half_plus_two_tf2")),
+        "counter": tf_serving_models.write_counter(
+            os.path.join(base, "counter")),
+    }
+
+  def _run(self, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([_verifier_path(), *args], capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+
+  @parameterized.named_parameters(
+      ("half_plus_two", "half_plus_two",
+       tf_serving_models.HALF_PLUS_TWO_SIGNATURES),
+      ("half_plus_three", "half_plus_three",
+       tf_serving_models.HALF_PLUS_TWO_SIGNATURES),
+      ("half_plus_two_tf2", "half_plus_two_tf2",
+       tf_serving_models.HALF_PLUS_TWO_TF2_SIGNATURES),
+      ("counter", "counter", tf_serving_models.COUNTER_SIGNATURES),
+  )
+  def test_passes_default_smoke(self, kind, signatures):
+    proc = self._run(f"--export_dir={self._dirs[kind]}", "--json")
+    self.assertEqual(proc.returncode, _EXIT_OK, proc.stdout + proc.stderr)
+    report = json.loads(proc.stdout)
+    self.assertEqual(sorted(report["signatures"]), sorted(signatures))
+    for name, sig in report["signatures"].items():
+      self.assertTrue(sig["ran"] and sig["ok"], (name, sig))
+
+  def test_unknown_rank_input_reports_the_shape_that_ran(self):
+    export_dir = self._dirs["counter"]
+    proc = self._run(f"--export_dir={export_dir}", "--json",
+                     "--signatures=incr_counter_by")
+    report = json.loads(proc.stdout)
+    sig = report["signatures"]["incr_counter_by"]
+    self.assertIsNone(sig["inputs"]["delta"]["shape"])
+    # AssignAdd on the scalar variable pins the shape: a scalar, not [1].
+    self.assertEqual(sig["fed"], {"delta": []})
+    proc = self._run(f"--export_dir={export_dir}",
+                     "--signatures=incr_counter_by")
+    self.assertRegex(proc.stdout, r"ok\s+incr_counter_by .* fed delta=\[\]")
+
+  def test_unknown_rank_tries_the_candidates_in_order(self):
+    # Without the variable's shape to go by, the scalar is tried first; a
+    # graph that needs a vector runs with [1], and the report says so.
+    export_dir = os.path.join(self.create_tempdir().full_path, "vector")
+    graph = tf.Graph()
+    v1 = tf.compat.v1
+    with graph.as_default():
+      x = v1.placeholder(tf.float32, shape=None, name="x")
+      y = tf.identity(x[0:1] * 2.0, name="y")
+      with v1.Session(graph=graph) as sess:
+        builder = v1.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(
+            sess, ["serve"], signature_def_map={
+                "serving_default": v1.saved_model.predict_signature_def(
+                    inputs={"x": x}, outputs={"y": y})})
+        builder.save()
+    proc = self._run(f"--export_dir={export_dir}")
+    self.assertEqual(proc.returncode, _EXIT_OK, proc.stdout + proc.stderr)
+    self.assertRegex(proc.stdout,
+                     r"ok\s+serving_default .* fed x=\[1\] \(after \[\]\)")
+
+  def test_non_string_regress_input_is_a_warning_and_runs_as_predict(self):
+    proc = self._run(f"--export_dir={self._dirs['half_plus_two']}", "--json")
+    report = json.loads(proc.stdout)
+    self.assertTrue(report["signatures"]["regress_x2_to_y3"]["ran"])
+    self.assertRegex(
+        "\n".join(report["warnings"]),
+        r"signature 'regress_x2_to_y3' \(regress\) takes input 'inputs' of "
+        r"dtype float, not serialized tf\.Examples: TF Serving's Regress API "
+        r"cannot call it \(only Predict can\)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "cc/verify/json_writer.h"
+#include "cc/verify/denied_ops.h"
 #include "cc/verify/prediction_log.h"
+#include "cc/verify/synthesis.h"
 #include "tensorflow/cc/saved_model/constants.h"
 #include "tensorflow/cc/saved_model/loader.h"
 #include "tensorflow/cc/saved_model/reader.h"
@@ -34,6 +36,7 @@
 #include "tensorflow/core/graph/tensor_id.h"
 #include "tensorflow/core/lib/io/path.h"
 #include "tensorflow/core/lib/io/record_reader.h"
+#include "tensorflow/core/lib/io/record_writer.h"
 #include "tensorflow/core/platform/env.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 #include "tensorflow/core/protobuf/saved_model.pb.h"
@@ -269,12 +272,6 @@ class GraphIndex {
     for (const tensorflow::NodeDef& node : graph_def.node()) {
       node_defs_[node.name()] = &node;
       names_.push_back(node.name());
-      for (const std::string& input : node.input()) {
-        if (!absl::StartsWith(input, "^")) {
-          consumers_[std::string(tensorflow::ParseTensorName(input).node())]
-              .push_back(&node);
-        }
-      }
     }
     tensorflow::ImportGraphDefOptions options;
     import_status_ =
@@ -291,14 +288,6 @@ class GraphIndex {
   const tensorflow::NodeDef* FindNodeDef(std::string_view name) const {
     auto it = node_defs_.find(std::string(name));
     return it == node_defs_.end() ? nullptr : it->second;
-  }
-  // Nodes with a data input from `name` (any output).
-  const std::vector<const tensorflow::NodeDef*>& Consumers(
-      std::string_view name) const {
-    static const auto* const kNone =
-        new std::vector<const tensorflow::NodeDef*>();
-    auto it = consumers_.find(std::string(name));
-    return it == consumers_.end() ? *kNone : it->second;
   }
   // Null when the graph could not be imported.
   const tensorflow::Node* FindNode(std::string_view name) const {
@@ -325,8 +314,6 @@ class GraphIndex {
   absl::Status import_status_;
   std::unordered_map<std::string, const tensorflow::NodeDef*> node_defs_;
   std::unordered_map<std::string, const tensorflow::Node*> nodes_;
-  std::unordered_map<std::string, std::vector<const tensorflow::NodeDef*>>
-      consumers_;
   std::vector<std::string> names_;
 };
 
@@ -446,9 +433,24 @@ void CheckTensorInfo(const GraphIndex& graph, const std::string& role,
   }
 }
 
+// A classify or regress signature whose input is not a string: TF Serving's
+// Classify/Regress APIs feed it serialized tf.Examples and fail, but its
+// Predict API can call it (TF Serving's own half_plus_two has one).
+bool TakesNonStringExamples(const SignatureDef& signature) {
+  const std::string& method = signature.method_name();
+  if (method != kClassifyMethodName && method != kRegressMethodName) {
+    return false;
+  }
+  auto input = signature.inputs().find(kClassifyInputs);
+  return signature.inputs().size() == 1 && input != signature.inputs().end() &&
+         input->second.dtype() != tensorflow::DT_STRING;
+}
+
 // The structure TF Serving's Classify API requires (classifier.cc,
 // PreProcessClassification) plus the dtypes its post-processing needs.
-void CheckClassifyStructure(const SignatureDef& signature,
+// `string_input`: require a string input (static checks of a signature that
+// takes other inputs leave it to a warning; a Classify request needs one).
+void CheckClassifyStructure(const SignatureDef& signature, bool string_input,
                             std::vector<std::string>* errors) {
   if (signature.inputs().size() != 1) {
     errors->push_back(absl::StrCat(
@@ -460,8 +462,8 @@ void CheckClassifyStructure(const SignatureDef& signature,
     errors->push_back(absl::StrCat(
         "classify signatures need their input under the key 'inputs'; found ",
         BraceJoin(SortedKeys(signature.inputs()))));
-  } else if (signature.inputs().at(kClassifyInputs).dtype() !=
-             tensorflow::DT_STRING) {
+  } else if (string_input && signature.inputs().at(kClassifyInputs).dtype() !=
+                                  tensorflow::DT_STRING) {
     errors->push_back(absl::StrCat(
         "classify input 'inputs' must be string (serialized tf.Examples); "
         "declared ",
@@ -498,7 +500,7 @@ void CheckClassifyStructure(const SignatureDef& signature,
 }
 
 // The structure TF Serving's Regress API requires (regressor.cc).
-void CheckRegressStructure(const SignatureDef& signature,
+void CheckRegressStructure(const SignatureDef& signature, bool string_input,
                            std::vector<std::string>* errors) {
   if (signature.inputs().size() != 1 ||
       !signature.inputs().contains(kRegressInputs)) {
@@ -506,8 +508,8 @@ void CheckRegressStructure(const SignatureDef& signature,
         "regress signatures need exactly one input under the key 'inputs' "
         "(serialized tf.Examples); found ",
         BraceJoin(SortedKeys(signature.inputs()))));
-  } else if (signature.inputs().at(kRegressInputs).dtype() !=
-             tensorflow::DT_STRING) {
+  } else if (string_input && signature.inputs().at(kRegressInputs).dtype() !=
+                                  tensorflow::DT_STRING) {
     errors->push_back(absl::StrCat(
         "regress input 'inputs' must be string (serialized tf.Examples); "
         "declared ",
@@ -527,13 +529,24 @@ void CheckRegressStructure(const SignatureDef& signature,
   }
 }
 
-void CheckSignature(const GraphIndex& graph, const SignatureDef& signature,
-                    SignatureReport* report) {
+void CheckSignature(const GraphIndex& graph, const std::string& name,
+                    const SignatureDef& signature, SignatureReport* report,
+                    std::vector<std::string>* warnings) {
   const std::string& method = signature.method_name();
+  if (TakesNonStringExamples(signature)) {
+    warnings->push_back(absl::StrCat(
+        "signature '", name, "' (", MethodShortName(method),
+        ") takes input 'inputs' of dtype ",
+        internal::DtypeName(signature.inputs().at(kClassifyInputs).dtype()),
+        ", not serialized tf.Examples: TF Serving's ",
+        method == kClassifyMethodName ? "Classify" : "Regress",
+        " API cannot call it (only Predict can), so the smoke run calls it "
+        "as Predict"));
+  }
   if (method == kClassifyMethodName) {
-    CheckClassifyStructure(signature, &report->errors);
+    CheckClassifyStructure(signature, /*string_input=*/false, &report->errors);
   } else if (method == kRegressMethodName) {
-    CheckRegressStructure(signature, &report->errors);
+    CheckRegressStructure(signature, /*string_input=*/false, &report->errors);
   } else if (method != kPredictMethodName) {
     report->errors.push_back(absl::StrCat(
         "method_name '", method,
@@ -554,6 +567,30 @@ void CheckSignature(const GraphIndex& graph, const SignatureDef& signature,
 // ---------------------------------------------------------------------------
 // Step 8: running signatures.
 
+// What every run needs: the session, the options of each Session::Run (its
+// deadline), the input synthesizer, and where smoke runs record what they fed
+// (--dump_requests; null when not asked for).
+struct Runner {
+  tensorflow::Session* session = nullptr;
+  tensorflow::RunOptions run_options;
+  InputSynthesizer* synthesizer = nullptr;
+  std::vector<std::string>* fed_records = nullptr;
+};
+
+// A Session::Run failure, with a clear message for a missed deadline.
+absl::Status RunFailed(const Runner& runner, const absl::Status& status) {
+  if (absl::IsDeadlineExceeded(status)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "Session::Run did not finish within --run_timeout_ms=",
+        runner.run_options.timeout_in_ms(),
+        " ms and was cancelled: the graph may never end (e.g. a while loop "
+        "whose condition stays true); if it is only slow, raise "
+        "--run_timeout_ms"));
+  }
+  return absl::Status(status.code(),
+                      absl::StrCat("Session::Run failed: ", status.message()));
+}
+
 std::string OutputName(const TensorInfo& info) {
   return info.encoding_case() == TensorInfo::kCooSparse
              ? info.coo_sparse().values_tensor_name()
@@ -563,7 +600,8 @@ std::string OutputName(const TensorInfo& info) {
 // Checks a fetched output against its TensorInfo.
 absl::Status CheckOutput(const std::string& alias, const TensorInfo& info,
                          const Tensor& value) {
-  if (value.dtype() != info.dtype()) {
+  // Ref dtypes (float_ref of a TF1 variable) are fetched as their base type.
+  if (value.dtype() != tensorflow::BaseType(info.dtype())) {
     return absl::InternalError(absl::StrCat(
         "output '", alias, "' (", OutputName(info), ") returned dtype ",
         internal::DtypeName(value.dtype()), " but the signature declares ",
@@ -583,7 +621,7 @@ absl::Status CheckOutput(const std::string& alias, const TensorInfo& info,
 // Runs `signature` with `inputs` (alias -> tensor) fetching `output_aliases`,
 // then checks every output against the signature.
 absl::StatusOr<std::map<std::string, Tensor>> RunSignature(
-    tensorflow::Session* session, const SignatureDef& signature,
+    const Runner& runner, const SignatureDef& signature,
     const std::map<std::string, Tensor>& inputs,
     const std::vector<std::string>& output_aliases) {
   std::vector<std::pair<std::string, Tensor>> feeds;
@@ -595,9 +633,11 @@ absl::StatusOr<std::map<std::string, Tensor>> RunSignature(
     fetches.push_back(OutputName(signature.outputs().at(alias)));
   }
   std::vector<Tensor> outputs;
-  if (absl::Status s = session->Run(feeds, fetches, {}, &outputs); !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat("Session::Run failed: ", s.message()));
+  tensorflow::RunMetadata metadata;
+  if (absl::Status s = runner.session->Run(runner.run_options, feeds, fetches,
+                                           {}, &outputs, &metadata);
+      !s.ok()) {
+    return RunFailed(runner, s);
   }
   std::map<std::string, Tensor> by_alias;
   for (size_t i = 0; i < output_aliases.size(); ++i) {
@@ -664,8 +704,7 @@ absl::Status CheckRegressResult(const Tensor& output, int64_t num_examples) {
 
 // Runs a classify or regress signature on serialized tf.Examples, as TF
 // Serving's Classify / Regress APIs do.
-absl::Status RunExamples(tensorflow::Session* session,
-                         const std::string& name,
+absl::Status RunExamples(const Runner& runner, const std::string& name,
                          const SignatureDef& signature,
                          const std::vector<std::string>& examples) {
   const bool classify = signature.method_name() == kClassifyMethodName;
@@ -677,9 +716,9 @@ absl::Status RunExamples(tensorflow::Session* session,
   }
   std::vector<std::string> errors;
   if (classify) {
-    CheckClassifyStructure(signature, &errors);
+    CheckClassifyStructure(signature, /*string_input=*/true, &errors);
   } else {
-    CheckRegressStructure(signature, &errors);
+    CheckRegressStructure(signature, /*string_input=*/true, &errors);
   }
   if (!errors.empty()) {
     return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
@@ -700,7 +739,7 @@ absl::Status RunExamples(tensorflow::Session* session,
   } else {
     output_aliases.push_back(kRegressOutputs);
   }
-  auto outputs = RunSignature(session, signature, {{kClassifyInputs, batch}},
+  auto outputs = RunSignature(runner, signature, {{kClassifyInputs, batch}},
                               output_aliases);
   if (!outputs.ok()) return outputs.status();
   return classify ? CheckClassifyResult(*outputs, num_examples)
@@ -708,247 +747,131 @@ absl::Status RunExamples(tensorflow::Session* session,
                                        num_examples);
 }
 
-// `count` nonzero values of `dtype`'s kind, as python/merge's warmup writer
-// synthesizes them ("a", 1, 0.5).
-void SynthesizeFeature(DataType dtype, int64_t count,
-                       tensorflow::Feature* feature) {
-  for (int64_t i = 0; i < count; ++i) {
-    if (dtype == tensorflow::DT_STRING) {
-      feature->mutable_bytes_list()->add_value("a");
-    } else if (tensorflow::DataTypeIsInteger(dtype) ||
-               dtype == tensorflow::DT_BOOL) {
-      feature->mutable_int64_list()->add_value(1);
-    } else {
-      feature->mutable_float_list()->add_value(0.5f);
-    }
-  }
+
+// Records a request that ran, for --dump_requests.
+void RecordFed(const Runner& runner, WarmupRequest request) {
+  if (runner.fed_records == nullptr) return;
+  auto record = EncodePredictionLog(request);
+  if (record.ok()) runner.fed_records->push_back(*std::move(record));
 }
 
-// The strings of the Const nodes feeding `inputs`; false if one is not a
-// string Const (e.g. feature keys moved to variables/).
-bool ConstStrings(const GraphIndex& graph,
-                  const std::vector<std::string>& inputs,
-                  std::vector<std::string>* values) {
-  for (const std::string& input : inputs) {
-    const tensorflow::NodeDef* node =
-        graph.FindNodeDef(tensorflow::ParseTensorName(input).node());
-    if (node == nullptr || node->op() != "Const") return false;
-    auto value = node->attr().find("value");
-    Tensor tensor;
-    if (value == node->attr().end() ||
-        !tensor.FromProto(value->second.tensor()) ||
-        tensor.dtype() != tensorflow::DT_STRING) {
-      return false;
-    }
-    auto flat = tensor.flat<tensorflow::tstring>();
-    for (int64_t i = 0; i < flat.size(); ++i) {
-      values->emplace_back(flat(i));
-    }
-  }
-  return true;
-}
+// One synthesized feed of a predict signature: its candidate values.
+struct Candidates {
+  std::string alias;
+  bool unknown_rank = false;
+  std::vector<Tensor> values;
+};
 
-std::vector<DataType> TypeList(const tensorflow::NodeDef& node,
-                               const std::string& attr) {
-  std::vector<DataType> types;
-  auto it = node.attr().find(attr);
-  if (it != node.attr().end()) {
-    for (int type : it->second.list().type()) {
-      types.push_back(static_cast<DataType>(type));
+// Runs a predict signature on synthesized inputs: attempt k feeds each input
+// its k-th candidate (or its last), until one attempt runs.
+absl::Status RunSmokePredict(const Runner& runner, const std::string& name,
+                             const SignatureDef& signature,
+                             SignatureReport* report) {
+  std::vector<Candidates> feeds;
+  size_t attempts = 1;
+  for (const auto& [alias, info] : signature.inputs()) {
+    if (info.encoding_case() != TensorInfo::kName) {
+      return absl::UnimplementedError(absl::StrCat(
+          "cannot synthesize the sparse/composite input '", alias,
+          "'; verify this signature with --run=warmup and recorded requests"));
     }
-  }
-  return types;
-}
-
-// Adds a synthesized feature for every key the parse op `node` reads (dense
-// features with their full element count). A parse op whose keys are not
-// constants adds none.
-void AddParseOpFeatures(const GraphIndex& graph,
-                        const tensorflow::NodeDef& node,
-                        tensorflow::Features* features) {
-  std::vector<std::string> inputs;
-  for (const std::string& input : node.input()) {
-    if (!absl::StartsWith(input, "^")) inputs.push_back(input);
-  }
-  auto slice = [&inputs](size_t begin, size_t count) {
-    begin = std::min(begin, inputs.size());
-    const size_t end = std::min(begin + count, inputs.size());
-    return std::vector<std::string>(inputs.begin() + begin,
-                                    inputs.begin() + end);
-  };
-  std::vector<std::string> sparse_keys, dense_keys;
-  std::vector<DataType> sparse_types = TypeList(node, "sparse_types");
-  const std::vector<DataType> dense_types = TypeList(node, "Tdense");
-  if (node.op() == "ParseSingleExample") {
-    auto attr_strings = [&node](const std::string& attr,
-                                std::vector<std::string>* keys) {
-      auto it = node.attr().find(attr);
-      if (it != node.attr().end()) {
-        keys->assign(it->second.list().s().begin(),
-                     it->second.list().s().end());
+    Candidates& candidates = feeds.emplace_back();
+    candidates.alias = alias;
+    const PartialTensorShape declared = DeclaredShape(info);
+    candidates.unknown_rank = declared.unknown_rank();
+    for (const tensorflow::TensorShape& shape :
+         runner.synthesizer->CandidateShapes(info.name(), declared)) {
+      auto value =
+          runner.synthesizer->InputValue(info.name(), info.dtype(), shape);
+      if (!value.ok()) {
+        return absl::UnimplementedError(absl::StrCat(
+            "cannot synthesize input '", alias, "' of dtype ",
+            internal::DtypeName(info.dtype()),
+            "; verify this signature with --run=warmup or --run=none"));
       }
-    };
-    attr_strings("sparse_keys", &sparse_keys);
-    attr_strings("dense_keys", &dense_keys);
-  } else if (node.op() == "ParseExample") {
-    // serialized, names, sparse_keys[Nsparse], dense_keys[Ndense], defaults.
-    const int64_t n_sparse = node.attr().at("Nsparse").i();
-    const int64_t n_dense = node.attr().at("Ndense").i();
-    if (!ConstStrings(graph, slice(2, n_sparse), &sparse_keys) ||
-        !ConstStrings(graph, slice(2 + n_sparse, n_dense), &dense_keys)) {
-      return;
+      candidates.values.push_back(*std::move(value));
     }
-  } else {
-    // ParseExampleV2: serialized, names, sparse_keys, dense_keys,
-    // ragged_keys, dense_defaults; ragged features are synthesized like
-    // sparse ones.
-    if (!ConstStrings(graph, slice(2, 1), &sparse_keys) ||
-        !ConstStrings(graph, slice(3, 1), &dense_keys) ||
-        !ConstStrings(graph, slice(4, 1), &sparse_keys)) {
-      return;
-    }
-    for (DataType type : TypeList(node, "ragged_value_types")) {
-      sparse_types.push_back(type);
-    }
+    attempts = std::max(attempts, candidates.values.size());
   }
-  auto shapes = node.attr().find("dense_shapes");
-  for (size_t i = 0; i < dense_keys.size() && i < dense_types.size(); ++i) {
-    int64_t count = 1;
-    if (shapes != node.attr().end() &&
-        static_cast<int>(i) < shapes->second.list().shape_size()) {
-      const tensorflow::TensorShapeProto& shape =
-          shapes->second.list().shape(i);
-      if (!shape.unknown_rank()) {
-        for (const auto& dim : shape.dim()) {
-          count *= dim.size() > 0 ? dim.size() : 1;
-        }
-      }
-    }
-    tensorflow::Feature& feature =
-        (*features->mutable_feature())[dense_keys[i]];
-    feature.Clear();
-    SynthesizeFeature(dense_types[i], count, &feature);
-  }
-  for (size_t i = 0; i < sparse_keys.size() && i < sparse_types.size(); ++i) {
-    tensorflow::Feature& feature =
-        (*features->mutable_feature())[sparse_keys[i]];
-    feature.Clear();
-    SynthesizeFeature(sparse_types[i], 1, &feature);
-  }
-}
-
-// A serialized tf.Example with a synthesized value for every feature the
-// parse ops fed (directly or through other ops) by `tensor_name` read, so
-// that models whose features have no default accept it. Empty (a valid,
-// empty Example) when no parse op reads the tensor.
-std::string SynthesizeExample(const GraphIndex& graph,
-                              const std::string& tensor_name) {
-  static const absl::flat_hash_set<std::string>* const kParseOps =
-      new absl::flat_hash_set<std::string>(
-          {"ParseExample", "ParseExampleV2", "ParseSingleExample"});
-  tensorflow::Example example;
-  std::unordered_set<std::string> seen;
-  const std::vector<const tensorflow::NodeDef*>& readers =
-      graph.Consumers(tensorflow::ParseTensorName(tensor_name).node());
-  std::vector<const tensorflow::NodeDef*> queue(readers.begin(),
-                                                readers.end());
-  while (!queue.empty()) {
-    const tensorflow::NodeDef* node = queue.back();
-    queue.pop_back();
-    if (!seen.insert(node->name()).second) continue;
-    if (kParseOps->contains(node->op())) {
-      AddParseOpFeatures(graph, *node, example.mutable_features());
-    } else {
-      const auto& next = graph.Consumers(node->name());
-      queue.insert(queue.end(), next.begin(), next.end());
-    }
-  }
-  std::string serialized;
-  example.SerializeToString(&serialized);
-  return serialized;
-}
-
-// A zero-filled tensor for `info`: batch 1, unknown dimensions 1.
-absl::StatusOr<Tensor> SynthesizeInput(const std::string& alias,
-                                       const TensorInfo& info,
-                                       const GraphIndex& graph) {
-  if (info.encoding_case() != TensorInfo::kName) {
-    return absl::UnimplementedError(absl::StrCat(
-        "cannot synthesize the sparse/composite input '", alias,
-        "'; verify this signature with --run=warmup and recorded requests"));
-  }
-  PartialTensorShape shape = DeclaredShape(info);
-  if (shape.unknown_rank()) {
-    const tensorflow::TensorId id = tensorflow::ParseTensorName(info.name());
-    if (const tensorflow::Node* node = graph.FindNode(id.node())) {
-      shape = graph.InferredShape(node, id.index());
-    }
-  }
-  std::vector<int64_t> dims;
-  if (shape.unknown_rank()) {
-    dims.push_back(1);
-  } else {
-    for (int i = 0; i < shape.dims(); ++i) {
-      dims.push_back(shape.dim_size(i) < 0 ? 1 : shape.dim_size(i));
-    }
-  }
-  const tensorflow::TensorShape concrete(dims);
-  const DataType dtype = info.dtype();
-  if (dtype == tensorflow::DT_STRING) {
-    Tensor tensor(dtype, concrete);
-    const std::string example = SynthesizeExample(graph, info.name());
-    auto flat = tensor.flat<tensorflow::tstring>();
-    for (int64_t i = 0; i < flat.size(); ++i) flat(i) = example;
-    return tensor;
-  }
-  if (!tensorflow::DataTypeCanUseMemcpy(dtype)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "cannot synthesize input '", alias, "' of dtype ",
-        internal::DtypeName(dtype),
-        "; verify this signature with --run=warmup or --run=none"));
-  }
-  Tensor tensor(dtype, concrete);
-  if (tensor.TotalBytes() > 0) {
-    std::memset(const_cast<char*>(tensor.tensor_data().data()), 0,
-                tensor.TotalBytes());
-  }
-  return tensor;
-}
-
-void RunSmoke(tensorflow::Session* session, const std::string& name,
-              const SignatureDef& signature, const GraphIndex& graph,
-              SignatureReport* report) {
-  const Stopwatch stopwatch;
+  std::vector<std::string> failures;
   absl::Status status;
-  if (signature.method_name() == kClassifyMethodName ||
-      signature.method_name() == kRegressMethodName) {
-    auto input = signature.inputs().find(kClassifyInputs);
-    status = RunExamples(
-        session, name, signature,
-        {input == signature.inputs().end()
-             ? std::string()
-             : SynthesizeExample(graph, input->second.name())});
-  } else {
+  for (size_t k = 0; k < attempts; ++k) {
     std::map<std::string, Tensor> inputs;
-    for (const auto& [alias, info] : signature.inputs()) {
-      auto tensor = SynthesizeInput(alias, info, graph);
-      if (!tensor.ok()) {
-        report->errors.push_back(std::string(tensor.status().message()));
-        return;
+    std::vector<std::string> unknown;
+    for (const Candidates& candidates : feeds) {
+      const Tensor& value =
+          candidates.values[std::min(k, candidates.values.size() - 1)];
+      inputs[candidates.alias] = value;
+      report->fed[candidates.alias] = value.shape();
+      if (candidates.unknown_rank) {
+        const std::string shape = internal::ShapeString(
+            PartialTensorShape(value.shape().dim_sizes()));
+        report->tried[candidates.alias].push_back(shape);
+        unknown.push_back(absl::StrCat(candidates.alias, "=", shape));
       }
-      inputs[alias] = *std::move(tensor);
     }
-    status = RunSignature(session, signature, inputs,
+    status = RunSignature(runner, signature, inputs,
                           SortedKeys(signature.outputs()))
                  .status();
+    if (status.ok()) {
+      WarmupRequest request;
+      request.kind = WarmupRequest::Kind::kPredict;
+      request.signature_name = name;
+      for (const auto& [alias, tensor] : inputs) {
+        tensor.AsProtoField(&request.inputs[alias]);
+      }
+      RecordFed(runner, std::move(request));
+      return status;
+    }
+    failures.push_back(absl::StrCat(absl::StrJoin(unknown, ", "), ": ",
+                                    status.message()));
+    // A missed deadline is not a shape problem: do not try more shapes.
+    if (absl::IsDeadlineExceeded(status) || attempts == 1) return status;
+  }
+  return absl::Status(
+      status.code(),
+      absl::StrCat("no candidate shape of the unknown-rank input(s) ran: ",
+                   absl::StrJoin(failures, "; ")));
+}
+
+void RunSmoke(const Runner& runner, const std::string& name,
+              const SignatureDef& signature, SignatureReport* report) {
+  const Stopwatch stopwatch;
+  absl::Status status;
+  const bool examples = (signature.method_name() == kClassifyMethodName ||
+                         signature.method_name() == kRegressMethodName) &&
+                        !TakesNonStringExamples(signature);
+  if (examples) {
+    auto input = signature.inputs().find(kClassifyInputs);
+    const std::string example =
+        input == signature.inputs().end()
+            ? std::string()
+            : runner.synthesizer->ExampleFor(input->second.name());
+    status = RunExamples(runner, name, signature, {example});
+    if (input != signature.inputs().end()) {
+      report->fed[kClassifyInputs] = tensorflow::TensorShape({1});
+    }
+    if (status.ok()) {
+      WarmupRequest request;
+      request.kind = signature.method_name() == kClassifyMethodName
+                         ? WarmupRequest::Kind::kClassify
+                         : WarmupRequest::Kind::kRegress;
+      request.signature_name = name;
+      request.serialized_examples.push_back(example);
+      RecordFed(runner, std::move(request));
+    }
+  } else {
+    status = RunSmokePredict(runner, name, signature, report);
+    if (absl::IsUnimplemented(status)) {
+      report->errors.emplace_back(status.message());
+      return;
+    }
   }
   report->ran = true;
   report->run_ms = stopwatch.ElapsedMs();
   if (!status.ok()) {
     std::string hint;
-    if ((signature.method_name() == kClassifyMethodName ||
-         signature.method_name() == kRegressMethodName) &&
-        absl::StrContains(status.message(), "is required but")) {
+    if (examples && absl::StrContains(status.message(), "is required but")) {
       // Smoke mode synthesizes the features the graph's parse ops name; a
       // parse op whose keys are not constants contributes none.
       hint =
@@ -984,7 +907,7 @@ absl::StatusOr<const SignatureDef*> RequestSignature(
 }
 
 // Replays a PredictRequest as TF Serving's Predict API does (predict_util.cc).
-absl::Status RunPredictRequest(tensorflow::Session* session,
+absl::Status RunPredictRequest(const Runner& runner,
                                const SignatureDef& signature,
                                const GraphIndex& graph,
                                const WarmupRequest& request) {
@@ -1049,12 +972,12 @@ absl::Status RunPredictRequest(tensorflow::Session* session,
       output_aliases.push_back(alias);
     }
   }
-  return RunSignature(session, signature, inputs, output_aliases).status();
+  return RunSignature(runner, signature, inputs, output_aliases).status();
 }
 
 // Executes one warmup request; `signature_used` receives the signature name
 // (for multi-inference, the names joined with '+').
-absl::Status RunWarmupRequest(tensorflow::Session* session,
+absl::Status RunWarmupRequest(const Runner& runner,
                               const MetaGraphDef& meta_graph,
                               const GraphIndex& graph,
                               const WarmupRequest& request,
@@ -1064,7 +987,7 @@ absl::Status RunWarmupRequest(tensorflow::Session* session,
       auto signature =
           RequestSignature(meta_graph, request.signature_name, signature_used);
       if (!signature.ok()) return signature.status();
-      return RunPredictRequest(session, **signature, graph, request);
+      return RunPredictRequest(runner, **signature, graph, request);
     }
     case WarmupRequest::Kind::kClassify:
     case WarmupRequest::Kind::kRegress: {
@@ -1080,7 +1003,7 @@ absl::Status RunWarmupRequest(tensorflow::Session* session,
             " signature method_name to be ", wanted, ". Was: ",
             (*signature)->method_name()));
       }
-      return RunExamples(session, *signature_used, **signature,
+      return RunExamples(runner, *signature_used, **signature,
                          request.serialized_examples);
     }
     case WarmupRequest::Kind::kMultiInference: {
@@ -1106,7 +1029,7 @@ absl::Status RunWarmupRequest(tensorflow::Session* session,
               " but the signature's method_name is ",
               (*signature)->method_name()));
         }
-        if (absl::Status s = RunExamples(session, name, **signature,
+        if (absl::Status s = RunExamples(runner, name, **signature,
                                          request.serialized_examples);
             !s.ok()) {
           return s;
@@ -1122,16 +1045,19 @@ absl::Status RunWarmupRequest(tensorflow::Session* session,
       absl::StrCat("Unsupported log_type for warmup: ", request.log_type));
 }
 
+std::string WarmupPath(const std::string& export_dir) {
+  return tensorflow::io::JoinPath(
+      export_dir, tensorflow::kSavedModelAssetsExtraDirectory, kWarmupFileName);
+}
+
 // Replays assets.extra/tf_serving_warmup_requests (TF Serving's
 // RunSavedModelWarmup): records in order, at most kMaxWarmupRecords, stopping
 // at the first error.
-void ReplayWarmup(tensorflow::Session* session, const MetaGraphDef& meta_graph,
+void ReplayWarmup(const Runner& runner, const MetaGraphDef& meta_graph,
                   const GraphIndex& graph, const std::string& export_dir,
                   WarmupReport* report) {
   const Stopwatch stopwatch;
-  report->path = tensorflow::io::JoinPath(
-      export_dir, tensorflow::kSavedModelAssetsExtraDirectory,
-      kWarmupFileName);
+  report->path = WarmupPath(export_dir);
   tensorflow::Env* env = tensorflow::Env::Default();
   if (!env->FileExists(report->path).ok()) {
     report->error = absl::StrCat(
@@ -1176,7 +1102,7 @@ void ReplayWarmup(tensorflow::Session* session, const MetaGraphDef& meta_graph,
       break;
     }
     std::string signature_name;
-    if (absl::Status s = RunWarmupRequest(session, meta_graph, graph, *request,
+    if (absl::Status s = RunWarmupRequest(runner, meta_graph, graph, *request,
                                           &signature_name);
         !s.ok()) {
       report->error = absl::StrCat(
@@ -1222,57 +1148,89 @@ void CheckSignatures(const GraphIndex& graph, const MetaGraphDef& meta_graph,
     for (const auto& [alias, info] : signature.outputs()) {
       entry.outputs[alias] = Summarize(info);
     }
-    CheckSignature(graph, signature, &entry);
+    CheckSignature(graph, name, signature, &entry, &report->warnings);
   }
 }
 
-// Step 7: tensorflow::LoadSavedModel with the requested tags, timed.
+tensorflow::RunOptions DeadlineOptions(const VerifyOptions& options) {
+  tensorflow::RunOptions run_options;
+  run_options.set_timeout_in_ms(options.run_timeout_ms);
+  return run_options;
+}
+
+// Step 7: tensorflow::LoadSavedModel with the requested tags, timed. Its
+// restore and init ops run with the same deadline as every other run.
 absl::Status LoadBundle(const VerifyOptions& options,
                         tensorflow::SavedModelBundle* bundle,
                         double* load_ms) {
   const std::unordered_set<std::string> tags(options.tags.begin(),
                                              options.tags.end());
   const Stopwatch stopwatch;
-  absl::Status load = tensorflow::LoadSavedModel(
-      tensorflow::SessionOptions(), tensorflow::RunOptions(),
-      options.export_dir, tags, bundle);
+  absl::Status load =
+      tensorflow::LoadSavedModel(tensorflow::SessionOptions(),
+                                 DeadlineOptions(options), options.export_dir,
+                                 tags, bundle);
   *load_ms = stopwatch.ElapsedMs();
   if (load.ok()) return load;
   const bool restore = absl::StrContains(load.message(), "RestoreV2") ||
                        absl::StrContains(load.message(), "checkpoint");
+  const bool deadline = absl::IsDeadlineExceeded(load);
   return absl::Status(
       load.code(),
       absl::StrCat(
           "tensorflow::LoadSavedModel(", options.export_dir, ", tags=",
           BraceJoin(options.tags), ") failed",
-          restore ? " restoring variables (variables/ is corrupt or does not "
-                    "match the graph; restore it from the original export)"
-                  : "",
+          deadline ? absl::StrCat(" to restore and initialize within "
+                                  "--run_timeout_ms=",
+                                  options.run_timeout_ms,
+                                  " ms (its init op may never end; raise "
+                                  "--run_timeout_ms if it is only slow)")
+          : restore ? " restoring variables (variables/ is corrupt or does "
+                      "not match the graph; restore it from the original "
+                      "export)"
+                    : "",
           ": ", load.message()));
 }
 
-// Step 8: smoke-runs the signatures that passed their checks, or replays the
-// warmup file.
-void RunSignatures(RunMode run, tensorflow::Session* session,
+// Step 8: replays the warmup file (first, as TF Serving's load does) and
+// smoke-runs the signatures that passed their checks, as `run` asks.
+void RunSignatures(RunMode run, const Runner& runner,
                    const MetaGraphDef& meta_graph, const GraphIndex& graph,
                    const std::vector<std::string>& names,
                    const std::string& export_dir, VerifyReport* report) {
-  switch (run) {
-    case RunMode::kSmoke:
-      for (const std::string& name : names) {
-        SignatureReport& entry = report->signatures[name];
-        if (!entry.ok()) continue;  // Static checks failed; running is moot.
-        RunSmoke(session, name, meta_graph.signature_def().at(name), graph,
-                 &entry);
-      }
-      return;
-    case RunMode::kWarmup:
-      report->warmup.emplace();
-      ReplayWarmup(session, meta_graph, graph, export_dir, &*report->warmup);
-      return;
-    case RunMode::kNone:
-      return;
+  const bool warmup =
+      run == RunMode::kWarmup ||
+      (run == RunMode::kSmokeAndWarmup &&
+       tensorflow::Env::Default()->FileExists(WarmupPath(export_dir)).ok());
+  if (warmup) {
+    report->warmup.emplace();
+    ReplayWarmup(runner, meta_graph, graph, export_dir, &*report->warmup);
   }
+  if (run == RunMode::kSmoke || run == RunMode::kSmokeAndWarmup) {
+    for (const std::string& name : names) {
+      SignatureReport& entry = report->signatures[name];
+      if (!entry.ok()) continue;  // Static checks failed; running is moot.
+      RunSmoke(runner, name, meta_graph.signature_def().at(name), &entry);
+    }
+  }
+}
+
+// Writes the requests smoke runs fed as PredictionLog TFRecords.
+absl::Status WriteRecords(const std::string& path,
+                          const std::vector<std::string>& records) {
+  std::unique_ptr<tensorflow::WritableFile> file;
+  absl::Status s = tensorflow::Env::Default()->NewWritableFile(path, &file);
+  if (s.ok()) {
+    tensorflow::io::RecordWriter writer(file.get());
+    for (const std::string& record : records) {
+      if (s.ok()) s = writer.WriteRecord(record);
+    }
+    if (s.ok()) s = writer.Close();
+    if (s.ok()) s = file->Close();
+  }
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("cannot write --dump_requests=",
+                                             path, ": ", s.message()));
 }
 
 void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
@@ -1300,6 +1258,142 @@ void WriteTensors(const std::map<std::string, TensorSummary>& tensors,
   json->EndObject();
 }
 
+// ---------------------------------------------------------------------------
+// Step 5b: the op denylist.
+
+// Checkpoint ops of the denylist that the bundle's own save/restore subgraph
+// (SaverDef) may use: the loader runs them to restore variables.
+bool IsCheckpointOp(const std::string& op) {
+  static const auto* const kOps = new absl::flat_hash_set<std::string>(
+      {"Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice",
+       "MergeV2Checkpoints"});
+  return kOps->contains(op);
+}
+
+// Functions `node` calls: func-valued attrs, and its op if it names one.
+std::vector<std::string> CalledFunctions(
+    const tensorflow::NodeDef& node,
+    const std::map<std::string, const tensorflow::FunctionDef*>& functions) {
+  std::vector<std::string> called;
+  if (functions.count(node.op()) > 0) called.push_back(node.op());
+  for (const auto& [name, value] : node.attr()) {
+    if (value.has_func()) called.push_back(value.func().name());
+    for (const auto& func : value.list().func()) called.push_back(func.name());
+  }
+  return called;
+}
+
+// Every function reachable from `roots` (functions calling functions).
+std::set<std::string> FunctionClosure(
+    std::vector<std::string> roots,
+    const std::map<std::string, const tensorflow::FunctionDef*>& functions) {
+  std::set<std::string> reached;
+  while (!roots.empty()) {
+    const std::string name = roots.back();
+    roots.pop_back();
+    auto it = functions.find(name);
+    if (it == functions.end() || !reached.insert(name).second) continue;
+    for (const tensorflow::NodeDef& node : it->second->node_def()) {
+      for (std::string& callee : CalledFunctions(node, functions)) {
+        roots.push_back(std::move(callee));
+      }
+    }
+  }
+  return reached;
+}
+
+// Op -> "node" / "node (function f)" for every denied op outside `allowed`,
+// in nodes and function bodies. The saver's subgraph (and functions only it
+// calls) may use the checkpoint ops.
+std::map<std::string, std::vector<std::string>> FindDeniedOps(
+    const MetaGraphDef& meta_graph, const std::vector<std::string>& allowed) {
+  absl::flat_hash_set<std::string> denied;
+  for (const char* op : kDeniedOps) denied.insert(op);
+  for (const std::string& op : allowed) denied.erase(op);
+  const tensorflow::GraphDef& graph_def = meta_graph.graph_def();
+  std::map<std::string, const tensorflow::FunctionDef*> functions;
+  for (const auto& function : graph_def.library().function()) {
+    functions[function.signature().name()] = &function;
+  }
+  std::unordered_map<std::string, const tensorflow::NodeDef*> nodes;
+  for (const auto& node : graph_def.node()) nodes[node.name()] = &node;
+  // The saver's subgraph: everything its save and restore ops depend on.
+  std::set<std::string> saver_nodes;
+  if (meta_graph.has_saver_def()) {
+    std::vector<std::string> stack = {
+        std::string(tensorflow::ParseTensorName(
+                        meta_graph.saver_def().restore_op_name())
+                        .node()),
+        std::string(tensorflow::ParseTensorName(
+                        meta_graph.saver_def().save_tensor_name())
+                        .node())};
+    while (!stack.empty()) {
+      const std::string name = stack.back();
+      stack.pop_back();
+      auto it = nodes.find(name);
+      if (it == nodes.end() || !saver_nodes.insert(name).second) continue;
+      for (const std::string& input : it->second->input()) {
+        stack.emplace_back(tensorflow::ParseTensorName(
+                               absl::StripPrefix(input, "^"))
+                               .node());
+      }
+    }
+  }
+  std::vector<std::string> saver_roots, other_roots;
+  for (const auto& node : graph_def.node()) {
+    auto& roots = saver_nodes.count(node.name()) > 0 ? saver_roots : other_roots;
+    for (std::string& callee : CalledFunctions(node, functions)) {
+      roots.push_back(std::move(callee));
+    }
+  }
+  const std::set<std::string> saver_functions =
+      FunctionClosure(saver_roots, functions);
+  const std::set<std::string> other_functions =
+      FunctionClosure(other_roots, functions);
+  std::map<std::string, std::vector<std::string>> found;
+  for (const auto& node : graph_def.node()) {
+    if (!denied.contains(node.op())) continue;
+    if (saver_nodes.count(node.name()) > 0 && IsCheckpointOp(node.op())) {
+      continue;
+    }
+    found[node.op()].push_back(absl::StrCat("'", node.name(), "'"));
+  }
+  for (const auto& [name, function] : functions) {
+    const bool saver_only = saver_functions.count(name) > 0 &&
+                            other_functions.count(name) == 0;
+    for (const auto& node : function->node_def()) {
+      if (!denied.contains(node.op())) continue;
+      if (saver_only && IsCheckpointOp(node.op())) continue;
+      found[node.op()].push_back(
+          absl::StrCat("'", node.name(), "' in function '", name, "'"));
+    }
+  }
+  return found;
+}
+
+// One error per denied op, naming its nodes (at most 5) and the fix.
+std::vector<std::string> DeniedOpErrors(
+    const std::map<std::string, std::vector<std::string>>& found) {
+  constexpr size_t kMaxNodes = 5;
+  std::vector<std::string> errors;
+  for (const auto& [op, where] : found) {
+    std::vector<std::string> shown(
+        where.begin(), where.begin() + std::min(where.size(), kMaxNodes));
+    errors.push_back(absl::StrCat(
+        "the graph uses the denied op ", op, " (node ",
+        absl::StrJoin(shown, ", "),
+        where.size() > kMaxNodes
+            ? absl::StrCat(" and ", where.size() - kMaxNodes, " more")
+            : "",
+        "): ops that touch files, the console or the process are refused "
+        "(python/common/denied_ops.txt), and a bundle with one is neither "
+        "loaded nor run. Remove it from the model, or accept it with "
+        "--allow_ops=",
+        op));
+  }
+  return errors;
+}
+
 // Indents the continuation lines of a multi-line message (TF errors end with
 // "\n\t [[{{node ...}}]]").
 std::string Indent(const std::string& text, const std::string& prefix) {
@@ -1321,15 +1415,20 @@ std::string TensorsText(const std::map<std::string, TensorSummary>& tensors) {
 // Public API.
 
 absl::StatusOr<RunMode> ParseRunMode(std::string_view text) {
+  if (text == "smoke+warmup") return RunMode::kSmokeAndWarmup;
   if (text == "smoke") return RunMode::kSmoke;
   if (text == "warmup") return RunMode::kWarmup;
   if (text == "none") return RunMode::kNone;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--run='", text, "' is not a run mode; choose smoke, warmup or none"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--run='", text,
+                   "' is not a run mode; choose smoke+warmup (the default), "
+                   "smoke, warmup or none"));
 }
 
 std::string_view RunModeName(RunMode mode) {
   switch (mode) {
+    case RunMode::kSmokeAndWarmup:
+      return "smoke+warmup";
     case RunMode::kSmoke:
       return "smoke";
     case RunMode::kWarmup:
@@ -1353,7 +1452,8 @@ absl::Status ValidateOptions(const VerifyOptions& options) {
   for (const auto& [field, values] :
        {std::pair<const char*, const std::vector<std::string>*>{
             "--tags", &options.tags},
-        {"--signatures", &options.signatures}}) {
+        {"--signatures", &options.signatures},
+        {"--allow_ops", &options.allow_ops}}) {
     std::set<std::string> seen;
     for (const std::string& value : *values) {
       if (value.empty()) {
@@ -1367,6 +1467,11 @@ absl::Status ValidateOptions(const VerifyOptions& options) {
             "' twice"));
       }
     }
+  }
+  if (options.run_timeout_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--run_timeout_ms=", options.run_timeout_ms,
+        " is negative; give milliseconds (0 means no deadline)"));
   }
   return absl::OkStatus();
 }
@@ -1390,7 +1495,7 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   };
 
-  // Steps 1-5: everything that only needs saved_model.pb.
+  // Steps 1-6: everything that only needs saved_model.pb.
   if (absl::Status s = CheckExportDir(options.export_dir); !s.ok()) {
     return failed(s);
   }
@@ -1399,16 +1504,25 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
   auto meta_graph =
       FindMetaGraph(*saved_model, options.tags, options.export_dir);
   if (!meta_graph.ok()) return failed(meta_graph.status());
-  if (absl::Status s = CheckVariables(**meta_graph, options.export_dir);
-      !s.ok()) {
-    report.errors.emplace_back(s.message());  // Still worth loading.
+  const absl::Status variables =
+      CheckVariables(**meta_graph, options.export_dir);
+  if (!variables.ok()) {
+    report.errors.emplace_back(variables.message());  // Still worth loading.
   }
   auto names = SelectSignatures(**meta_graph, options.signatures);
   if (!names.ok()) return failed(names.status());
 
-  // Step 6: signatures against the graph.
+  // Step 6: signatures against the graph; the op denylist.
   const GraphIndex graph((*meta_graph)->graph_def());
   CheckSignatures(graph, **meta_graph, *names, &report);
+  report.denied_ops = FindDeniedOps(**meta_graph, options.allow_ops);
+  if (!report.denied_ops.empty()) {
+    // Loading runs the init op, and any run may reach the op: do neither.
+    for (std::string& error : DeniedOpErrors(report.denied_ops)) {
+      report.errors.push_back(std::move(error));
+    }
+    return report;
+  }
 
   // Step 7: load as TF Serving does.
   tensorflow::SavedModelBundle bundle;
@@ -1417,10 +1531,31 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return failed(s);
   }
   report.loaded = true;
+  if (!variables.ok()) {
+    // Every run would fail on uninitialized variables; the error above says
+    // why, and TensorFlow's own messages would only bury it.
+    return report;
+  }
 
   // Step 8: run.
-  RunSignatures(options.run, bundle.session.get(), **meta_graph, graph,
-                *names, options.export_dir, &report);
+  InputSynthesizer synthesizer((*meta_graph)->graph_def());
+  std::vector<std::string> fed_records;
+  Runner runner;
+  runner.session = bundle.session.get();
+  runner.run_options = DeadlineOptions(options);
+  runner.synthesizer = &synthesizer;
+  runner.fed_records = options.dump_requests.empty() ? nullptr : &fed_records;
+  RunSignatures(options.run, runner, **meta_graph, graph, *names,
+                options.export_dir, &report);
+  for (const std::string& warning : synthesizer.warnings()) {
+    report.warnings.push_back(warning);
+  }
+  if (!options.dump_requests.empty()) {
+    if (absl::Status s = WriteRecords(options.dump_requests, fed_records);
+        !s.ok()) {
+      report.errors.emplace_back(s.message());
+    }
+  }
   return report;
 }
 
@@ -1442,9 +1577,14 @@ std::string FormatText(const VerifyReport& report) {
   int failed = 0;
   for (const auto& [name, signature] : report.signatures) {
     if (!signature.ok()) ++failed;
-    // "checked": static checks passed but the bundle did not load.
-    const char* status =
-        !signature.ok() ? "FAILED " : (report.loaded ? "ok     " : "checked");
+    // "checked": static checks passed but the bundle did not load, or the
+    // smoke run was skipped (no variables/).
+    const bool smoke = report.run == RunMode::kSmoke ||
+                       report.run == RunMode::kSmokeAndWarmup;
+    const char* status = !signature.ok() ? "FAILED "
+                         : (report.loaded && (signature.ran || !smoke))
+                             ? "ok     "
+                             : "checked";
     absl::StrAppend(&out, "  ", status, " ", name,
                     std::string(width - name.size() + 2, ' '),
                     MethodShortName(signature.method), " ",
@@ -1453,6 +1593,22 @@ std::string FormatText(const VerifyReport& report) {
     if (signature.ran) {
       absl::StrAppend(&out, "  run ", absl::StrFormat("%.1f", signature.run_ms),
                       " ms");
+      // Which candidate shape ran for inputs of unknown rank.
+      std::vector<std::string> fed;
+      for (const auto& [alias, tried] : signature.tried) {
+        fed.push_back(absl::StrCat(
+            alias, "=", tried.back(),
+            tried.size() > 1
+                ? absl::StrCat(" (after ",
+                               absl::StrJoin(tried.begin(), tried.end() - 1,
+                                             ", "),
+                               ")")
+                : ""));
+      }
+      if (!fed.empty()) {
+        absl::StrAppend(&out, signature.ok() ? "  fed " : "  last tried ",
+                        absl::StrJoin(fed, ", "));
+      }
     }
     absl::StrAppend(&out, "\n");
     for (const std::string& error : signature.errors) {
@@ -1527,6 +1683,18 @@ std::string FormatJson(const VerifyReport& report) {
     } else {
       json.Null();
     }
+    json.Key("fed");
+    if (signature.ran) {
+      json.BeginObject();
+      for (const auto& [alias, shape] : signature.fed) {
+        json.Key(alias).BeginArray();
+        for (int64_t dim : shape.dim_sizes()) json.Int(dim);
+        json.EndArray();
+      }
+      json.EndObject();
+    } else {
+      json.Null();
+    }
     json.Key("error");
     if (signature.ok()) {
       json.Null();
@@ -1562,6 +1730,13 @@ std::string FormatJson(const VerifyReport& report) {
   } else {
     json.Null();
   }
+  json.Key("denied_ops").BeginObject();
+  for (const auto& [op, nodes] : report.denied_ops) {
+    json.Key(op).BeginArray();
+    for (const std::string& node : nodes) json.String(node);
+    json.EndArray();
+  }
+  json.EndObject();
   json.Key("warnings").BeginArray();
   for (const std::string& warning : report.warnings) json.String(warning);
   json.EndArray();
@@ -1620,8 +1795,7 @@ std::string ShapeString(const PartialTensorShape& shape) {
 
 std::string SynthesizeExample(const tensorflow::GraphDef& graph_def,
                               const std::string& tensor_name) {
-  return ::tf_serving_merge::verify::SynthesizeExample(GraphIndex(graph_def),
-                                                       tensor_name);
+  return InputSynthesizer(graph_def).ExampleFor(tensor_name);
 }
 
 }  // namespace internal

@@ -9,8 +9,15 @@
 //   3. FindMetaGraph      the requested tag-set exists (else lists those
 //                         present).
 //   4. CheckVariables     a graph with variables has variables/variables.index
-//                         (TF's loader would silently skip the restore).
+//                         (TF's loader would silently skip the restore, and
+//                         every run would fail; nothing is run then).
 //   5. SelectSignatures   `--signatures` names exist (else lists them).
+//      CheckDeniedOps     no node or function body holds an op of
+//                         python/common/denied_ops.txt (file-system, console,
+//                         process ops) unless `allow_ops` names it; the
+//                         bundle's own save/restore subgraph may use the
+//                         checkpoint ops. A bundle with a denied op is
+//                         neither loaded nor run, so none is ever executed.
 //   6. CheckSignature     per signature: every tensor exists in the graph, the
 //                         declared dtype is what its op produces, declared and
 //                         inferred shapes are compatible, method_name is one TF
@@ -18,14 +25,24 @@
 //                         have the structure TF Serving's Classify / Regress
 //                         APIs need.
 //   7. LoadSavedModel     tensorflow::LoadSavedModel with the requested tags.
-//   8. Run                smoke: each signature once with synthesized inputs
-//                         (batch 1, unknown dims 1, zeros; string inputs
-//                         get a serialized tf.Example carrying every feature
-//                         the graph's parse ops read, see SynthesizeExample);
-//                         warmup: replays
+//   8. Run                smoke+warmup (default): replays the warmup file when
+//                         the bundle has one, as TF Serving's load does, then
+//                         smoke. smoke: each signature once with inputs
+//                         synthesized by python/common/synthesis.py's policy
+//                         (synthesis.h): batch 1; inputs of unknown rank
+//                         tried with each candidate shape until one runs (the
+//                         report names it); string inputs hold the tf.Example
+//                         or tf.SequenceExample their parse ops read.
+//                         Classify/regress signatures whose input is not a
+//                         string (TF Serving's Classify/Regress APIs cannot
+//                         call them, Predict can) run as Predict, with a
+//                         warning. warmup: replays
 //                         assets.extra/tf_serving_warmup_requests as TF Serving
 //                         does (at most 1000 records, stops at the first error,
-//                         which names the record index); none: skipped.
+//                         which names the record index); the file must exist.
+//                         none: skipped. Every Session::Run (including the
+//                         loader's restore and init ops) has the deadline
+//                         `run_timeout_ms`.
 //
 // Every finding lands in the returned `VerifyReport`; only invalid options are
 // returned as an error status (a usage error for the command line).
@@ -42,6 +59,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tensorflow/core/framework/graph.pb.h"
+#include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/framework/types.pb.h"
 
@@ -56,9 +74,10 @@ inline constexpr char kWarmupFileName[] = "tf_serving_warmup_requests";
 // TF Serving's WarmupConsts::kMaxNumRecords.
 inline constexpr int kMaxWarmupRecords = 1000;
 
-enum class RunMode { kSmoke, kWarmup, kNone };
+enum class RunMode { kSmokeAndWarmup, kSmoke, kWarmup, kNone };
 
-// Parses "smoke" | "warmup" | "none"; InvalidArgument lists the choices.
+// Parses "smoke+warmup" | "smoke" | "warmup" | "none"; InvalidArgument lists
+// the choices.
 absl::StatusOr<RunMode> ParseRunMode(std::string_view text);
 std::string_view RunModeName(RunMode mode);
 
@@ -69,11 +88,20 @@ struct VerifyOptions {
   std::vector<std::string> tags = {"serve"};
   // Signatures to check and run; empty means every signature.
   std::vector<std::string> signatures;
-  RunMode run = RunMode::kSmoke;
+  RunMode run = RunMode::kSmokeAndWarmup;
+  // Ops of the denylist to accept (e.g. {"PrintV2"}).
+  std::vector<std::string> allow_ops;
+  // Deadline of every Session::Run, in milliseconds; 0 means none.
+  int64_t run_timeout_ms = 60000;
+  // When set, the requests the smoke run fed (the candidate that ran) are
+  // written there as PredictionLog TFRecords, the format of
+  // assets.extra/tf_serving_warmup_requests.
+  std::string dump_requests;
 };
 
 // InvalidArgument naming the bad field and value: empty export_dir, no tags,
-// empty or duplicate tags / signature names.
+// empty or duplicate tags / signature names / allowed ops, a negative
+// run_timeout_ms.
 absl::Status ValidateOptions(const VerifyOptions& options);
 
 // A signature's view of one tensor (TensorInfo).
@@ -90,6 +118,11 @@ struct SignatureReport {
   std::map<std::string, TensorSummary> outputs;
   bool ran = false;       // Run with synthesized inputs (smoke mode).
   double run_ms = 0;      // Wall time of that run.
+  // Alias -> the shape fed in the smoke run that passed (or the last one
+  // tried), for inputs of unknown rank the candidate that ran.
+  std::map<std::string, tensorflow::TensorShape> fed;
+  // Shapes tried per input of unknown rank, in order ("[]", "[1]").
+  std::map<std::string, std::vector<std::string>> tried;
   std::vector<std::string> errors;  // Empty when the signature is ok.
   // The signature's own checks (static, and the run if any) passed. A bundle
   // that fails to load leaves statically fine signatures ok() but not run;
@@ -109,11 +142,15 @@ struct WarmupReport {
 struct VerifyReport {
   std::string export_dir;
   std::vector<std::string> tags;
-  RunMode run = RunMode::kSmoke;
+  RunMode run = RunMode::kSmokeAndWarmup;
   bool loaded = false;
   double load_ms = 0;
   std::map<std::string, SignatureReport> signatures;
-  std::optional<WarmupReport> warmup;  // Set in warmup mode once loaded.
+  // Set once loaded in warmup mode, or in smoke+warmup mode when the bundle
+  // has a warmup file.
+  std::optional<WarmupReport> warmup;
+  // Denied ops found ("PrintV2": nodes); empty when none or all allowed.
+  std::map<std::string, std::vector<std::string>> denied_ops;
   std::vector<std::string> warnings;   // Never fail verification.
   std::vector<std::string> errors;     // Bundle-level failures.
 
@@ -127,15 +164,17 @@ struct VerifyReport {
 absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options);
 
 // One line per signature ("ok", "FAILED", or "checked" when the static checks
-// passed but the bundle did not load) plus load / warmup / warning / error
+// passed but the bundle did not load or the smoke run was skipped) plus load / warmup / warning / error
 // lines and a final "RESULT: OK (...)" or "RESULT: FAILED (...)" line.
 std::string FormatText(const VerifyReport& report);
 
 // {"ok", "export_dir", "tags", "run", "loaded", "load_ms", "signatures":
 //  {name: {"method", "inputs": {alias: {"name", "dtype", "shape"}},
-//  "outputs": {...}, "ok", "ran", "run_ms", "error", "errors"}}, "warmup":
+//  "outputs": {...}, "ok", "ran", "run_ms", "fed": {alias: shape} | null,
+//  "error", "errors"}}, "warmup":
 //  null | {"path", "ok", "records", "records_per_signature", "run_ms",
-//  "error"}, "warnings": [...], "errors": [...]}. Shapes are lists with -1
+//  "error"}, "denied_ops": {op: [node, ...]}, "warnings": [...],
+//  "errors": [...]}. Shapes are lists with -1
 // for unknown dimensions, or null for unknown rank; dtypes are TF names
 // without the DT_ prefix, lower case ("float", "string").
 std::string FormatJson(const VerifyReport& report);
@@ -154,11 +193,8 @@ std::string DtypeName(tensorflow::DataType dtype);
 // "[-1,3]", "[]" (scalar) or "<unknown rank>".
 std::string ShapeString(const tensorflow::PartialTensorShape& shape);
 
-// The serialized tf.Example smoke runs feed to the string tensor
-// `tensor_name` of `graph_def`: a synthesized value ("a", 1 or 0.5, with the
-// declared element count for dense features) for every feature that the
-// parse ops it feeds read, when their keys are constants; an empty Example
-// if no parse op reads it.
+// The serialized tf.Example (or tf.SequenceExample) smoke runs feed to the
+// string tensor `tensor_name` of `graph_def` (InputSynthesizer::ExampleFor).
 std::string SynthesizeExample(const tensorflow::GraphDef& graph_def,
                               const std::string& tensor_name);
 

@@ -283,6 +283,8 @@ TEST_F(BrokenBundleTest, UndeclaredInputShapeFallsBackToTheGraphs) {
   // Synthesized from the placeholder's [-1,3]: a [1] input would not matmul.
   EXPECT_TRUE(serving.ran);
   EXPECT_TRUE(serving.ok()) << JoinErrors(serving.errors);
+  EXPECT_EQ(serving.fed.at("x"), tensorflow::TensorShape({1, 3}));
+  EXPECT_EQ(serving.tried.at("x"), std::vector<std::string>{"[1,3]"});
 }
 
 TEST_F(BrokenBundleTest, OutputIndexOutOfRange) {
@@ -315,7 +317,9 @@ TEST_F(BrokenBundleTest, RegressSignatureWithWrongOutputKey) {
   EXPECT_TRUE(report.signatures.at("classify").ok());
 }
 
-TEST_F(BrokenBundleTest, ClassifyInputMustBeString) {
+// TF Serving's Classify API cannot call a classify signature whose input is
+// not a string, but its Predict API can: a warning, not an error.
+TEST_F(BrokenBundleTest, ClassifyInputThatIsNotAStringIsAWarning) {
   const std::string dir = Copy("classify_regress");
   EditSavedModel(dir, [](tensorflow::MetaGraphDef* meta_graph) {
     (*meta_graph->mutable_signature_def())["classify"]
@@ -326,8 +330,12 @@ TEST_F(BrokenBundleTest, ClassifyInputMustBeString) {
   const VerifyReport report = MustVerify(Options(dir, RunMode::kNone));
   const std::string errors =
       JoinErrors(report.signatures.at("classify").errors);
-  EXPECT_TRUE(Contains(errors, "classify input 'inputs' must be string "
-                                "(serialized tf.Examples); declared float"));
+  EXPECT_FALSE(Contains(errors, "must be string"));
+  EXPECT_TRUE(Contains(JoinErrors(report.warnings),
+                       "signature 'classify' (classify) takes input 'inputs' "
+                       "of dtype float, not serialized tf.Examples: TF "
+                       "Serving's Classify API cannot call it"));
+  // The graph's tensor is still a string, which the signature contradicts.
   EXPECT_TRUE(Contains(errors, "the signature declares dtype float but node "
                                 "'tf_example' (op Placeholder) produces "
                                 "string"));
@@ -387,12 +395,13 @@ TEST(OptionsTest, InvalidOptionsAreUsageErrors) {
 }
 
 TEST(OptionsTest, ParseRunMode) {
+  EXPECT_EQ(*ParseRunMode("smoke+warmup"), RunMode::kSmokeAndWarmup);
   EXPECT_EQ(*ParseRunMode("smoke"), RunMode::kSmoke);
   EXPECT_EQ(*ParseRunMode("warmup"), RunMode::kWarmup);
   EXPECT_EQ(*ParseRunMode("none"), RunMode::kNone);
   EXPECT_TRUE(Contains(std::string(ParseRunMode("all").status().message()),
-                       "--run='all' is not a run mode; choose smoke, warmup "
-                       "or none"));
+                       "--run='all' is not a run mode; choose smoke+warmup "
+                       "(the default), smoke, warmup or none"));
 }
 
 TEST(HelpersTest, ClosestNamesRanksByEditDistance) {

@@ -1,11 +1,14 @@
 // Verifies a SavedModel the way TensorFlow Serving loads and serves it.
 //
 //   bazel run //cc/verify -- --export_dir=/models/merged/3 [--tags=serve]
-//       [--signatures=a,b] [--run=smoke|warmup|none] [--json]
+//       [--signatures=a,b] [--run=smoke+warmup|smoke|warmup|none]
+//       [--allow_ops=Op1,Op2] [--run_timeout_ms=60000]
+//       [--dump_requests=FILE] [--json]
 //
 // Exit status: 0 when every check holds, 1 when verification failed, 2 for
 // bad usage. See verify_lib.h for what is checked.
 
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -15,6 +18,7 @@
 
 #include "absl/log/globals.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -28,7 +32,8 @@ constexpr int kExitUsage = 2;
 
 constexpr char kUsage[] =
     R"(usage: verify --export_dir=DIR [--tags=serve] [--signatures=a,b]
-              [--run=smoke|warmup|none] [--json]
+              [--run=smoke+warmup|smoke|warmup|none] [--allow_ops=Op1,Op2]
+              [--run_timeout_ms=60000] [--dump_requests=FILE] [--json]
 
 Loads the SavedModel in DIR with tensorflow::LoadSavedModel (as TensorFlow
 Serving does), checks every signature against the graph, then runs them.
@@ -36,9 +41,18 @@ Serving does), checks every signature against the graph, then runs them.
   --export_dir   SavedModel directory, e.g. /models/merged/3 (required)
   --tags         comma-separated tag-set to load (default: serve)
   --signatures   comma-separated signatures to check (default: all)
-  --run          smoke: run each signature once on synthesized inputs
-                 (default); warmup: replay assets.extra/
-                 tf_serving_warmup_requests; none: load and check only
+  --run          smoke+warmup (default): replay assets.extra/
+                 tf_serving_warmup_requests when present (as TF Serving's
+                 load does), then run each signature once on synthesized
+                 inputs; smoke: only the latter; warmup: only the former
+                 (the file must exist); none: load and check only
+  --allow_ops    comma-separated ops of python/common/denied_ops.txt to
+                 accept (default: none; a bundle using a denied op is
+                 reported and neither loaded nor run)
+  --run_timeout_ms  deadline of every graph run, the loader's included, in
+                 milliseconds (default: 60000; 0: none)
+  --dump_requests  write the requests the smoke run fed to FILE as
+                 PredictionLog TFRecords (the warmup file's format)
   --json         print a JSON report instead of text
 
 Exit status: 0 verified, 1 verification failed, 2 bad usage.
@@ -48,7 +62,10 @@ struct Flags {
   std::string export_dir;
   std::string tags = "serve";
   std::string signatures;
-  std::string run = "smoke";
+  std::string run = "smoke+warmup";
+  std::string allow_ops;
+  std::string run_timeout_ms = "60000";
+  std::string dump_requests;
   bool json = false;
   bool help = false;
 };
@@ -66,6 +83,9 @@ absl::Status ParseFlags(int argc, char** argv, Flags* flags) {
       {"tags", &flags->tags},
       {"signatures", &flags->signatures},
       {"run", &flags->run},
+      {"allow_ops", &flags->allow_ops},
+      {"run_timeout_ms", &flags->run_timeout_ms},
+      {"dump_requests", &flags->dump_requests},
   };
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -163,6 +183,18 @@ int main(int argc, char** argv) {
     options.export_dir = absl::StrCat(working_dir, "/", options.export_dir);
   }
   options.tags = SplitList(flags.tags);
+  options.allow_ops = SplitList(flags.allow_ops);
+  if (!absl::SimpleAtoi(flags.run_timeout_ms, &options.run_timeout_ms)) {
+    return UsageError(absl::StrCat("--run_timeout_ms='", flags.run_timeout_ms,
+                                   "' is not a whole number of milliseconds"));
+  }
+  options.dump_requests = flags.dump_requests;
+  if (working_dir != nullptr && !options.dump_requests.empty() &&
+      options.dump_requests[0] != '/' &&
+      options.dump_requests.find("://") == std::string::npos) {
+    options.dump_requests =
+        absl::StrCat(working_dir, "/", options.dump_requests);
+  }
   options.signatures = SplitList(flags.signatures);
   auto run = tf_serving_merge::verify::ParseRunMode(flags.run);
   if (!run.ok()) return UsageError(run.status().message());

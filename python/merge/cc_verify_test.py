@@ -14,8 +14,17 @@ import uuid
 from absl.testing import absltest
 from absl.testing import parameterized
 
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import prediction_log_pb2
+
 from python.merge import merge_lib
+from python.merge import signatures as signatures_lib
+from python.merge import spec as spec_lib
+from python.merge import warmup as warmup_lib
 from python.merge.testdata import graphs
+from tests.testdata import tf_serving_models
 
 _WORKSPACE = "tf_serving_merge"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -129,6 +138,207 @@ class CcVerifyTest(parameterized.TestCase):
     self.assertEqual(warmup["records"], len(models))
     self.assertEqual(warmup["records_per_signature"],
                      {name: 1 for name in models})
+
+
+_METHODS = {v: k for k, v in spec_lib.METHOD_NAMES.items()}
+
+
+def _signature_infos(meta_graph) -> dict:
+  """SignatureInfos of a MetaGraphDef's signatures, as the merge builds them."""
+  infos = {}
+  for name, sig in sorted(meta_graph.signature_def.items()):
+    if name == "__saved_model_init_op":
+      continue
+
+    def specs(tensors):
+      return {alias: signatures_lib.TensorSpec(
+          tf.dtypes.as_dtype(t.dtype).base_dtype.name,
+          None if t.tensor_shape.unknown_rank else
+          [d.size for d in t.tensor_shape.dim])
+              for alias, t in tensors.items()}
+
+    infos[name] = signatures_lib.SignatureInfo(
+        method=_METHODS[sig.method_name], inputs=specs(sig.inputs),
+        outputs=specs(sig.outputs),
+        tensors={alias: t.name for alias, t in sig.inputs.items()})
+  return infos
+
+
+def _requests(records) -> dict:
+  """Signature -> (log type, {alias or "examples": value}) of PredictionLogs."""
+  requests = {}
+  for record in records:
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    kind = log.WhichOneof("log_type")
+    request = getattr(log, kind).request
+    if kind == "predict_log":
+      values = {alias: tf.make_ndarray(t) for alias, t in
+                request.inputs.items()}
+    else:
+      values = {"examples": [e.SerializeToString(deterministic=True) for e in
+                             request.input.example_list.examples]}
+    requests[request.model_spec.signature_name] = (kind, values)
+  return requests
+
+
+def _write_parse_ops_bundle(export_dir: str) -> str:
+  """A TF1 bundle with one predict signature per kind of parse op.
+
+  Each takes serialized protos (through Identity chains, keys through
+  Identity too) and returns a dense feature, so a run proves the synthesized
+  proto carries what the op requires.
+  """
+  v1 = tf.compat.v1
+  graph = tf.Graph()
+  with graph.as_default():
+    signatures = {}
+
+    def add(name, serialized, output):
+      signatures[name] = v1.saved_model.predict_signature_def(
+          inputs={"serialized": serialized},
+          outputs={"out": tf.identity(output, name=f"{name}_out")})
+
+    s1 = v1.placeholder(tf.string, [None], name="example_v1")
+    parsed = tf.raw_ops.ParseExample(
+        serialized=tf.identity(tf.identity(s1)),
+        names=tf.constant([], tf.string),
+        sparse_keys=[tf.constant("ids")],
+        dense_keys=[tf.identity(tf.constant("b")), tf.constant("a")],
+        dense_defaults=[tf.constant([], tf.float32),
+                        tf.constant([], tf.int64)],
+        sparse_types=[tf.string], dense_shapes=[[2], [3]])
+    add("example_v1", s1, parsed.dense_values[0])
+    s2 = v1.placeholder(tf.string, [None], name="example_v2")
+    add("example_v2", s2, tf.io.parse_example(s2, {
+        "zz": tf.io.FixedLenFeature([2, 2], tf.float32),
+        "tags": tf.io.VarLenFeature(tf.string),
+        "r": tf.io.RaggedFeature(tf.int64)})["zz"])
+    s3 = v1.placeholder(tf.string, [], name="single")
+    add("single", s3, tf.raw_ops.ParseSingleExample(
+        serialized=s3, dense_defaults=[tf.constant([], tf.string)],
+        num_sparse=0, sparse_keys=[], dense_keys=["w"], sparse_types=[],
+        dense_shapes=[[1]]).dense_values[0])
+    s4 = v1.placeholder(tf.string, [None], name="sequence_v1")
+    add("sequence_v1", s4, tf.raw_ops.ParseSequenceExample(
+        serialized=s4, debug_name=tf.constant([], tf.string),
+        context_dense_defaults=[tf.constant([], tf.float32)],
+        feature_list_dense_missing_assumed_empty=[],
+        context_sparse_keys=["cs"], context_dense_keys=["cd"],
+        feature_list_sparse_keys=["fs"], feature_list_dense_keys=["fd"],
+        Ncontext_sparse=1, Ncontext_dense=1, Nfeature_list_sparse=1,
+        Nfeature_list_dense=1, context_sparse_types=[tf.int64],
+        feature_list_dense_types=[tf.float32], context_dense_shapes=[[2]],
+        feature_list_sparse_types=[tf.string],
+        feature_list_dense_shapes=[[3]]).feature_list_dense_values[0])
+    s5 = v1.placeholder(tf.string, [None], name="sequence_v2")
+    _, lists, _ = tf.io.parse_sequence_example(
+        s5, context_features={"c": tf.io.FixedLenFeature([], tf.int64)},
+        sequence_features={
+            "f": tf.io.FixedLenSequenceFeature([2], tf.float32),
+            "r": tf.io.RaggedFeature(tf.string)})
+    add("sequence_v2", s5, lists["f"])
+    with v1.Session(graph=graph) as sess:
+      builder = v1.saved_model.Builder(export_dir)
+      builder.add_meta_graph_and_variables(sess, ["serve"],
+                                           signature_def_map=signatures)
+      builder.save()
+  return export_dir
+
+
+class SynthesisAgreementTest(parameterized.TestCase):
+  """The verifier feeds what python/merge/warmup.py writes, for one graph.
+
+  Both follow python/common/synthesis.py: the verifier's --dump_requests
+  (what its smoke run fed) must equal the warmup writer's records, tensor by
+  tensor and tf.Example byte for byte.
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = os.path.join(absltest.get_default_test_tmpdir(),
+                        f"agreement-{uuid.uuid4().hex}")
+    infos = {
+        "classifier": graphs.write_classifier(
+            os.path.join(root, "classifier.pb")),
+        "regressor": graphs.write_regressor(
+            os.path.join(root, "regressor.pb")),
+        "hyaudio": graphs.write_hyaudio(os.path.join(root, "hyaudio.pb")),
+    }
+    merged = merge_lib.merge_and_publish(merge_lib.MergeSpec(models=tuple(
+        merge_lib.ModelSpec(signature_name=key, frozen=info["path"],
+                            inputs=info["inputs"], outputs=info["outputs"],
+                            method=info["method"])
+        for key, info in infos.items())), os.path.join(root, "merged"))
+    cls.dirs = {
+        "merged": merged.path,
+        "half_plus_two": tf_serving_models.write_half_plus_two(
+            os.path.join(root, "half_plus_two")),
+        "half_plus_two_tf2": tf_serving_models.write_half_plus_two_tf2(
+            os.path.join(root, "half_plus_two_tf2")),
+        "counter": tf_serving_models.write_counter(
+            os.path.join(root, "counter")),
+        "parse_ops": _write_parse_ops_bundle(os.path.join(root, "parse_ops")),
+    }
+
+  def _dumped(self, export_dir):
+    dump = os.path.join(self.create_tempdir().full_path, "fed.tfrecord")
+    proc = subprocess.run(
+        [_verifier(), f"--export_dir={export_dir}", "--run=smoke",
+         f"--dump_requests={dump}"],
+        capture_output=True, text=True, timeout=_TIMEOUT_SECONDS, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+    return _requests(tf.data.TFRecordDataset(dump).as_numpy_iterator())
+
+  def _assert_same(self, cpp, python):
+    self.assertEqual(sorted(cpp), sorted(python))
+    for name, (kind, values) in python.items():
+      cpp_kind, cpp_values = cpp[name]
+      self.assertEqual(cpp_kind, kind, name)
+      self.assertEqual(sorted(cpp_values), sorted(values), name)
+      for alias, value in values.items():
+        if alias == "examples":
+          self.assertEqual(cpp_values[alias], value, name)
+          continue
+        got = cpp_values[alias]
+        self.assertEqual((got.dtype, got.shape), (value.dtype, value.shape),
+                         f"{name}/{alias}")
+        np.testing.assert_array_equal(got, value, f"{name}/{alias}")
+
+  @parameterized.parameters("half_plus_two", "half_plus_two_tf2", "counter",
+                            "merged", "parse_ops")
+  def test_verifier_feeds_what_the_warmup_writer_writes(self, kind):
+    export_dir = self.dirs[kind]
+    meta_graph = loader_impl.parse_saved_model(export_dir).meta_graphs[0]
+    python = _requests(warmup_lib.warmup_records(
+        _signature_infos(meta_graph), graph_def=meta_graph.graph_def))
+    cpp = self._dumped(export_dir)
+    self._assert_same(cpp, python)
+    # Not vacuous: parse ops got their features, unknown ranks a shape.
+    if kind in ("half_plus_two", "half_plus_two_tf2"):
+      example = tf.train.Example.FromString(
+          cpp["classify_x_to_y"][1]["examples"][0] if kind == "half_plus_two"
+          else cpp["classify_x_to_y"][1]["inputs"][0])
+      self.assertEqual(sorted(example.features.feature), ["x", "x2"])
+    if kind == "counter":
+      self.assertEqual(cpp["incr_counter_by"][1]["delta"].shape, ())
+    if kind == "parse_ops":
+      fed = {name: values["serialized"].reshape(-1)[0]
+             for name, (_, values) in cpp.items()}
+      self.assertEqual(
+          sorted(tf.train.Example.FromString(fed["example_v1"])
+                 .features.feature), ["a", "b", "ids"])
+      sequence = tf.train.SequenceExample.FromString(fed["sequence_v1"])
+      self.assertEqual(sorted(sequence.context.feature), ["cd", "cs"])
+      self.assertEqual(sorted(sequence.feature_lists.feature_list),
+                       ["fd", "fs"])
+
+  def test_merged_bundle_warmup_file_is_what_the_verifier_feeds(self):
+    # The merge's own warmup file (written through bundle_writer).
+    export_dir = self.dirs["merged"]
+    path = os.path.join(export_dir, warmup_lib.WARMUP_FILE)
+    written = _requests(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    self._assert_same(self._dumped(export_dir), written)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ refused at once), at most --max_input_bytes of them.
 Exit codes: 0 ok, 1 unreadable input, 2 bad flags.
 """
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 import json
 from typing import Sequence
 

@@ -25,6 +25,10 @@ outputs of v1 while loops and function calls may be declared with unknown
 rank (TensorFlow's shape inference cannot see through them).
 """
 
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
+
 from typing import Sequence
 
 from absl import app

@@ -11,8 +11,6 @@ proto or raises `ServingError`.
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import inference_pb2
@@ -23,6 +21,7 @@ from tensorflow_serving.apis import regression_pb2
 
 from python.serve import servable as servable_lib
 from python.serve import serving_error
+from python.serve import tensor_codec
 
 DEFAULT_SIGNATURE = 'serving_default'
 PREDICT_METHOD = 'tensorflow/serving/predict'
@@ -42,13 +41,6 @@ def _join(names: Iterable[str]) -> str:
   return ','.join(sorted(names))
 
 
-def _dtype_name(dtype: int) -> str:
-  try:
-    return types_pb2.DataType.Name(dtype)
-  except ValueError:
-    return str(dtype)
-
-
 def make_model_spec(name: str, signature_name: Optional[str], version: int,
                     model_spec: model_pb2.ModelSpec) -> None:
   """Fills a response ModelSpec like TF Serving's MakeModelSpec."""
@@ -66,8 +58,9 @@ def _get_signature_for_predict(servable: _Servable, signature_name: str):
         f'Serving signature key "{signature_name}" not found. Signatures of '
         f'model {servable.name} version {servable.version}: '
         f'{{{_join(servable.signatures)}}}.')
-  if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD,
-                                   REGRESS_METHOD):
+  if (servable.options.enable_signature_method_name_check and
+      signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD,
+                                    REGRESS_METHOD)):
     raise serving_error.internal(
         'Expected prediction signature method_name to be one of '
         f'{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. '
@@ -77,34 +70,65 @@ def _get_signature_for_predict(servable: _Servable, signature_name: str):
 
 def _parse_predict_inputs(signature, request: predict_pb2.PredictRequest
                          ) -> Dict[str, np.ndarray]:
-  """Validates request inputs against the signature; returns feeds."""
+  """Checks and parses inputs like TF Serving's PreProcessPrediction.
+
+  The alias set first (fewer inputs are allowed only when the signature has
+  defaults), then each signature input from the request or its default
+  (`Tensor::FromProto` semantics), then the dtype the graph expects, which
+  TF Serving's session checks when it binds the feeds (arg order: the
+  signature's aliases, sorted).
+
+  Args:
+    signature: The SignatureDef.
+    request: The PredictRequest.
+
+  Returns:
+    Feed tensor name -> value.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT with TF Serving's wording.
+  """
   sent = set(request.inputs)
   expected = set(signature.inputs)
-  if len(sent) != len(expected):
+  defaults = signature.defaults
+  if len(sent) > len(expected) or (len(sent) < len(expected) and
+                                   not defaults):
     raise serving_error.invalid_argument(
         f'input size does not match signature: {len(sent)}!={len(expected)} '
         f'len({{{_join(sent)}}}) != len({{{_join(expected)}}}). '
         f'Sent extra: {{{_join(sent - expected)}}}. '
         f'Missing but required: {{{_join(expected - sent)}}}.')
   feeds = {}
-  for alias in sorted(request.inputs):
-    tensor_proto = request.inputs[alias]
-    info = signature.inputs.get(alias)
-    if info is None:
+  used = set()
+  for index, alias in enumerate(sorted(expected)):
+    info = signature.inputs[alias]
+    if alias in request.inputs:
+      tensor_proto = request.inputs[alias]
+      used.add(alias)
+    elif alias in defaults:
+      tensor_proto = defaults[alias]
+    else:
       raise serving_error.invalid_argument(
-          f'input tensor alias not found in signature: {alias}. Inputs '
-          f'expected to be in the set {{{_join(expected)}}}.')
+          f'Signature input alias: {alias}(feed name: {info.name}) not found '
+          f'in request and no default value provided. Inputs expected to be '
+          f'in the request {{{_join(sent)}}}, or default input alias set: '
+          f'{_join(defaults)}. The signature\'s inputs: {{{_join(expected)}}}.')
     try:
-      value = tf.make_ndarray(tensor_proto)
-    except Exception as e:  # pylint: disable=broad-except
+      value = tensor_codec.to_ndarray(tensor_proto)
+    except tensor_codec.TensorParseError as e:
       raise serving_error.invalid_argument(
           f'tensor parsing error: {alias} ({e})') from e
     if info.dtype and tensor_proto.dtype != info.dtype:
       raise serving_error.invalid_argument(
-          f'Expects arg for input alias "{alias}" ({info.name}) to be '
-          f'{_dtype_name(info.dtype)} but {_dtype_name(tensor_proto.dtype)} '
-          'is provided')
+          f'Expects arg[{index}] to be '
+          f'{tensor_codec.cpp_dtype_name(info.dtype)} but '
+          f'{tensor_codec.cpp_dtype_name(tensor_proto.dtype)} is provided '
+          f'(input alias "{alias}", feed name {info.name})')
     feeds[info.name] = value
+  if sent and used != sent:
+    raise serving_error.invalid_argument(
+        f'Inputs contains invalid name. Used request inputs: {_join(used)}, '
+        f'request input: {_join(sent)}')
   return feeds
 
 
@@ -145,10 +169,13 @@ def predict(servable: _Servable, request: predict_pb2.PredictRequest,
   feeds = _parse_predict_inputs(signature, request)
   aliases = _output_aliases(signature, request.output_filter)
   fetches = [signature.outputs[alias].name for alias in aliases]
-  values = servable.run(feeds, fetches, timeout_s)
+  unique = sorted(set(fetches))
+  values = dict(zip(unique, servable.run(feeds, unique, timeout_s)))
   response = predict_pb2.PredictResponse()
-  for alias, value in zip(aliases, values):
-    response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+  as_content = servable.options.serialize_as_tensor_content
+  for alias, name in zip(aliases, fetches):
+    response.outputs[alias].CopyFrom(
+        tensor_codec.from_ndarray(values[name], as_content))
   make_model_spec(request.model_spec.name, signature_name, servable.version,
                   response.model_spec)
   return response
@@ -214,14 +241,14 @@ def _preprocess_classification(signature) -> Tuple[str, List[str]]:
     raise serving_error.invalid_argument(
         f'Expected one or two output Tensors, found {len(signature.outputs)}')
   if CLASSIFY_INPUTS not in signature.inputs:
-    raise serving_error.failed_precondition(
+    raise serving_error.invalid_argument(
         'No classification inputs found in SignatureDef: expected input alias '
         f'"{CLASSIFY_INPUTS}", got {{{_join(signature.inputs)}}}')
   outputs = [signature.outputs[key].name
              for key in (CLASSIFY_CLASSES, CLASSIFY_SCORES)
              if key in signature.outputs]
   if not outputs:
-    raise serving_error.failed_precondition(
+    raise serving_error.invalid_argument(
         'Expected classification signature outputs to contain at least one '
         f'of "{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature outputs: '
         f'{{{_join(signature.outputs)}}}')
@@ -278,11 +305,11 @@ def _preprocess_regression(signature) -> Tuple[str, List[str]]:
   if len(signature.outputs) != 1:
     raise serving_error.invalid_argument('Expected one output Tensor.')
   if REGRESS_INPUTS not in signature.inputs:
-    raise serving_error.failed_precondition(
+    raise serving_error.invalid_argument(
         'No regression inputs found in SignatureDef: expected input alias '
         f'"{REGRESS_INPUTS}", got {{{_join(signature.inputs)}}}')
   if REGRESS_OUTPUTS not in signature.outputs:
-    raise serving_error.failed_precondition(
+    raise serving_error.invalid_argument(
         'No regression outputs found in SignatureDef: expected output alias '
         f'"{REGRESS_OUTPUTS}", got {{{_join(signature.outputs)}}}')
   return (signature.inputs[REGRESS_INPUTS].name,
@@ -309,12 +336,14 @@ def _postprocess_regression(signature, num_examples: int,
 
 
 def _run_examples(servable: _Servable, model_input: input_pb2.Input,
-                  input_name: str, output_names: Sequence[str],
+                  input_names: Iterable[str], output_names: Sequence[str],
                   timeout_s: Optional[float]
                  ) -> Tuple[int, Dict[str, np.ndarray]]:
+  """Feeds the serialized examples to every input tensor named."""
   examples = serialized_examples(model_input)
   fetches = sorted(set(output_names))
-  values = servable.run({input_name: examples}, fetches, timeout_s)
+  values = servable.run({name: examples for name in set(input_names)},
+                        fetches, timeout_s)
   return len(examples), dict(zip(fetches, values))
 
 
@@ -342,7 +371,7 @@ def classify(servable: _Servable,
   response = classification_pb2.ClassificationResponse()
   make_model_spec(request.model_spec.name, signature_name, servable.version,
                   response.model_spec)
-  num_examples, values = _run_examples(servable, request.input, input_name,
+  num_examples, values = _run_examples(servable, request.input, [input_name],
                                        output_names, timeout_s)
   _postprocess_classification(signature, num_examples, values, response.result)
   return response
@@ -371,7 +400,7 @@ def regress(servable: _Servable, request: regression_pb2.RegressionRequest,
   response = regression_pb2.RegressionResponse()
   make_model_spec(request.model_spec.name, signature_name, servable.version,
                   response.model_spec)
-  num_examples, values = _run_examples(servable, request.input, input_name,
+  num_examples, values = _run_examples(servable, request.input, [input_name],
                                        output_names, timeout_s)
   _postprocess_regression(signature, num_examples, values, response.result)
   return response
@@ -395,7 +424,7 @@ def multi_inference(servable: _Servable,
     ServingError: inconsistent tasks, unsupported methods, bad signatures.
   """
   model_name = ''
-  input_name = ''
+  input_names = set()
   signature_names = set()
   output_names = set()
   plan = []
@@ -427,15 +456,13 @@ def multi_inference(servable: _Servable,
       raise serving_error.unimplemented(
           f'Unsupported signature method_name: {task.method_name}. Expected '
           f'{CLASSIFY_METHOD} or {REGRESS_METHOD}.')
-    if not input_name:
-      input_name = task_input
-    elif input_name != task_input:
-      raise serving_error.invalid_argument(
-          'Input tensor must be the same for all Signatures.')
+    # Since 2020 TF Serving feeds the examples to each task's own input
+    # tensor, so tasks need not share one.
+    input_names.add(task_input)
     output_names.update(task_outputs)
     plan.append((task, signature_name, signature))
 
-  num_examples, values = _run_examples(servable, request.input, input_name,
+  num_examples, values = _run_examples(servable, request.input, input_names,
                                        sorted(output_names), timeout_s)
   response = inference_pb2.MultiInferenceResponse()
   for task, signature_name, signature in plan:

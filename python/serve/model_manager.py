@@ -21,15 +21,17 @@ ServerCore, in one class:
   has finished.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import re
 import threading
 import time
-from typing import (Dict, Iterable, Iterator, List, Optional, Sequence, Set,
-                    Tuple)
+from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Set, Tuple)
 
 from absl import logging
+import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
@@ -66,6 +68,17 @@ class ManagerOptions:
   max_num_load_retries: int = 5
   load_retry_interval_seconds: float = 60.0
   allow_version_labels_for_unavailable_models: bool = False
+  # --num_load_threads: 0 loads serially in the manager's loop; N loads the
+  # versions of up to N models at once.
+  num_load_threads: int = 0
+  # --num_unload_threads: 0 unloads in the manager's loop; N closes unloaded
+  # versions in a pool of N threads, so a slow close delays no load.
+  num_unload_threads: int = 0
+  runtime: servable_lib.RuntimeOptions = dataclasses.field(
+      default_factory=servable_lib.RuntimeOptions)
+  # A python.serve.metrics.Metrics recording load and warmup attempts
+  # (record_load, record_warmup); None records nothing. (issue 12)
+  metrics: Optional[object] = None
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -207,7 +220,7 @@ class _Harness:
   path: str
   state: int
   servable: Optional[servable_lib.Servable] = None
-  error: Optional[str] = None
+  error: Optional[serving_error.ServingError] = None
 
 
 @dataclasses.dataclass
@@ -230,8 +243,17 @@ class ModelManager:
     self._options = options
     self._cond = threading.Condition()
     self._models: Dict[str, _Model] = {}
-    # name -> version -> (state, error message); kept after unload (END).
-    self._states: Dict[str, Dict[int, Tuple[int, Optional[str]]]] = {}
+    # name -> version -> (state, error); kept after unload (END).
+    self._states: Dict[str, Dict[int, Tuple[
+        int, Optional[serving_error.ServingError]]]] = {}
+    self._load_pool = None
+    if options.num_load_threads > 0:
+      self._load_pool = concurrent.futures.ThreadPoolExecutor(
+          options.num_load_threads, thread_name_prefix='load')
+    self._unload_pool = None
+    if options.num_unload_threads > 0:
+      self._unload_pool = concurrent.futures.ThreadPoolExecutor(
+          options.num_unload_threads, thread_name_prefix='unload')
     self._wake = threading.Event()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -273,6 +295,9 @@ class ModelManager:
             'Model manager thread still busy after %.1fs (a load or warmup '
             'running in TensorFlow); not waiting for it.', timeout_s)
         return False
+    for pool in (self._load_pool, self._unload_pool):
+      if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
     with self._cond:
       harnesses = [(name, h) for name, m in self._models.items()
                    for h in m.harnesses.values() if h.servable is not None]
@@ -366,8 +391,9 @@ class ModelManager:
           if settling:
             pending.append(name)
           elif model.harnesses[latest].state != State.AVAILABLE:
+            error = model.harnesses[latest].error
             failures.append(f'{{name: {name} version: {latest}}} failed: '
-                            f'{model.harnesses[latest].error}')
+                            f'{error.message if error else "unloaded"}')
         if failures:
           raise ModelsUnavailableError(
               'Some servables were not available: ' + '; '.join(failures))
@@ -449,6 +475,17 @@ class ModelManager:
           f'model {name}: {sorted(model.available)}.')
     return servable
 
+  def model_availability(self) -> Dict[str, bool]:
+    """Configured model name -> whether it has an available version."""
+    with self._cond:
+      return {name: bool(model.available)
+              for name, model in self._models.items() if not model.removed}
+
+  def unready_models(self) -> List[str]:
+    """Configured models that have no available version, sorted."""
+    return sorted(name for name, available in
+                  self.model_availability().items() if not available)
+
   def _known_models(self) -> List[str]:
     return sorted(n for n, m in self._models.items() if not m.removed)
 
@@ -461,7 +498,7 @@ class ModelManager:
       version: Only this version if given.
 
     Returns:
-      (version, ModelVersionStatus.State, error message or None), newest
+      (version, ModelVersionStatus.State, ServingError or None), newest
       version first.
 
     Raises:
@@ -484,7 +521,7 @@ class ModelManager:
   # --- background work -----------------------------------------------------
 
   def _set_state(self, name: str, version: int, state: int,
-                 error: Optional[str] = None) -> None:
+                 error: Optional[serving_error.ServingError] = None) -> None:
     with self._cond:
       self._states.setdefault(name, {})[version] = (state, error)
       self._cond.notify_all()
@@ -504,23 +541,34 @@ class ModelManager:
       else:
         self._wake.wait()
 
+  def _poll_model(self, name: str, model: _Model) -> None:
+    if self._stop.is_set():
+      return
+    if model.removed:
+      aspired = {}
+    else:
+      aspired = self._discover(name, model)
+      if aspired is None:
+        return
+    with self._cond:
+      model.aspired = aspired
+      model.polled = True
+      self._cond.notify_all()
+    self._reconcile(name, model)
+
   def _poll_once(self) -> None:
     with self._cond:
       models = list(self._models.items())
-    for name, model in models:
-      if self._stop.is_set():
-        return
-      if model.removed:
-        aspired = {}
-      else:
-        aspired = self._discover(name, model)
-        if aspired is None:
-          continue
-      with self._cond:
-        model.aspired = aspired
-        model.polled = True
-        self._cond.notify_all()
-      self._reconcile(name, model)
+    if self._load_pool is None:
+      for name, model in models:
+        self._poll_model(name, model)
+    else:
+      futures = [self._load_pool.submit(self._poll_model, name, model)
+                 for name, model in models]
+      for future in futures:
+        error = future.exception()
+        if error is not None:
+          logging.error('Model manager poll of a model failed: %s', error)
     with self._cond:
       for name, model in list(self._models.items()):
         if model.removed and not model.harnesses:
@@ -585,22 +633,32 @@ class ModelManager:
                      '%d)', name, version, attempt, attempts - 1)
         if self._stop.wait(self._options.load_retry_interval_seconds):
           break
+      start = time.monotonic()
       try:
         loaded = servable_lib.load(name, version, path,
                                    self._options.saved_model_tags,
-                                   self._options.session_config)
+                                   self._options.session_config,
+                                   self._options.runtime)
       except servable_lib.LoadError as e:
-        error = str(e)
-        logging.error('%s', error)
+        self._record('record_load', path, False, time.monotonic() - start)
+        error = serving_error.ServingError(e.code, str(e))
+        logging.error('%s', error.message)
         continue
+      self._record('record_load', path, True, time.monotonic() - start)
+      start = time.monotonic()
       try:
         if self._options.enable_model_warmup and not self._stop.is_set():
           warmup.run_warmup(loaded,
                             self._options.num_request_iterations_for_warmup)
+          self._record('record_warmup', path, grpc.StatusCode.OK,
+                        time.monotonic() - start)
       except servable_lib.LoadError as e:
+        self._record('record_warmup', path, e.code, time.monotonic() - start)
         loaded.close()
-        error = f'Failed to warm up {{name: {name} version: {version}}}: {e}'
-        logging.error('%s', error)
+        error = serving_error.ServingError(
+            e.code,
+            f'Failed to warm up {{name: {name} version: {version}}}: {e}')
+        logging.error('%s', error.message)
         continue
       if self._stop.is_set():
         loaded.close()  # stop() has stopped collecting versions to unload.
@@ -615,8 +673,13 @@ class ModelManager:
       return
     with self._cond:
       harness.state = State.END
-      harness.error = error or 'load cancelled: server stopping'
+      harness.error = error or serving_error.ServingError(
+          grpc.StatusCode.CANCELLED, 'load cancelled: server stopping')
     self._set_state(name, version, State.END, harness.error)
+
+  def _record(self, method: str, *args) -> None:
+    if self._options.metrics is not None:
+      getattr(self._options.metrics, method)(*args)
 
   def _unload(self, name: str, model: _Model, version: int) -> None:
     with self._cond:
@@ -626,10 +689,17 @@ class ModelManager:
     self._set_state(name, version, State.UNLOADING)
     logging.info('Unloading servable version {name: %s version: %d}', name,
                  version)
-    harness.servable.close()
     with self._cond:
       del model.harnesses[version]
-    self._set_state(name, version, State.END)
-    logging.info('Done unloading servable version {name: %s version: %d}',
-                 name, version)
+
+    def finish():
+      harness.servable.close()
+      self._set_state(name, version, State.END)
+      logging.info('Done unloading servable version {name: %s version: %d}',
+                   name, version)
+
+    if self._unload_pool is None:
+      finish()
+    else:
+      self._unload_pool.submit(finish)
 

@@ -2,24 +2,88 @@
 
 TF Serving keeps one `SavedModelBundle` (session + MetaGraphDef) per loaded
 version. `Servable` is the same thing built on TensorFlow's Python runtime:
-`tf.compat.v1` loader under the requested tags, one `Session` per version, feeds
-and fetches by tensor name. `Session.run` releases the GIL, so many request
-threads can run one servable at once. A reference count lets the manager unload
-a version only after every request holding it has finished.
+`tf.compat.v1` loader under the requested tags, one `Session` per version.
+
+Requests run through session callables (`CallableOptions`), the C++ runtime
+path TF Serving's `Session::Run` takes: feeds are checked against the graph
+by the executor (dtype), not by Python's `Session.run`, which also refuses a
+value whose shape differs from the Placeholder's declared shape (TF Serving
+feeds `x` of shape [1] into a [None, 1] placeholder and answers). Callables
+are built once per (feeds, fetches, deadline bucket) and cached. They release
+the GIL, so many request threads can run one servable at once. A reference
+count lets the manager unload a version only after every request holding it
+has finished.
 """
 
+import collections
+import dataclasses
 import threading
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.serve import serving_error
 
+# Callables kept per servable; the least recently used one is released past
+# this many (each holds a pruned executor of the graph).
+MAX_CALLABLES = 256
+
 
 class LoadError(Exception):
-  """A SavedModel version could not be loaded (or warmed up)."""
+  """A SavedModel version could not be loaded (or warmed up).
+
+  Attributes:
+    code: The gRPC status code GetModelStatus reports for the failed version
+      (TF Serving keeps the loader's own status code).
+  """
+
+  def __init__(self, message: str,
+               code: grpc.StatusCode = grpc.StatusCode.UNKNOWN):
+    super().__init__(message)
+    self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+  """Request-path options, named after tensorflow_model_server flags."""
+  # --enable_signature_method_name_check: Predict refuses signatures whose
+  # method_name is not predict/classify/regress.
+  enable_signature_method_name_check: bool = False
+  # --enable_serialization_as_tensor_content: Predict outputs in
+  # tensor_content instead of the typed *_val fields.
+  serialize_as_tensor_content: bool = False
+  # --remove_unused_fields_from_bundle_metagraph: keep only what requests
+  # need (signatures, meta info) of the MetaGraphDef after the load.
+  remove_unused_fields_from_bundle_metagraph: bool = True
+
+
+# Longest runtime message passed to a client (TensorFlow's messages may quote
+# a whole input value).
+MAX_MESSAGE_CHARS = 2000
+
+
+def _bounded(message: str) -> str:
+  if len(message) <= MAX_MESSAGE_CHARS:
+    return message
+  return (message[:MAX_MESSAGE_CHARS] +
+          f'... ({len(message) - MAX_MESSAGE_CHARS} more characters)')
+
+
+def _timeout_bucket_ms(timeout_s: Optional[float]) -> int:
+  """Rounds a deadline up to a power of two milliseconds (0 = none).
+
+  A callable's RunOptions are fixed when it is built, so deadlines share
+  callables by bucket: a run is cancelled at most twice as late as its
+  deadline (the gRPC layer has answered DEADLINE_EXCEEDED by then anyway).
+  """
+  if timeout_s is None:
+    return 0
+  ms = max(1, int(timeout_s * 1000))
+  return 1 << (ms - 1).bit_length()
 
 
 class Servable:
@@ -35,44 +99,75 @@ class Servable:
 
   def __init__(self, name: str, version: int, path: str,
                session: tf.compat.v1.Session,
-               meta_graph_def: meta_graph_pb2.MetaGraphDef):
+               meta_graph_def: meta_graph_pb2.MetaGraphDef,
+               options: RuntimeOptions = RuntimeOptions()):
     self.name = name
     self.version = version
     self.path = path
+    self.options = options
     self.meta_graph_def = meta_graph_def
     self.signatures = meta_graph_def.signature_def
     self._session = session
     self._cond = threading.Condition()
     self._refs = 0
     self._closed = False
+    self._callables_lock = threading.Lock()
+    self._callables: 'collections.OrderedDict[Tuple, object]' = (
+        collections.OrderedDict())
+
+  def _callable(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
+                timeout_ms: int):
+    key = (feeds, fetches, timeout_ms)
+    with self._callables_lock:
+      run = self._callables.get(key)
+      if run is not None:
+        self._callables.move_to_end(key)
+        return run
+    options = config_pb2.CallableOptions(feed=list(feeds),
+                                         fetch=list(fetches))
+    if timeout_ms:
+      options.run_options.timeout_in_ms = timeout_ms
+    # pylint: disable-next=protected-access
+    run = self._session._make_callable_from_options(options)
+    with self._callables_lock:
+      self._callables[key] = run
+      while len(self._callables) > MAX_CALLABLES:
+        self._callables.popitem(last=False)
+    return run
 
   def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str],
           timeout_s: Optional[float] = None) -> list:
-    """Runs the session, mapping TensorFlow errors to `ServingError`.
+    """Runs the graph through a session callable, as TF Serving's C++ does.
 
     Args:
       feeds: Tensor name -> value.
-      fetches: Tensor names to fetch.
+      fetches: Tensor names to fetch (distinct).
       timeout_s: Optional deadline for the run, in seconds.
 
     Returns:
       The fetched values, in `fetches` order.
 
     Raises:
-      ServingError: the runtime rejected the inputs or failed.
+      ServingError: the runtime rejected the inputs or failed, with the
+        TensorFlow status code and message.
     """
-    options = None
-    if timeout_s is not None:
-      options = tf.compat.v1.RunOptions(
-          timeout_in_ms=max(1, int(timeout_s * 1000)))
+    names = tuple(sorted(feeds))
     try:
-      return self._session.run(list(fetches), feed_dict=dict(feeds),
-                               options=options)
+      run = self._callable(names, tuple(fetches),
+                           _timeout_bucket_ms(timeout_s))
+      return run(*[feeds[n] for n in names])
     except tf.errors.OpError as e:
       raise serving_error.ServingError(
-          serving_error.status_code_from_tf(e.error_code), e.message) from e
+          serving_error.status_code_from_tf(e.error_code),
+          _bounded(e.message)) from e
+    except UnicodeDecodeError as e:
+      # TensorFlow's status message quoted the input's bytes (ParseExample:
+      # "Could not parse example input, value: '...'"), which are not UTF-8.
+      detail = (e.object.decode('utf-8', 'replace')
+                if isinstance(e.object, bytes) else str(e))
+      raise serving_error.invalid_argument(_bounded(detail)) from e
     except (ValueError, TypeError) as e:
-      raise serving_error.invalid_argument(str(e)) from e
+      raise serving_error.invalid_argument(_bounded(str(e))) from e
 
   def acquire(self) -> None:
     """Registers one in-flight user; pair with `release`."""
@@ -113,9 +208,31 @@ class Servable:
       return self._refs
 
 
+def _trimmed(meta_graph_def: meta_graph_pb2.MetaGraphDef
+            ) -> meta_graph_pb2.MetaGraphDef:
+  """What requests need of a MetaGraphDef once the session holds the graph."""
+  kept = meta_graph_pb2.MetaGraphDef()
+  kept.meta_info_def.CopyFrom(meta_graph_def.meta_info_def)
+  kept.meta_info_def.ClearField('stripped_op_list')
+  for key, signature in meta_graph_def.signature_def.items():
+    kept.signature_def[key].CopyFrom(signature)
+  return kept
+
+
+def _load_error_code(error: Exception) -> grpc.StatusCode:
+  if isinstance(error, tf.errors.OpError):
+    return serving_error.status_code_from_tf(error.error_code)
+  if isinstance(error, (FileNotFoundError, IOError)):
+    return grpc.StatusCode.NOT_FOUND
+  if isinstance(error, RuntimeError) and 'MetaGraphDef associated' in str(
+      error):
+    return grpc.StatusCode.NOT_FOUND
+  return grpc.StatusCode.UNKNOWN
+
+
 def load(name: str, version: int, path: str, tags: Sequence[str],
-         session_config: Optional[tf.compat.v1.ConfigProto] = None
-        ) -> Servable:
+         session_config: Optional[tf.compat.v1.ConfigProto] = None,
+         options: RuntimeOptions = RuntimeOptions()) -> Servable:
   """Loads one SavedModel version directory like TF Serving's bundle factory.
 
   Args:
@@ -124,6 +241,7 @@ def load(name: str, version: int, path: str, tags: Sequence[str],
     path: The version directory holding saved_model.pb.
     tags: MetaGraph tags to load, usually ["serve"].
     session_config: Optional session ConfigProto (thread pools).
+    options: Request-path options of the servable.
 
   Returns:
     The loaded servable.
@@ -142,7 +260,10 @@ def load(name: str, version: int, path: str, tags: Sequence[str],
     detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
     raise LoadError(
         f'Failed to load servable {{name: {name} version: {version}}} from '
-        f'{path} with tags {{{",".join(tags)}}}: {detail}') from e
+        f'{path} with tags {{{",".join(tags)}}}: {detail}',
+        _load_error_code(e)) from e
   graph.finalize()
-  return Servable(name, version, path, session, meta_graph_def)
+  if options.remove_unused_fields_from_bundle_metagraph:
+    meta_graph_def = _trimmed(meta_graph_def)
+  return Servable(name, version, path, session, meta_graph_def, options)
 

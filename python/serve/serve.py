@@ -1,167 +1,171 @@
-r"""Serves SavedModels over TF Serving's gRPC API, like tensorflow_model_server.
+r"""Serves SavedModels over TF Serving's gRPC and REST APIs, like its server.
 
-Same flag names and defaults as tensorflow_model_server, plus --host:
+Every flag of tensorflow_model_server, with its name, type and default (see
+python/serve/flags.py and the README's flag table), plus --host and
+--drain_timeout_seconds:
 
   bazel run //python/serve -- --port=8500 --model_name=m \
       --model_base_path=/abs/path/to/m
   bazel run //python/serve -- --model_config_file=/abs/models.config
   bazel run //python/serve -- ... --ssl_config_file=/abs/ssl.config  # TLS
+  bazel run //python/serve -- ... --rest_api_port=8501 \
+      --monitoring_config_file=/abs/monitoring.config  # REST + Prometheus
 
 SIGTERM or SIGINT stops accepting requests, drains the ones in flight (for up
 to --drain_timeout_seconds) and exits 0; during start-up it abandons the
 loading and exits 0. A second SIGTERM or SIGINT exits at once with status 1,
-dropping what is still in flight. Exit status 1 otherwise means the server
-could not start (e.g. a model that does not load), 2 a bad command line.
+dropping what is still in flight. As tensorflow_model_server, a server that
+cannot start (a bad config file, a model that does not load, a port in use)
+prints "Failed to start server. Error: ..." and exits 255; a bad command line
+exits 2 with one line saying what is wrong.
 Before flags are parsed (while TensorFlow is imported) a signal still has its
 default effect: the process dies at once, with nothing loaded or served yet.
 """
+
+# First, before anything imports TensorFlow: its INFO chatter stays off
+# unless --verbose (see python/common/quiet.py).
+from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
 
 import os
 import sys
 
 from absl import app
-from absl import flags
 from absl import logging
+from google.protobuf import text_format
 import tensorflow as tf
 
 from python.common import cli
+from python.serve import flags as serve_flags
 from python.serve import model_manager
+from python.serve import servable as servable_lib
 from python.serve import server_lib
 from python.serve import signal_waiter
 
-_PORT = flags.DEFINE_integer('port', 8500, 'Port to listen on for gRPC API.')
-_HOST = flags.DEFINE_string(
-    'host', '127.0.0.1',
-    'Address to bind. TF Serving binds every interface; this server only '
-    'when asked (--host=0.0.0.0).')
-_REST_API_PORT = flags.DEFINE_integer(
-    'rest_api_port', 0,
-    'Accepted for compatibility; only 0 (no HTTP/REST API) is supported.')
-_MODEL_NAME = flags.DEFINE_string(
-    'model_name', 'default',
-    'Name of model (ignored if --model_config_file flag is set).')
-_MODEL_BASE_PATH = flags.DEFINE_string(
-    'model_base_path', '',
-    'Path to export (ignored if --model_config_file flag is set, otherwise '
-    'required). Must be absolute or a URI.')
-_MODEL_CONFIG_FILE = flags.DEFINE_string(
-    'model_config_file', '',
-    'If non-empty, read an ascii ModelServerConfig protobuf from the supplied '
-    'file name, and serve the models in that file. (If used, --model_name, '
-    '--model_base_path are ignored.)')
-_MODEL_CONFIG_FILE_POLL_WAIT_SECONDS = flags.DEFINE_integer(
-    'model_config_file_poll_wait_seconds', 0,
-    'Interval in seconds between each poll of the model config file; 0 reads '
-    'it once at startup.')
-_FILE_SYSTEM_POLL_WAIT_SECONDS = flags.DEFINE_integer(
-    'file_system_poll_wait_seconds', 1,
-    'Interval in seconds between each poll of the filesystem for new model '
-    'versions. 0 polls exactly once; a negative value never polls again.')
-_ENABLE_MODEL_WARMUP = flags.DEFINE_bool(
-    'enable_model_warmup', True,
-    'Replay assets.extra/tf_serving_warmup_requests of each version before '
-    'serving it.')
-_NUM_REQUEST_ITERATIONS_FOR_WARMUP = flags.DEFINE_integer(
-    'num_request_iterations_for_warmup', 1,
-    'Number of times each warmup record is replayed.', lower_bound=1)
-_GRPC_MAX_THREADS = flags.DEFINE_integer(
-    'grpc_max_threads', 4 * (os.cpu_count() or 1),
-    'Max gRPC server threads to handle gRPC messages.', lower_bound=1)
-_MAX_NUM_LOAD_RETRIES = flags.DEFINE_integer(
-    'max_num_load_retries', 5,
-    'Maximum number of times it retries loading a model after the first '
-    'failure, before giving up.', lower_bound=0)
-_LOAD_RETRY_INTERVAL_MICROS = flags.DEFINE_integer(
-    'load_retry_interval_micros', 60 * 1000 * 1000,
-    'The interval, in microseconds, between each servable load retry.',
-    lower_bound=0)
-_SAVED_MODEL_TAGS = flags.DEFINE_string(
-    'saved_model_tags', 'serve',
-    'Comma-separated set of tags corresponding to the meta graph def to '
-    'load from SavedModel.')
-_TENSORFLOW_SESSION_PARALLELISM = flags.DEFINE_integer(
-    'tensorflow_session_parallelism', 0,
-    'Number of threads to use for running a Tensorflow session; 0 = auto.',
-    lower_bound=0)
-_TENSORFLOW_INTRA_OP_PARALLELISM = flags.DEFINE_integer(
-    'tensorflow_intra_op_parallelism', 0,
-    'Number of threads for intra-op parallelism; 0 = auto. Overrides '
-    '--tensorflow_session_parallelism.', lower_bound=0)
-_TENSORFLOW_INTER_OP_PARALLELISM = flags.DEFINE_integer(
-    'tensorflow_inter_op_parallelism', 0,
-    'Number of threads for inter-op parallelism; 0 = auto. Overrides '
-    '--tensorflow_session_parallelism.', lower_bound=0)
-_ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS = flags.DEFINE_bool(
-    'allow_version_labels_for_unavailable_models', False,
-    'If true, allows assigning unused version labels to models that are not '
-    'available yet.')
-_SSL_CONFIG_FILE = flags.DEFINE_string(
-    'ssl_config_file', '',
-    'If non-empty, read an ascii SSLConfig protobuf from the supplied file '
-    'name and set up a secure gRPC channel (server_key, server_cert, '
-    'custom_ca, client_verify hold PEM text).')
-_DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
-    'drain_timeout_seconds', 30.0,
-    'On SIGTERM/SIGINT, how long in-flight requests may take to finish '
-    'before they are cancelled. A second signal exits at once.',
-    lower_bound=0.0)
+# Exit status of a server that could not start: tensorflow_model_server's
+# main() returns -1 ("Failed to start server. Error: ..."), which the shell
+# sees as 255.
+EXIT_START_FAILED = 255
+SERVER_VERSION = '2.21.0-tf_serving_merge'
+
+
+def _session_config() -> tf.compat.v1.ConfigProto:
+  """--tensorflow_session_config_file, then the parallelism flags on top."""
+  config = tf.compat.v1.ConfigProto()
+  path = cli.user_path(serve_flags.TENSORFLOW_SESSION_CONFIG_FILE.value)
+  if path:
+    try:
+      with open(path, encoding='utf-8') as f:
+        text_format.Parse(f.read(), config)
+    except (OSError, UnicodeDecodeError) as e:
+      raise server_lib.ServerError(
+          f'Cannot read --tensorflow_session_config_file={path}: {e}') from e
+    except text_format.ParseError as e:
+      raise server_lib.ServerError(
+          'Error parsing text-format tensorflow.ConfigProto: '
+          f'{str(e)[:300]}. Invalid protobuf file: \'{path}\'') from e
+  session = serve_flags.TENSORFLOW_SESSION_PARALLELISM.value
+  intra = serve_flags.TENSORFLOW_INTRA_OP_PARALLELISM.value or session
+  inter = serve_flags.TENSORFLOW_INTER_OP_PARALLELISM.value or session
+  if intra:
+    config.intra_op_parallelism_threads = intra
+  if inter:
+    config.inter_op_parallelism_threads = inter
+  return config
+
 
 def _options() -> server_lib.ServerOptions:
-  intra = (_TENSORFLOW_INTRA_OP_PARALLELISM.value or
-           _TENSORFLOW_SESSION_PARALLELISM.value)
-  inter = (_TENSORFLOW_INTER_OP_PARALLELISM.value or
-           _TENSORFLOW_SESSION_PARALLELISM.value)
+  f = serve_flags
+  runtime = servable_lib.RuntimeOptions(
+      enable_signature_method_name_check=(
+          f.ENABLE_SIGNATURE_METHOD_NAME_CHECK.value),
+      serialize_as_tensor_content=(
+          f.ENABLE_SERIALIZATION_AS_TENSOR_CONTENT.value),
+      remove_unused_fields_from_bundle_metagraph=(
+          f.REMOVE_UNUSED_FIELDS_FROM_BUNDLE_METAGRAPH.value))
   manager = model_manager.ManagerOptions(
-      saved_model_tags=[t for t in _SAVED_MODEL_TAGS.value.split(',') if t],
-      session_config=tf.compat.v1.ConfigProto(
-          intra_op_parallelism_threads=intra,
-          inter_op_parallelism_threads=inter),
-      enable_model_warmup=_ENABLE_MODEL_WARMUP.value,
-      num_request_iterations_for_warmup=(
-          _NUM_REQUEST_ITERATIONS_FOR_WARMUP.value),
-      file_system_poll_wait_seconds=_FILE_SYSTEM_POLL_WAIT_SECONDS.value,
-      max_num_load_retries=_MAX_NUM_LOAD_RETRIES.value,
-      load_retry_interval_seconds=_LOAD_RETRY_INTERVAL_MICROS.value / 1e6,
+      saved_model_tags=[t for t in f.SAVED_MODEL_TAGS.value.split(',') if t]
+      or ['serve'],
+      session_config=_session_config(),
+      enable_model_warmup=f.ENABLE_MODEL_WARMUP.value,
+      num_request_iterations_for_warmup=max(
+          1, f.NUM_REQUEST_ITERATIONS_FOR_WARMUP.value),
+      file_system_poll_wait_seconds=f.FILE_SYSTEM_POLL_WAIT_SECONDS.value,
+      max_num_load_retries=f.MAX_NUM_LOAD_RETRIES.value,
+      load_retry_interval_seconds=max(
+          0, f.LOAD_RETRY_INTERVAL_MICROS.value) / 1e6,
       allow_version_labels_for_unavailable_models=(
-          _ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS.value))
+          f.ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS.value),
+      num_load_threads=f.NUM_LOAD_THREADS.value,
+      num_unload_threads=f.NUM_UNLOAD_THREADS.value,
+      runtime=runtime)
   return server_lib.ServerOptions(
-      port=_PORT.value,
-      host=_HOST.value,
-      model_name=_MODEL_NAME.value,
-      model_base_path=_MODEL_BASE_PATH.value,
-      model_config_file=cli.user_path(_MODEL_CONFIG_FILE.value),
+      port=f.PORT.value,
+      host=f.HOST.value,
+      grpc_socket_path=cli.user_path(f.GRPC_SOCKET_PATH.value),
+      grpc_channel_arguments=serve_flags.parse_channel_arguments(
+          f.GRPC_CHANNEL_ARGUMENTS.value),
+      enable_grpc_healthcheck_service=(
+          f.ENABLE_GRPC_HEALTHCHECK_SERVICE.value),
+      model_name=f.MODEL_NAME.value,
+      model_base_path=f.MODEL_BASE_PATH.value,
+      model_config_file=cli.user_path(f.MODEL_CONFIG_FILE.value),
       model_config_file_poll_wait_seconds=(
-          _MODEL_CONFIG_FILE_POLL_WAIT_SECONDS.value),
-      grpc_max_threads=_GRPC_MAX_THREADS.value,
-      ssl_config_file=cli.user_path(_SSL_CONFIG_FILE.value),
-      drain_timeout_seconds=_DRAIN_TIMEOUT_SECONDS.value,
+          f.MODEL_CONFIG_FILE_POLL_WAIT_SECONDS.value),
+      grpc_max_threads=f.GRPC_MAX_THREADS.value,
+      ssl_config_file=cli.user_path(f.SSL_CONFIG_FILE.value),
+      rest_api_port=f.REST_API_PORT.value,
+      rest_api_num_threads=f.REST_API_NUM_THREADS.value,
+      rest_api_timeout_in_ms=f.REST_API_TIMEOUT_IN_MS.value,
+      rest_api_enable_cors_support=f.REST_API_ENABLE_CORS_SUPPORT.value,
+      monitoring_config_file=cli.user_path(f.MONITORING_CONFIG_FILE.value),
+      drain_timeout_seconds=f.DRAIN_TIMEOUT_SECONDS.value,
       manager=manager)
 
 
 def _check_flags(argv) -> None:
   """Raises app.UsageError (exit 2) for a command line TF Serving rejects."""
+  f = serve_flags
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}', exitcode=2)
-  if not _MODEL_BASE_PATH.value and not _MODEL_CONFIG_FILE.value:
-    raise app.UsageError(
+    raise cli.usage_error(f'unknown argument: {argv[1]}. Flags take the form '
+                          '--name=value.')
+  if not f.MODEL_BASE_PATH.value and not f.MODEL_CONFIG_FILE.value:
+    raise cli.usage_error(
         'Both --model_base_path and --model_config_file are empty! Pass '
         '--model_base_path=/abs/path (with --model_name) or '
-        '--model_config_file=/abs/models.config.', exitcode=2)
-  base_path = _MODEL_BASE_PATH.value
-  if (not _MODEL_CONFIG_FILE.value and
+        '--model_config_file=/abs/models.config.')
+  base_path = f.MODEL_BASE_PATH.value
+  if (not f.MODEL_CONFIG_FILE.value and
       not model_manager.is_absolute_path_or_uri(base_path)):
-    raise app.UsageError(
-        f'Expected model {_MODEL_NAME.value} to have an absolute path or URI; '
+    raise cli.usage_error(
+        f'Expected model {f.MODEL_NAME.value} to have an absolute path or URI; '
         f'got base_path()={base_path}. Pass e.g. '
-        f'--model_base_path="$PWD/{base_path}".', exitcode=2)
-  if _REST_API_PORT.value:
-    raise app.UsageError(
-        f'--rest_api_port={_REST_API_PORT.value}: the HTTP/REST API is not '
-        'implemented by python/serve; drop the flag and use the gRPC API on '
-        '--port.', exitcode=2)
-  if not 0 <= _PORT.value < 65536:
-    raise app.UsageError(f'--port={_PORT.value} is not in [0, 65535].',
-                         exitcode=2)
+        f'--model_base_path="$PWD/{base_path}".')
+  for holder in (f.PORT, f.REST_API_PORT):
+    if not 0 <= holder.value < 65536:
+      raise cli.usage_error(
+          f'--{holder.name}={holder.value} is not in [0, 65535].')
+  if not f.PORT.value and not f.GRPC_SOCKET_PATH.value:
+    raise cli.usage_error(
+        '--port=0 disables the gRPC port and --grpc_socket_path is empty: '
+        'nothing would serve gRPC. Pass a --port or a --grpc_socket_path.')
+  if f.REST_API_PORT.value and f.REST_API_PORT.value == f.PORT.value:
+    raise cli.usage_error(
+        f'--rest_api_port cannot be same as --port ({f.PORT.value}). Please '
+        'use a different port for HTTP/REST API.')
+  try:
+    f.parse_channel_arguments(f.GRPC_CHANNEL_ARGUMENTS.value)
+  except ValueError as e:
+    raise cli.usage_error(str(e)) from e
+  path = cli.user_path(f.BATCHING_PARAMETERS_FILE.value)
+  if path and not os.path.isfile(path):
+    raise cli.usage_error(
+        f'--batching_parameters_file={path} is not a readable file.')
+  if f.PLATFORM_CONFIG_FILE.value:
+    raise cli.usage_error(
+        f'--platform_config_file={f.PLATFORM_CONFIG_FILE.value}: platform '
+        'configs (custom platforms, SessionBundleConfig) are not supported by '
+        'python/serve; use --tensorflow_session_config_file for session '
+        'options.')
 
 
 def _exit_process(status: int) -> None:
@@ -185,7 +189,13 @@ def _exit_process(status: int) -> None:
 
 
 def main(argv):
+  if serve_flags.VERSION.value:
+    print(f'TensorFlow ModelServer: {SERVER_VERSION}\n'
+          f'TensorFlow Library: {tf.__version__}', flush=True)
+    _exit_process(0)
   _check_flags(argv)
+  for note in serve_flags.pending_notes() + serve_flags.ignored_notes():
+    logging.warning('%s', note)
   # Merged bundles keep large weights in variables/; oneDNN runs a MatMul or
   # Conv whose weights are not Const nodes through another kernel, which can
   # change the last bits of an answer. Served weights never change after the
@@ -200,7 +210,7 @@ def main(argv):
     except server_lib.ServerError as e:
       print(f'Failed to start server. Error: {e}', file=sys.stderr,
             flush=True)
-      status = 1
+      status = EXIT_START_FAILED
   _exit_process(status)
 
 

@@ -9,6 +9,7 @@ available; at most 1000 records; any failure fails the load.
 import os
 
 from absl import logging
+import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -68,23 +69,25 @@ def run_warmup(servable: servable_lib.Servable,
         log.ParseFromString(record)
       except Exception as e:  # pylint: disable=broad-except
         raise WarmupError(
-            f'Failed to parse warmup record {count} from {path}: {e}') from e
+            f'Failed to parse warmup record {count} from {path}: {e}',
+            grpc.StatusCode.INVALID_ARGUMENT) from e
       for _ in range(num_request_iterations):
         try:
           _run_record(servable, log)
         except serving_error.ServingError as e:
           raise WarmupError(
               f'Warmup record {count} ({log.WhichOneof("log_type")}) of '
-              f'{path} failed: {e}') from e
+              f'{path} failed: {e}', e.code) from e
       count += 1
       if count > MAX_NUM_RECORDS:
         raise WarmupError(
             f'Number of warmup records exceeds the maximum '
-            f'({MAX_NUM_RECORDS}) at {path}')
+            f'({MAX_NUM_RECORDS}) at {path}',
+            grpc.StatusCode.INVALID_ARGUMENT)
   except tf.errors.DataLossError as e:
     raise WarmupError(
         f'{e.message}. Please verify your warmup data is in TFRecord format: '
-        f'{path}') from e
+        f'{path}', grpc.StatusCode.DATA_LOSS) from e
   logging.info('Finished reading warmup data for model at %s. Number of '
                'warmup records read: %d.', path, count)
   return count

@@ -37,6 +37,23 @@ Serving's cases without copying its binary files.
   output `output`.
 * `write_model_config(path, models)`: a text ModelServerConfig.
 
+The models TF Serving's integration suite builds inside its test cases:
+
+* `write_tf_saved_model_save(base_path)`: `tf.saved_model.save` of a
+  `tf.train.Checkpoint` with `v1 = 3`, `v2 = 2` and a function of an input `x`
+  of **unknown shape** -> `y = v1 * v2 * x`.
+* `write_tf_saved_model_save_multiple_signatures(base_path)`:
+  `serving_default` -> `y = 1`, `custom_signature_key` -> `y = 2`.
+* `write_keras_sequential(base_path, distributed=False)`: a Keras Sequential
+  model (input `x` of shape (1,)), an identity `Lambda`; with `distributed`,
+  built under a two-CPU `MirroredStrategy` with a `Dense(1)` of ones before
+  it (call `set_virtual_cpus(2)` before TensorFlow runs anything). Keras 3
+  names the signature's input `inputs` and its output `output_0`; with
+  `keras_export`, Keras 3's own `model.export` writes it (input `x`). A
+  distributed model written with `tf.saved_model.save` restores none of its
+  variables under TensorFlow's C++ loader (`//cc/verify` and so TF Serving:
+  "Could not find variable sequential_1/dense/bias"); `model.export` works.
+
 Regenerate by hand:
   bazel run //tests/testdata:write_tf_serving_models -- --out_dir=/tmp/tfs
 """
@@ -283,3 +300,78 @@ def write_model_config(path: str, models: Mapping[str, str]) -> str:
   with open(path, 'w', encoding='utf-8') as f:
     f.write(f'model_config_list {{\n{entries}}}\n')
   return path
+
+
+def write_tf_saved_model_save(base_path: str,
+                              version_dir: str = VERSION_DIR) -> str:
+  """Writes `y = v1 * v2 * x` (v1 = 3, v2 = 2), x of unknown shape."""
+  export_dir = _version_dir(base_path, version_dir)
+  root = tf.train.Checkpoint()
+  root.v1 = tf.Variable(3.)
+  root.v2 = tf.Variable(2.)
+  root.f = tf.function(lambda x: {'y': root.v1 * root.v2 * x})
+  to_save = root.f.get_concrete_function(tf.TensorSpec(None, tf.float32))
+  tf.saved_model.save(root, export_dir, to_save)
+  return export_dir
+
+
+def write_tf_saved_model_save_multiple_signatures(
+    base_path: str, version_dir: str = VERSION_DIR) -> str:
+  """Writes serving_default (y = 1) and custom_signature_key (y = 2)."""
+  export_dir = _version_dir(base_path, version_dir)
+  root = tf.train.Checkpoint()
+  root.f = tf.function(lambda x: {'y': 1.},
+                       input_signature=[tf.TensorSpec(None, tf.float32)])
+  root.g = tf.function(lambda x: {'y': 2.},
+                       input_signature=[tf.TensorSpec(None, tf.float32)])
+  tf.saved_model.save(root, export_dir, signatures={
+      'serving_default': root.f, 'custom_signature_key': root.g})
+  return export_dir
+
+
+def set_virtual_cpus(count: int) -> None:
+  """Splits the CPU into `count` logical devices (before any TF op runs)."""
+  physical = tf.config.list_physical_devices('CPU')
+  if tf.config.get_logical_device_configuration(physical[0]) is None:
+    tf.config.set_logical_device_configuration(
+        physical[0], [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def write_keras_sequential(base_path: str, distributed: bool = False,
+                           keras_export: bool = False,
+                           version_dir: str = VERSION_DIR) -> str:
+  """Writes a Keras Sequential identity (or Dense of ones) model.
+
+  Args:
+    base_path: The model base path.
+    distributed: Build under a two-CPU MirroredStrategy, with a Dense(1).
+    keras_export: Write with Keras 3's `model.export` (signature input `x`,
+      output `output_0`) instead of `tf.saved_model.save` (`inputs`,
+      `output_0`).
+    version_dir: The version directory name.
+
+  Returns:
+    The version directory.
+  """
+  export_dir = _version_dir(base_path, version_dir)
+
+  def build():
+    model = tf.keras.models.Sequential()
+    model.add(tf.keras.layers.Input(dtype='float32', shape=(1,), name='x'))
+    if distributed:
+      model.add(tf.keras.layers.Dense(1, kernel_initializer='ones',
+                                      bias_initializer='zeros'))
+    model.add(tf.keras.layers.Lambda(lambda x: x, name='y'))
+    return model
+
+  if distributed:
+    strategy = tf.distribute.MirroredStrategy(devices=('/cpu:0', '/cpu:1'))
+    with strategy.scope():
+      model = build()
+  else:
+    model = build()
+  if keras_export:
+    model.export(export_dir)
+  else:
+    tf.saved_model.save(model, export_dir)
+  return export_dir

@@ -13,6 +13,11 @@ Bundles:
   * `write_classify_regress_bundle`: TF1-style, serialized `tf.Example` input,
     `classify` (classes + scores), `regress` and `serving_default` (predict).
 
+Hostile bundles (not in `WRITERS`; tests write them on demand):
+`write_write_file_bundle` (a WriteFile node), `write_print_in_function_bundle`
+(PrintV2 inside a function body), `write_endless_loop_bundle` (a while loop
+that never ends).
+
 `write_warmup(export_dir, records)` writes `assets.extra/
 tf_serving_warmup_requests` as TF Serving reads it (TFRecord of
 `tensorflow.serving.PredictionLog`); `predict_log`, `classify_log` and
@@ -262,6 +267,60 @@ def default_classify_regress_warmup(export_dir: str) -> str:
       predict_log("serving_default",
                   {"x": np.zeros([1, 2], dtype=np.float32)}),
   ])
+
+
+def _write_tf1(export_dir: str, build) -> None:
+  """Writes a TF1 SavedModel whose `serving_default` `build()` returns."""
+  graph = tf.Graph()
+  with graph.as_default():
+    inputs, outputs = build()
+    signature = _V1.saved_model.predict_signature_def(inputs=inputs,
+                                                      outputs=outputs)
+    with _V1.Session(graph=graph) as sess:
+      builder = _V1.saved_model.Builder(export_dir)
+      builder.add_meta_graph_and_variables(
+          sess, [_V1.saved_model.tag_constants.SERVING],
+          signature_def_map={"serving_default": signature})
+      builder.save()
+
+
+def write_write_file_bundle(export_dir: str, target: str) -> None:
+  """A bundle whose serving_default writes `target` (a WriteFile node)."""
+
+  def build():
+    x = _V1.placeholder(tf.float32, [None], name="x")
+    with tf.control_dependencies([tf.io.write_file(target, "written")]):
+      y = tf.identity(x, name="y")
+    return {"x": x}, {"y": y}
+
+  _write_tf1(export_dir, build)
+
+
+class _Printer(tf.Module):
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+  def serve(self, x):
+    tf.print("printing from the graph", x)
+    return {"y": x + 1.0}
+
+
+def write_print_in_function_bundle(export_dir: str) -> None:
+  """A TF2 bundle whose signature function body holds a PrintV2 op."""
+  model = _Printer()
+  tf.saved_model.save(model, export_dir,
+                      signatures={"serving_default": model.serve})
+
+
+def write_endless_loop_bundle(export_dir: str) -> None:
+  """A bundle whose serving_default runs a while loop that never ends."""
+
+  def build():
+    x = _V1.placeholder(tf.float32, [], name="x")
+    y = _V1.while_loop(lambda i: i > -1.0, lambda i: i + 1.0, [x],
+                       name="forever")
+    return {"x": x}, {"y": tf.identity(y, name="y")}
+
+  _write_tf1(export_dir, build)
 
 
 WRITERS = {
