@@ -406,8 +406,9 @@ def prepare(spec: spec_lib.MergeSpec, output_base: str) -> Plan:
     default = None
   new_spec = None
   if spec.models:
-    new_spec = spec_lib.MergeSpec(models=spec.models, message=spec.message,
-                                  source=spec.source)
+    new_spec = spec_lib.MergeSpec(
+        models=spec.models, message=spec.message, source=spec.source,
+        allowed_asset_dirs=spec.allowed_asset_dirs)
   plan = Plan(base=base, added=added, replaced=replaced, removed=removed,
               kept=kept, signatures=signatures, serving_default=default,
               new_spec=new_spec, spec=spec)
@@ -1142,6 +1143,8 @@ def write_manifest(export_dir: str, manifest: dict) -> None:
 def add_manifest(export_dir: str, info, manifest: dict) -> None:
   """Writes the manifest into a written bundle and lists it in `info`."""
   write_manifest(export_dir, manifest)
+  info.manifest = manifest
+  info.fingerprint = manifest.get("fingerprint") or ""
   info.files = bundle_writer.list_files(export_dir)
   info.total_bytes = sum(info.files.values())
 

@@ -6,6 +6,7 @@ output tensor aliases and its method. Format (see DESIGN.md):
 
   message = "add hyaudio"            # optional
   serving_default = "hyaudio_1"      # optional
+  allowed_asset_dirs = ["/data/vocab"]  # optional, relative to the spec file
 
   [[model]]
   signature_name = "hyaudio_1"
@@ -32,6 +33,7 @@ import re
 import tomllib
 from typing import Any, Mapping, Optional, Union
 
+from python.common import bounded_read
 from python.merge import errors
 
 PREDICT = "predict"
@@ -57,12 +59,15 @@ SERVING_DEFAULT = "serving_default"
 # Name scope the merger uses for its own nodes (restore ops, init op).
 RESERVED_SCOPE = "merge_internal"
 
-_TOP_KEYS = ("message", "serving_default", "base", "remove", "model")
+_TOP_KEYS = ("message", "serving_default", "base", "remove",
+             "allowed_asset_dirs", "model")
 # --- incremental deploys (issue 14): `base` and `remove` -------------------
 # `base = "latest"` is the newest version of the output base; an int (or a
 # string of digits) a version number there; any other string a version
 # directory (relative paths are resolved against the spec file).
 BASE_LATEST = "latest"
+# A spec is a small text file; anything larger is not one.
+MAX_SPEC_BYTES = 16 << 20
 _MODEL_KEYS = ("signature_name", "frozen", "inputs", "outputs", "method")
 _REQUIRED_MODEL_KEYS = ("signature_name", "frozen", "inputs", "outputs")
 # A signature name becomes a name scope: it must be one valid node-name
@@ -108,6 +113,10 @@ class MergeSpec:
       number, or the absolute path / URI of a version directory); its
       signatures are kept unless removed or replaced. None: a full merge.
     remove: Signatures of the base to drop (a list is stored as a tuple).
+    allowed_asset_dirs: Directories (absolute paths or URIs) besides the
+      spec file's own from which vocabulary files of lookup tables may be
+      copied into the bundle. A spec built in Python without `source` may
+      read them from the directories of its frozen graphs and these.
   """
   models: tuple[ModelSpec, ...]
   message: Optional[str] = None
@@ -115,6 +124,7 @@ class MergeSpec:
   source: Optional[str] = None
   base: Optional[Union[str, int]] = None
   remove: tuple[str, ...] = ()
+  allowed_asset_dirs: tuple[str, ...] = ()
 
   def __post_init__(self):
     if isinstance(self.models, list):
@@ -123,6 +133,23 @@ class MergeSpec:
       object.__setattr__(self, "remove", tuple(self.remove))
     if isinstance(self.base, os.PathLike):
       object.__setattr__(self, "base", os.fspath(self.base))
+    if isinstance(self.allowed_asset_dirs, (list, str)):
+      dirs = self.allowed_asset_dirs
+      object.__setattr__(self, "allowed_asset_dirs",
+                         (dirs,) if isinstance(dirs, str) else tuple(dirs))
+
+
+def asset_dirs(spec: MergeSpec) -> list[str]:
+  """Directories vocabulary files may be read from (see MergeSpec)."""
+  if spec.source:
+    if is_uri(spec.source):
+      own = [spec.source.rsplit("/", 1)[0]]
+    else:
+      own = [os.path.dirname(os.path.abspath(spec.source))]
+  else:
+    own = [m.frozen.rsplit("/", 1)[0] if is_uri(m.frozen) else
+           os.path.dirname(os.path.abspath(m.frozen)) for m in spec.models]
+  return list(dict.fromkeys(own + list(spec.allowed_asset_dirs)))
 
 
 def is_uri(path: str) -> bool:
@@ -345,6 +372,13 @@ def _validate(spec: MergeSpec, require_absolute: bool) -> None:
           f"#{seen[model.signature_name] + 1}); signature names must be "
           "unique.")
     seen[model.signature_name] = index
+  for directory in spec.allowed_asset_dirs:
+    if (not isinstance(directory, str) or not directory or
+        not (os.path.isabs(directory) or is_uri(directory))):
+      raise errors.SpecError(
+          f'{_where(source, None, None, "allowed_asset_dirs")}: '
+          f"{directory!r} must be a directory path (relative to the spec "
+          "file) or URI, e.g. allowed_asset_dirs = [\"vocab\"].")
   if spec.message is not None and not isinstance(spec.message, str):
     raise errors.SpecError(
         f'{_where(source, None, None, "message")}: must be a string; got '
@@ -396,17 +430,12 @@ def _reject_unknown(table: Mapping[str, Any], allowed, where: str) -> None:
 
 
 def _read_text(path: str) -> str:
-  # Local import keeps `spec` light for callers that only build specs.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    if is_uri(path):
-      with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    else:
-      with open(path, "rb") as f:
-        data = f.read()
-  except (OSError, tf.errors.OpError) as e:
-    raise errors.SpecError(f"cannot read spec file {path}: {e}") from e
+    data = bounded_read.read_regular_file(path, MAX_SPEC_BYTES)
+  except bounded_read.InputFileError as e:
+    raise errors.SpecError(
+        f"cannot read spec file: {e}; pass --spec=<path to merge.toml>."
+    ) from e
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -433,7 +462,12 @@ def parse_spec(text: str, source: str, base_dir: Optional[str]) -> MergeSpec:
   try:
     doc = tomllib.loads(text)
   except tomllib.TOMLDecodeError as e:
-    raise errors.SpecError(f"spec {source}: invalid TOML: {e}") from e
+    raise errors.SpecError(
+        f"spec {source}: invalid TOML: "
+        f"{bounded_read.shorten_message(str(e), 300)}") from e
+  except RecursionError as e:
+    raise errors.SpecError(
+        f"spec {source}: invalid TOML: nested too deeply to parse.") from e
   _reject_unknown(doc, _TOP_KEYS, f"spec {source}")
   raw_models = doc.get("model")
   if raw_models is None and "base" in doc:
@@ -476,6 +510,20 @@ def parse_spec(text: str, source: str, base_dir: Optional[str]) -> MergeSpec:
             outputs=dict(raw["outputs"]) if isinstance(raw["outputs"], dict)
             else raw["outputs"],
             method=raw.get("method", PREDICT)))
+  raw_dirs = doc.get("allowed_asset_dirs", [])
+  if not isinstance(raw_dirs, list) or not all(
+      isinstance(d, str) and d for d in raw_dirs):
+    raise errors.SpecError(
+        f'spec {source}, key "allowed_asset_dirs": must be a list of '
+        'directory paths, e.g. allowed_asset_dirs = ["vocab"]; got '
+        f"{bounded_read.excerpt(repr(raw_dirs))}.")
+  dirs = []
+  for directory in raw_dirs:
+    if base_dir is not None and not os.path.isabs(directory) and not is_uri(
+        directory):
+      directory = (base_dir.rstrip("/") + "/" + directory if is_uri(base_dir)
+                   else os.path.normpath(os.path.join(base_dir, directory)))
+    dirs.append(directory)
   spec = MergeSpec(
       models=tuple(models),
       message=doc.get("message"),
@@ -483,7 +531,8 @@ def parse_spec(text: str, source: str, base_dir: Optional[str]) -> MergeSpec:
       source=source,
       base=_parse_base(doc.get("base"), source, base_dir),
       remove=(tuple(doc["remove"]) if isinstance(doc.get("remove"), list)
-              else doc.get("remove", ())))
+              else doc.get("remove", ())),
+      allowed_asset_dirs=tuple(dirs))
   _validate(spec, require_absolute=False)
   return spec
 
