@@ -227,13 +227,20 @@ def publish(output_base: str,
             message: Optional[str],
             check: Optional[Callable[[str], None]],
             keep_versions: Optional[int],
+            allow_removed_signatures: bool = False,
+            check_written: Optional[Callable[[object, Optional[str]],
+                                             None]] = None,
             store: Optional[object_store.S3Store] = None):
   """Publishes a bundle written by `write` as `<output_base>/<version>`.
 
   Same contract as publish.publish() (which calls this for s3:// bases).
+  `check_written` is called with the written result and None: the newest
+  version's manifest is in the bucket, not on disk, so the same-content
+  refusal does not apply on S3.
 
   Returns:
-    (version, path, new_signatures, deleted_versions, written).
+    (version, path, new_signatures, deleted_versions, written,
+    removed_signatures).
   """
   from python.merge import publish as publish_lib  # pylint: disable=g-import-not-at-top
   base = _Base(output_base, store)
@@ -248,9 +255,17 @@ def publish(output_base: str,
       raise errors.PublishError(
           f"the bundle writer did not create the staging directory "
           f"{local!r}; nothing to publish.")
+    if check_written is not None:
+      check_written(written, None)
     if check is not None:
       logging.info("Checking staged bundle %s", local)
       check(local)
+    _, exported = read_history(output_base, base.store)
+    removed = tuple(s for s in exported if s not in set(signatures))
+    if removed and not allow_removed_signatures:
+      raise publish_lib.removed_signatures_error(
+          output_base, version or _guard(base.scan).highest_taken() + 1,
+          removed)
     claim = _claim(base, version, publish_lib)
     try:
       _upload_and_copy(base, local, claim.version)
@@ -266,7 +281,7 @@ def publish(output_base: str,
       base, claim.version, tuple(signatures), message, publish_lib))
   deleted = _guard(lambda: _apply_keep_versions(base, claim.version,
                                                 keep_versions))
-  return claim.version, final, new_signatures, deleted, written
+  return claim.version, final, new_signatures, deleted, written, removed
 
 
 def _check_bucket(base: _Base) -> None:

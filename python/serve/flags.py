@@ -244,37 +244,31 @@ PENDING: List[Tuple[flags.FlagHolder, str]] = [
      'is only checked to be readable'),
     (ENABLE_PER_MODEL_BATCHING_PARAMETERS,
      'server-side batching is not implemented by python/serve yet'),
-    (REST_API_PORT,
-     'the HTTP/REST API is not served by this build of python/serve yet; '
-     'serving gRPC only'),
-    (MONITORING_CONFIG_FILE,
-     'monitoring (Prometheus) is not served by this build of python/serve '
-     'yet'),
 ]
 
 # Flags that cannot apply on this runtime: flag -> why a non-default value
 # is ignored.
 IGNORED: List[Tuple[flags.FlagHolder, str]] = [
     (USE_ALTS_CREDENTIALS, 'ALTS needs Google infrastructure; use '
-                          '--ssl_config_file for TLS'),
+                           '--ssl_config_file for TLS'),
     (PER_PROCESS_GPU_MEMORY_FRACTION, 'this server runs on the CPU only'),
     (PREFER_TFLITE_MODEL, 'TensorFlow Lite models are not served here; the '
-                         'SavedModel is used'),
+                          'SavedModel is used'),
     (USE_TFLITE_MODEL, 'TensorFlow Lite models are not served here; the '
-                      'SavedModel is used'),
+                       'SavedModel is used'),
     (NUM_TFLITE_POOLS, 'TensorFlow Lite models are not served here'),
     (NUM_TFLITE_INTERPRETERS_PER_POOL, 'TensorFlow Lite models are not served '
-                                      'here'),
+                                       'here'),
     (XLA_CPU_COMPILATION_ENABLED, 'XLA JIT is not enabled by this runtime; '
-                                 'graphs run with the standard kernels'),
+                                  'graphs run with the standard kernels'),
     (XLA_GPU_COMPILATION_ENABLED, 'this server runs on the CPU only'),
     (ENABLE_PROFILER, 'the TensorFlow profiler service is not served here'),
     (MIXED_PRECISION, 'mixed precision rewriting needs a GPU or TPU'),
     (SKIP_INITIALIZE_TPU, 'there is no TPU'),
     (THREAD_POOL_FACTORY_CONFIG_FILE, 'custom thread pool factories are a '
-                                     'C++ extension point'),
+                                      'C++ extension point'),
     (FLUSH_FILESYSTEM_CACHES, 'the Python runtime keeps no file-system cache '
-                             'to flush'),
+                              'to flush'),
 ]
 
 

@@ -153,12 +153,17 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertEqual(summary["graphs"], 2)
     self.assertGreaterEqual(summary["nodes"], 200)
     self.assertCountEqual(summary["contenders"],
-                          ["floor", "seed", "ours", "ours_noverify"])
+                          ["floor", "seed", "ours", "ours_noverify",
+                           "replace_incremental", "replace_full",
+                           "replace_incremental_noverify",
+                           "replace_full_noverify"])
     for name, contender in summary["contenders"].items():
       self.assert_positive_figures(contender, name)
       self.assertEqual(contender["runs"], 1, msg=name)
+    self.assertTrue(summary["targets_met"]["replace_answers_identical"])
     for key in ("ours_vs_floor_wall", "ours_noverify_vs_floor_wall",
-                "ours_vs_seed_rss"):
+                "ours_vs_seed_rss", "replace_incremental_vs_full_wall",
+                "replace_incremental_vs_full_rss"):
       self.assertGreater(summary["ratios"][key], 0, msg=key)
     self.assertEqual(summary["answers"],
                      {"signatures": 2, "identical": 2, "max_abs_diff": 0.0,
@@ -241,6 +246,17 @@ class BenchSmokeTest(absltest.TestCase):
         self.assertGreater(stats["requests"], 0, msg=label)
         self.assertGreater(stats["throughput_rps"], 0, msg=label)
       self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
+
+  def test_rest_bench(self):
+    summary = _run_bench("tests.bench.rest_bench", "--requests=10",
+                         "--blocks=2", "--warmup_requests=2",
+                         "--model_mb=0.1", "--nodes=50")
+    self.assertEqual(summary["benchmark"], "rest")
+    for protocol in ("grpc", "rest"):
+      stats = summary["protocols"][protocol]
+      self.assertEqual(stats["requests"], 20, msg=protocol)
+      self.assertGreater(stats["p50_ms"], 0, msg=protocol)
+    self.assertLen(summary["block_p99_ratio"]["all"], 2)
 
   def test_hotswap_bench(self):
     summary = _run_bench("tests.bench.hotswap_bench", "--graphs=2",
