@@ -99,7 +99,8 @@ class CcVerifyTest(parameterized.TestCase):
     shutil.rmtree(os.path.join(root, "vocab"))
     no_warmup = merge_lib.merge_and_publish(
         spec(("hyaudio", "hyaudio"), ("large", "large")), base,
-        warmup=False, externalize_threshold_bytes=0)
+        warmup=False, externalize_threshold_bytes=0,
+        allow_removed_signatures=True)
     cls.bundles = {
         "all_kinds": (all_kinds.path,
                       set(all_kinds.signatures) | {"serving_default"}),

@@ -10,7 +10,8 @@ The list follows tensorflow_serving/model_servers/main.cc (and the defaults of
 * `IGNORED`: cannot apply on this runtime (TPU, GPU, TFLite, XLA, ALTS,
   profiler, ...); a non-default value is accepted and logs one line saying
   that it is ignored and why;
-* this server's own additions (`--host`, `--drain_timeout_seconds`).
+* this server's own additions (`--host`, `--drain_timeout_seconds`,
+  `--model_cache_dir`).
 
 The README's flag table lists every flag with its status.
 """
@@ -225,6 +226,11 @@ DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
     'On SIGTERM/SIGINT, how long in-flight requests may take to finish '
     'before they are cancelled. A second signal exits at once.',
     lower_bound=0.0)
+MODEL_CACHE_DIR = flags.DEFINE_string(
+    'model_cache_dir', '',
+    'Where versions of s3:// base paths are downloaded before they are '
+    'loaded (deleted again once unloaded). Default: a temporary directory '
+    'removed at shutdown. One server per directory.')
 
 # Flags of capabilities still being built here: flag -> what happens instead.
 # They are accepted (TF Serving's own suite passes them) and a non-default

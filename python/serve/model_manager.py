@@ -6,7 +6,11 @@ ServerCore, in one class:
 
 * Discovery: each model's `base_path` is listed every
   `file_system_poll_wait_seconds`; only all-digit child names are versions
-  (staging folders such as `.tmp-3` are ignored). The model's
+  (staging folders such as `.tmp-3` are ignored). An `s3://` base path is
+  listed through boto3 instead (a version counts once its `saved_model.pb`
+  exists) and each version is downloaded to a local cache before it is
+  loaded, and deleted from it once unloaded (object_store_cache.py). The
+  model's
   `model_version_policy` (latest{num_versions}, all, specific{versions}) picks
   the aspired versions.
 * Transitions: the highest new aspired version is loaded (and warmed up)
@@ -37,6 +41,8 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from python.common import object_store
+from python.serve import object_store_cache
 from python.serve import servable as servable_lib
 from python.serve import serving_error
 from python.serve import warmup
@@ -76,6 +82,9 @@ class ManagerOptions:
   num_unload_threads: int = 0
   runtime: servable_lib.RuntimeOptions = dataclasses.field(
       default_factory=servable_lib.RuntimeOptions)
+  # --model_cache_dir: where versions of s3:// base paths are downloaded
+  # ('' = a temporary directory removed at shutdown).
+  model_cache_dir: str = ''
   # A python.serve.metrics.Metrics recording load and warmup attempts
   # (record_load, record_warmup); None records nothing. (issue 12)
   metrics: Optional[object] = None
@@ -258,6 +267,8 @@ class ModelManager:
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._config_lock = threading.Lock()
+    self._object_cache: Optional[object_store_cache.VersionCache] = None
+    self._object_cache_lock = threading.Lock()
 
   # --- lifecycle -----------------------------------------------------------
 
@@ -311,6 +322,7 @@ class ModelManager:
             harness.servable.in_use, timeout_s)
         return False
       self._set_state(name, harness.version, State.END)
+    self._close_object_cache()
     return True
 
   # --- configuration -------------------------------------------------------
@@ -580,8 +592,10 @@ class ModelManager:
       config = ModelConfig()
       config.CopyFrom(model.config)
     try:
-      on_disk = list_versions(config.base_path)
-    except (FileNotFoundError, tf.errors.OpError) as e:
+      on_disk = self._list_versions(config.base_path)
+    except (FileNotFoundError, tf.errors.OpError,
+            object_store.ObjectStoreError,
+            object_store_cache.CacheError) as e:
       message = (f'Could not find base path {config.base_path} for servable '
                  f'{name}: {e}')
       logging.error(message)
@@ -635,7 +649,7 @@ class ModelManager:
           break
       start = time.monotonic()
       try:
-        loaded = servable_lib.load(name, version, path,
+        loaded = servable_lib.load(name, version, self._local_copy(path),
                                    self._options.saved_model_tags,
                                    self._options.session_config,
                                    self._options.runtime)
@@ -643,6 +657,7 @@ class ModelManager:
         self._record('record_load', path, False, time.monotonic() - start)
         error = serving_error.ServingError(e.code, str(e))
         logging.error('%s', error.message)
+        self._evict_copy(path)
         continue
       self._record('record_load', path, True, time.monotonic() - start)
       start = time.monotonic()
@@ -655,6 +670,7 @@ class ModelManager:
       except servable_lib.LoadError as e:
         self._record('record_warmup', path, e.code, time.monotonic() - start)
         loaded.close()
+        self._evict_copy(path)
         error = serving_error.ServingError(
             e.code,
             f'Failed to warm up {{name: {name} version: {version}}}: {e}')
@@ -694,6 +710,7 @@ class ModelManager:
 
     def finish():
       harness.servable.close()
+      self._evict_copy(harness.path)
       self._set_state(name, version, State.END)
       logging.info('Done unloading servable version {name: %s version: %d}',
                    name, version)
@@ -703,3 +720,45 @@ class ModelManager:
     else:
       self._unload_pool.submit(finish)
 
+
+  # --- s3:// base paths (python/serve/object_store_cache.py) ---------------
+
+  def _cache(self) -> object_store_cache.VersionCache:
+    with self._object_cache_lock:
+      if self._object_cache is None:
+        self._object_cache = object_store_cache.VersionCache(
+            self._options.model_cache_dir)
+        logging.info('Caching versions of s3:// base paths in %s',
+                     self._object_cache.directory)
+      return self._object_cache
+
+  def _list_versions(self, base_path: str) -> Dict[int, str]:
+    if object_store.is_s3(base_path):
+      return self._cache().list_versions(base_path)
+    return list_versions(base_path)
+
+  def _local_copy(self, path: str) -> str:
+    """The directory to load `path` from (downloaded first for s3://)."""
+    if not object_store.is_s3(path):
+      return path
+    try:
+      return self._cache().fetch(path)
+    except (object_store.ObjectStoreError,
+            object_store_cache.CacheError) as e:
+      raise servable_lib.LoadError(
+          f'Failed to download {path} to the model cache: {e}',
+          grpc.StatusCode.UNAVAILABLE) from e
+    except OSError as e:
+      raise servable_lib.LoadError(
+          f'Failed to download {path} to the model cache: {e}. Check the '
+          'free space of --model_cache_dir.') from e
+
+  def _evict_copy(self, path: str) -> None:
+    if object_store.is_s3(path) and self._object_cache is not None:
+      self._object_cache.evict(path)
+
+  def _close_object_cache(self) -> None:
+    with self._object_cache_lock:
+      if self._object_cache is not None:
+        self._object_cache.close()
+        self._object_cache = None

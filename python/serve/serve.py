@@ -97,6 +97,7 @@ def _options() -> server_lib.ServerOptions:
           f.ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS.value),
       num_load_threads=f.NUM_LOAD_THREADS.value,
       num_unload_threads=f.NUM_UNLOAD_THREADS.value,
+      model_cache_dir=cli.user_path(f.MODEL_CACHE_DIR.value),
       runtime=runtime)
   return server_lib.ServerOptions(
       port=f.PORT.value,

@@ -153,12 +153,17 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertEqual(summary["graphs"], 2)
     self.assertGreaterEqual(summary["nodes"], 200)
     self.assertCountEqual(summary["contenders"],
-                          ["floor", "seed", "ours", "ours_noverify"])
+                          ["floor", "seed", "ours", "ours_noverify",
+                           "replace_incremental", "replace_full",
+                           "replace_incremental_noverify",
+                           "replace_full_noverify"])
     for name, contender in summary["contenders"].items():
       self.assert_positive_figures(contender, name)
       self.assertEqual(contender["runs"], 1, msg=name)
+    self.assertTrue(summary["targets_met"]["replace_answers_identical"])
     for key in ("ours_vs_floor_wall", "ours_noverify_vs_floor_wall",
-                "ours_vs_seed_rss"):
+                "ours_vs_seed_rss", "replace_incremental_vs_full_wall",
+                "replace_incremental_vs_full_rss"):
       self.assertGreater(summary["ratios"][key], 0, msg=key)
     self.assertEqual(summary["answers"],
                      {"signatures": 2, "identical": 2, "max_abs_diff": 0.0,
