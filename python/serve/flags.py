@@ -4,8 +4,8 @@ The list follows tensorflow_serving/model_servers/main.cc (and the defaults of
 `Server::Options` in server.h). Each flag is in one of four groups:
 
 * implemented: behaves as in TF Serving;
-* `PENDING`: part of a capability that is still being built here (batching,
-  REST, monitoring); a non-default value is accepted and logs one line saying
+* `PENDING`: part of a capability that is still being built here (REST,
+  monitoring); a non-default value is accepted and logs one line saying
   what happens instead, never an "unknown flag" crash;
 * `IGNORED`: cannot apply on this runtime (TPU, GPU, TFLite, XLA, ALTS,
   profiler, ...); a non-default value is accepted and logs one line saying
@@ -230,14 +230,6 @@ DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
 # They are accepted (TF Serving's own suite passes them) and a non-default
 # value logs one warning line; the answers are the same as without them.
 PENDING: List[Tuple[flags.FlagHolder, str]] = [
-    (ENABLE_BATCHING,
-     'server-side batching is not implemented by python/serve yet; each '
-     'request runs on its own, with the same answers'),
-    (BATCHING_PARAMETERS_FILE,
-     'server-side batching is not implemented by python/serve yet; the file '
-     'is only checked to be readable'),
-    (ENABLE_PER_MODEL_BATCHING_PARAMETERS,
-     'server-side batching is not implemented by python/serve yet'),
     (REST_API_PORT,
      'the HTTP/REST API is not served by this build of python/serve yet; '
      'serving gRPC only'),
