@@ -432,7 +432,11 @@ class Queue:
             now >= open_batch.start + self._timeout_s)
 
   def _add(self, task: _Task, now: float) -> bool:
-    """Adds a task; returns whether a batch became schedulable."""
+    """Adds a task; returns whether idle batch threads must look again.
+
+    They must when a batch became schedulable, and when the open batch got
+    its first task (its timeout is a new wake-up time for them).
+    """
     batches = self._batches
     if batches[-1].size + task.size > self._capacity:
       if len(batches) >= self.options.max_enqueued_batches:
@@ -440,11 +444,13 @@ class Queue:
                                          QUEUE_FULL_MESSAGE)
       batches.append(_Batch())
     open_batch = batches[-1]
-    if not open_batch.tasks:
+    first = not open_batch.tasks
+    if first:
       open_batch.start = now
     open_batch.tasks.append(task)
     open_batch.size += task.size
-    return len(batches) > 1 or self._open_batch_schedulable(now)
+    return (first or len(batches) > 1 or
+            self._open_batch_schedulable(now))
 
   def _take(self, now: float) -> Optional[_Batch]:
     """A closed batch to process now, or None."""
@@ -701,6 +707,11 @@ class BatchingSession:
     self._lock = threading.Lock()
     self._queues: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], Queue] = {}
     self._closed = False
+    # Counted in the batch threads: runs of the servable, tasks they served,
+    # and the largest batch (rows, padding included).
+    self.batches_run = 0
+    self.tasks_run = 0
+    self.largest_batch = 0
 
   def add_signature(self, feeds: Tuple[str, ...],
                     fetches: Tuple[str, ...]) -> None:
@@ -795,6 +806,10 @@ class BatchingSession:
                                          size)
     try:
       merged = self._merge(tasks, padded - size)
+      with self._lock:
+        self.batches_run += 1
+        self.tasks_run += len(tasks)
+        self.largest_batch = max(self.largest_batch, padded)
       outputs = self._run_batch(feeds, merged, fetches, timeout_s)
     except (_MergeError, serving_error.ServingError) as e:
       error = e.error if isinstance(e, _MergeError) else e
