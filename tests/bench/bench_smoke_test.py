@@ -228,19 +228,20 @@ class BenchSmokeTest(absltest.TestCase):
   def test_server_bench(self):
     summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",
                          "--seconds=0.5", "--floor_calls=20",
-                         "--warmup_requests=2", "--model_mb=0.1",
-                         "--nodes=50")
+                         "--warmup_requests=2")
     self.assertEqual(summary["benchmark"], "server")
-    for floor in ("session_run", "grpc_empty"):
+    for floor in ("callable", "grpc_empty_prediction_service"):
       self.assertEqual(summary["floors"][floor]["requests"], 20, msg=floor)
       self.assertGreater(summary["floors"][floor]["p50_ms"], 0, msg=floor)
     self.assertIn("python/serve", summary["servers"])
+    self.assertIn("python/serve --enable_batching", summary["servers"])
     for label, by_concurrency in summary["servers"].items():
       self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
       for stats in by_concurrency.values():
         self.assertGreater(stats["requests"], 0, msg=label)
         self.assertGreater(stats["throughput_rps"], 0, msg=label)
       self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
+    self.assertCountEqual(summary["batching_gain_rps"], ["1", "2"])
 
   def test_hotswap_bench(self):
     summary = _run_bench("tests.bench.hotswap_bench", "--graphs=2",
