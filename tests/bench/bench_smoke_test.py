@@ -255,6 +255,13 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertCountEqual(summary["versions_seen"], ["1", "2"])
     self.assertLen(summary["publish_s"], 1)
     self.assertIs(summary["targets_met"]["zero_failed_requests"], True)
+    # Requests and RSS samples in both phases, one swap window.
+    for phase in ("steady", "swap"):
+      self.assertGreater(summary[phase]["requests"], 0, msg=phase)
+      self.assertGreater(summary[phase]["max_rss_mib"], 0, msg=phase)
+    self.assertLen(summary["swap"]["seconds"], 1)
+    self.assertGreater(summary["swap_vs_steady_p99"], 0)
+    self.assertGreater(summary["server_peak_rss_mib"], 0)
 
 
 if __name__ == "__main__":
