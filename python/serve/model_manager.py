@@ -94,6 +94,9 @@ class ManagerOptions:
 
 class ControlCallsExhaustedError(RuntimeError):
   """Too many slow control calls are already waiting."""
+  # A python.serve.metrics.Metrics recording load and warmup attempts
+  # (record_load, record_warmup); None records nothing. (issue 12)
+  metrics: Optional[object] = None
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -261,7 +264,6 @@ class ModelManager:
     # name -> version -> (state, error); kept after unload (END).
     self._states: Dict[str, Dict[int, Tuple[
         int, Optional[serving_error.ServingError]]]] = {}
-    self._listeners: List[Callable[[str], None]] = []
     self._load_pool = None
     if options.num_load_threads > 0:
       self._load_pool = concurrent.futures.ThreadPoolExecutor(
@@ -302,22 +304,6 @@ class ModelManager:
       self._control_slots.release()
 
   # --- lifecycle -----------------------------------------------------------
-
-  def add_listener(self, listener: Callable[[str], None]) -> None:
-    """Calls `listener(model_name)` after any version of it changes state."""
-    with self._cond:
-      self._listeners.append(listener)
-
-  def models(self) -> List[str]:
-    """The configured model names."""
-    with self._cond:
-      return self._known_models()
-
-  def has_available_version(self, name: str) -> bool:
-    """Whether model `name` is configured and serves some version."""
-    with self._cond:
-      model = self._models.get(name)
-      return bool(model and not model.removed and model.available)
 
   def start(self) -> None:
     """Starts the background discovery/loading thread."""
@@ -544,6 +530,17 @@ class ModelManager:
           f'model {name}: {sorted(model.available)}.')
     return servable
 
+  def model_availability(self) -> Dict[str, bool]:
+    """Configured model name -> whether it has an available version."""
+    with self._cond:
+      return {name: bool(model.available)
+              for name, model in self._models.items() if not model.removed}
+
+  def unready_models(self) -> List[str]:
+    """Configured models that have no available version, sorted."""
+    return sorted(name for name, available in
+                  self.model_availability().items() if not available)
+
   def _known_models(self) -> List[str]:
     return sorted(n for n, m in self._models.items() if not m.removed)
 
@@ -583,9 +580,6 @@ class ModelManager:
     with self._cond:
       self._states.setdefault(name, {})[version] = (state, error)
       self._cond.notify_all()
-      listeners = list(self._listeners)
-    for listener in listeners:
-      listener(name)
 
   def _run(self) -> None:
     poll_wait = self._options.file_system_poll_wait_seconds
@@ -694,12 +688,14 @@ class ModelManager:
                      '%d)', name, version, attempt, attempts - 1)
         if self._stop.wait(self._options.load_retry_interval_seconds):
           break
+      start = time.monotonic()
       try:
         loaded = servable_lib.load(name, version, path,
                                    self._options.saved_model_tags,
                                    self._options.session_config,
                                    self._options.runtime)
       except servable_lib.LoadError as e:
+        self._record('record_load', path, False, time.monotonic() - start)
         error = serving_error.ServingError(e.code, str(e))
         logging.error('%s', error.message)
         continue
@@ -707,14 +703,20 @@ class ModelManager:
         self._prepare(loaded)
       except servable_lib.LoadError as e:
         loaded.close()
+        self._record('record_load', path, False, time.monotonic() - start)
         error = serving_error.ServingError(e.code, str(e))
         logging.error('%s', error.message)
         continue
+      self._record('record_load', path, True, time.monotonic() - start)
+      start = time.monotonic()
       try:
         if self._options.enable_model_warmup and not self._stop.is_set():
           warmup.run_warmup(loaded,
                             self._options.num_request_iterations_for_warmup)
+          self._record('record_warmup', path, grpc.StatusCode.OK,
+                        time.monotonic() - start)
       except servable_lib.LoadError as e:
+        self._record('record_warmup', path, e.code, time.monotonic() - start)
         loaded.close()
         error = serving_error.ServingError(
             e.code,
@@ -769,6 +771,9 @@ class ModelManager:
                  'version: %d} (max_batch_size %d, batch_timeout_micros %d)',
                  loaded.name, loaded.version, options.max_batch_size,
                  options.batch_timeout_micros)
+  def _record(self, method: str, *args) -> None:
+    if self._options.metrics is not None:
+      getattr(self._options.metrics, method)(*args)
 
   def _unload(self, name: str, model: _Model, version: int) -> None:
     with self._cond:

@@ -1,4 +1,4 @@
-r"""Serves SavedModels over TF Serving's gRPC API, like tensorflow_model_server.
+r"""Serves SavedModels over TF Serving's gRPC and REST APIs, like its server.
 
 Every flag of tensorflow_model_server, with its name, type and default (see
 python/serve/flags.py and the README's flag table), plus --host and
@@ -8,6 +8,8 @@ python/serve/flags.py and the README's flag table), plus --host and
       --model_base_path=/abs/path/to/m
   bazel run //python/serve -- --model_config_file=/abs/models.config
   bazel run //python/serve -- ... --ssl_config_file=/abs/ssl.config  # TLS
+  bazel run //python/serve -- ... --rest_api_port=8501 \
+      --monitoring_config_file=/abs/monitoring.config  # REST + Prometheus
 
 SIGTERM or SIGINT stops accepting requests, drains the ones in flight (for up
 to --drain_timeout_seconds) and exits 0; during start-up it abandons the
@@ -220,7 +222,7 @@ def main(argv):
           f'TensorFlow Library: {tf.__version__}', flush=True)
     _exit_process(0)
   _check_flags(argv)
-  for note in serve_flags.pending_notes() + serve_flags.ignored_notes():
+  for note in serve_flags.ignored_notes():
     logging.warning('%s', note)
   # Merged bundles keep large weights in variables/; oneDNN runs a MatMul or
   # Conv whose weights are not Const nodes through another kernel, which can

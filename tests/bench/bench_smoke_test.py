@@ -243,6 +243,17 @@ class BenchSmokeTest(absltest.TestCase):
       self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
     self.assertCountEqual(summary["batching_gain_rps"], ["1", "2"])
 
+  def test_rest_bench(self):
+    summary = _run_bench("tests.bench.rest_bench", "--requests=10",
+                         "--blocks=2", "--warmup_requests=2",
+                         "--model_mb=0.1", "--nodes=50")
+    self.assertEqual(summary["benchmark"], "rest")
+    for protocol in ("grpc", "rest"):
+      stats = summary["protocols"][protocol]
+      self.assertEqual(stats["requests"], 20, msg=protocol)
+      self.assertGreater(stats["p50_ms"], 0, msg=protocol)
+    self.assertLen(summary["block_p99_ratio"]["all"], 2)
+
   def test_hotswap_bench(self):
     summary = _run_bench("tests.bench.hotswap_bench", "--graphs=2",
                          "--graph_mb=0.1", "--nodes_per_graph=50",
