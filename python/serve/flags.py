@@ -1,12 +1,9 @@
 """Every flag of tensorflow_model_server, with its name, type and default.
 
 The list follows tensorflow_serving/model_servers/main.cc (and the defaults of
-`Server::Options` in server.h). Each flag is in one of four groups:
+`Server::Options` in server.h). Each flag is in one of three groups:
 
 * implemented: behaves as in TF Serving;
-* `PENDING`: part of a capability that is still being built here (batching,
-  REST, monitoring); a non-default value is accepted and logs one line saying
-  what happens instead, never an "unknown flag" crash;
 * `IGNORED`: cannot apply on this runtime (TPU, GPU, TFLite, XLA, ALTS,
   profiler, ...); a non-default value is accepted and logs one line saying
   that it is ignored and why;
@@ -232,20 +229,6 @@ MODEL_CACHE_DIR = flags.DEFINE_string(
     'loaded (deleted again once unloaded). Default: a temporary directory '
     'removed at shutdown. One server per directory.')
 
-# Flags of capabilities still being built here: flag -> what happens instead.
-# They are accepted (TF Serving's own suite passes them) and a non-default
-# value logs one warning line; the answers are the same as without them.
-PENDING: List[Tuple[flags.FlagHolder, str]] = [
-    (ENABLE_BATCHING,
-     'server-side batching is not implemented by python/serve yet; each '
-     'request runs on its own, with the same answers'),
-    (BATCHING_PARAMETERS_FILE,
-     'server-side batching is not implemented by python/serve yet; the file '
-     'is only checked to be readable'),
-    (ENABLE_PER_MODEL_BATCHING_PARAMETERS,
-     'server-side batching is not implemented by python/serve yet'),
-]
-
 # Flags that cannot apply on this runtime: flag -> why a non-default value
 # is ignored.
 IGNORED: List[Tuple[flags.FlagHolder, str]] = [
@@ -275,12 +258,6 @@ IGNORED: List[Tuple[flags.FlagHolder, str]] = [
 def is_default(holder: flags.FlagHolder) -> bool:
   """Whether a flag still has its default value."""
   return holder.value == holder.default
-
-
-def pending_notes() -> List[str]:
-  """One line per pending flag set to a non-default value."""
-  return [f'--{holder.name}={holder.value}: {why}.'
-          for holder, why in PENDING if not is_default(holder)]
 
 
 def ignored_notes() -> List[str]:

@@ -43,6 +43,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from python.common import object_store
 from python.serve import object_store_cache
+from python.serve import batching
+from python.serve import inference
 from python.serve import servable as servable_lib
 from python.serve import serving_error
 from python.serve import warmup
@@ -85,9 +87,25 @@ class ManagerOptions:
   # --model_cache_dir: where versions of s3:// base paths are downloaded
   # ('' = a temporary directory removed at shutdown).
   model_cache_dir: str = ''
+  # --enable_batching: the server's BatchingParameters message
+  # (batching.parse_batching_parameters); None runs every request alone.
+  batching_parameters: Optional[object] = None
+  # --enable_per_model_batching_parameters: each version's
+  # batching_params.pbtxt replaces the queue options of
+  # `batching_parameters` (a version without one is not batched); the pool of
+  # batch threads stays the server's.
+  enable_per_model_batching_parameters: bool = False
+  # Slow ModelService calls (HandleReloadConfigRequest) that may wait at
+  # once; more are refused with RESOURCE_EXHAUSTED instead of taking the
+  # threads that serve requests and health checks.
+  max_concurrent_control_calls: int = 16
   # A python.serve.metrics.Metrics recording load and warmup attempts
   # (record_load, record_warmup); None records nothing. (issue 12)
   metrics: Optional[object] = None
+
+
+class ControlCallsExhaustedError(RuntimeError):
+  """Too many slow control calls are already waiting."""
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -269,6 +287,32 @@ class ModelManager:
     self._config_lock = threading.Lock()
     self._object_cache: Optional[object_store_cache.VersionCache] = None
     self._object_cache_lock = threading.Lock()
+    self._control_slots = threading.BoundedSemaphore(
+        max(1, options.max_concurrent_control_calls))
+    self.batch_scheduler: Optional[batching.SharedBatchScheduler] = None
+    if options.batching_parameters is not None:
+      # Checked here so that a bad file fails the start, not every load.
+      batching.queue_options(options.batching_parameters)
+      self.batch_scheduler = batching.SharedBatchScheduler(
+          batching.scheduler_options(options.batching_parameters))
+
+  @contextlib.contextmanager
+  def control_call(self) -> Iterator[None]:
+    """Holds one of the slots of slow control calls while the block runs.
+
+    Raises:
+      ControlCallsExhaustedError: every slot is taken (no waiting: a waiting
+        call would hold a thread that serves requests).
+    """
+    if not self._control_slots.acquire(blocking=False):  # pylint: disable=consider-using-with
+      raise ControlCallsExhaustedError(
+          f'{self._options.max_concurrent_control_calls} model-config reloads '
+          'are already waiting for their models; retry when one has '
+          'finished (GetModelStatus shows the loading versions).')
+    try:
+      yield
+    finally:
+      self._control_slots.release()
 
   # --- lifecycle -----------------------------------------------------------
 
@@ -323,6 +367,8 @@ class ModelManager:
         return False
       self._set_state(name, harness.version, State.END)
     self._close_object_cache()
+    if self.batch_scheduler is not None:
+      self.batch_scheduler.stop()
     return True
 
   # --- configuration -------------------------------------------------------
@@ -345,7 +391,14 @@ class ModelManager:
         version that is not available.
     """
     validate_config_list(config_list)
-    with self._config_lock:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if not self._config_lock.acquire(  # pylint: disable=consider-using-with
+        timeout=-1 if timeout_s is None else max(0.0, timeout_s)):
+      raise ModelsUnavailableError(
+          f'Another config reload was still waiting for its models after '
+          f'{timeout_s}s; nothing changed. Retry later, or fix the model the '
+          'other reload waits for (see GetModelStatus).')
+    try:
       with self._cond:
         new_names = set()
         wanted = {c.name: c for c in config_list.config}
@@ -364,8 +417,10 @@ class ModelManager:
             new_names.add(name)
           model.config.CopyFrom(config)
       self._wake.set()
-      self._wait_until_available(new_names, timeout_s)
+      self._wait_until_available(new_names, _remaining(deadline))
       self._install_labels(config_list)
+    finally:
+      self._config_lock.release()
 
   def _install_labels(self, config_list: ModelConfigList) -> None:
     with self._cond:
@@ -659,6 +714,15 @@ class ModelManager:
         logging.error('%s', error.message)
         self._evict_copy(path)
         continue
+      try:
+        self._prepare(loaded)
+      except servable_lib.LoadError as e:
+        loaded.close()
+        self._record('record_load', path, False, time.monotonic() - start)
+        error = serving_error.ServingError(e.code, str(e))
+        logging.error('%s', error.message)
+        self._evict_copy(path)
+        continue
       self._record('record_load', path, True, time.monotonic() - start)
       start = time.monotonic()
       try:
@@ -693,6 +757,37 @@ class ModelManager:
           grpc.StatusCode.CANCELLED, 'load cancelled: server stopping')
     self._set_state(name, version, State.END, harness.error)
 
+  def _prepare(self, loaded: servable_lib.Servable) -> None:
+    """Per-signature request plans and callables, then batching if on.
+
+    Raises:
+      LoadError: the version's batching parameters are invalid.
+    """
+    inference.prepare(loaded)
+    common = self._options.batching_parameters
+    if common is None:
+      return
+    try:
+      params = batching.per_model_batching_parameters(
+          loaded.path, common,
+          self._options.enable_per_model_batching_parameters)
+      if params is None:
+        logging.info('No %s in %s: version %d of %s is not batched.',
+                     batching.PER_MODEL_FILENAME, loaded.path,
+                     loaded.version, loaded.name)
+        return
+      source = (f'{loaded.path}/{batching.PER_MODEL_FILENAME}'
+                if params is not common else '--batching_parameters_file')
+      options = batching.queue_options(params, source)
+    except batching.BatchingConfigError as e:
+      raise servable_lib.LoadError(
+          f'Failed to set up batching for {{name: {loaded.name} version: '
+          f'{loaded.version}}}: {e}', grpc.StatusCode.INVALID_ARGUMENT) from e
+    loaded.enable_batching(self.batch_scheduler, options)
+    logging.info('Wrapping session to perform batch processing: {name: %s '
+                 'version: %d} (max_batch_size %d, batch_timeout_micros %d)',
+                 loaded.name, loaded.version, options.max_batch_size,
+                 options.batch_timeout_micros)
   def _record(self, method: str, *args) -> None:
     if self._options.metrics is not None:
       getattr(self._options.metrics, method)(*args)

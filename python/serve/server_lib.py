@@ -373,8 +373,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
           'ServerModelConfig type not supported by HandleReloadConfigRequest.'
           ' Only ModelConfigList is currently supported')
     else:
+      # --- control-call isolation (serve-speed): a reload waits in one of
+      # the manager's control slots, bounded by the caller's deadline, never
+      # in a thread that serving calls and health checks need.
       try:
-        self._manager.reload_config(request.config.model_config_list)
+        with self._manager.control_call():
+          self._manager.reload_config(request.config.model_config_list,
+                                      _timeout(context))
+      except model_manager.ControlCallsExhaustedError as e:
+        error = serving_error.ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+      # --- end control-call isolation
       except model_manager.ConfigError as e:
         error = serving_error.invalid_argument(str(e))
       except model_manager.ModelsUnavailableError as e:
@@ -474,9 +483,12 @@ class ModelServer:
       self._manager.stop()
       raise ServerError(str(e)) from e
 
+    # Serving threads plus the control calls' own slots (serve-speed), so
+    # that waiting reloads never take the threads of requests and health.
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._options.grpc_max_threads,
+            max_workers=(self._options.grpc_max_threads +
+                         self._options.manager.max_concurrent_control_calls),
             thread_name_prefix='grpc'),
         options=[('grpc.max_send_message_length', -1),
                  ('grpc.max_receive_message_length', -1),

@@ -233,19 +233,20 @@ class BenchSmokeTest(absltest.TestCase):
   def test_server_bench(self):
     summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",
                          "--seconds=0.5", "--floor_calls=20",
-                         "--warmup_requests=2", "--model_mb=0.1",
-                         "--nodes=50")
+                         "--warmup_requests=2")
     self.assertEqual(summary["benchmark"], "server")
-    for floor in ("session_run", "grpc_empty"):
+    for floor in ("callable", "grpc_empty_prediction_service"):
       self.assertEqual(summary["floors"][floor]["requests"], 20, msg=floor)
       self.assertGreater(summary["floors"][floor]["p50_ms"], 0, msg=floor)
     self.assertIn("python/serve", summary["servers"])
+    self.assertIn("python/serve --enable_batching", summary["servers"])
     for label, by_concurrency in summary["servers"].items():
       self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
       for stats in by_concurrency.values():
         self.assertGreater(stats["requests"], 0, msg=label)
         self.assertGreater(stats["throughput_rps"], 0, msg=label)
       self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
+    self.assertCountEqual(summary["batching_gain_rps"], ["1", "2"])
 
   def test_rest_bench(self):
     summary = _run_bench("tests.bench.rest_bench", "--requests=10",
@@ -270,6 +271,13 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertCountEqual(summary["versions_seen"], ["1", "2"])
     self.assertLen(summary["publish_s"], 1)
     self.assertIs(summary["targets_met"]["zero_failed_requests"], True)
+    # Requests and RSS samples in both phases, one swap window.
+    for phase in ("steady", "swap"):
+      self.assertGreater(summary[phase]["requests"], 0, msg=phase)
+      self.assertGreater(summary[phase]["max_rss_mib"], 0, msg=phase)
+    self.assertLen(summary["swap"]["seconds"], 1)
+    self.assertGreater(summary["swap_vs_steady_p99"], 0)
+    self.assertGreater(summary["server_peak_rss_mib"], 0)
 
 
 if __name__ == "__main__":
