@@ -38,6 +38,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
+from client import rest_transport
+
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -47,6 +49,8 @@ METHOD_SHORT_NAMES = {
 # TF2 SavedModels hold a signature "__saved_model_init_op" (the init op, no
 # tensors); names with this prefix are TensorFlow's own, not callable.
 INTERNAL_SIGNATURE_PREFIX = "__"
+# Transports: gRPC, or TF Serving's HTTP/REST API (rest_transport).
+PROTOCOLS = ("grpc", "rest")
 
 # The input alias of classify and regress signatures (serialized tf.Examples).
 EXAMPLES_INPUT_ALIAS = "inputs"
@@ -393,11 +397,12 @@ class ServingClient:
                client_cert: Optional[bytes] = None,
                client_key: Optional[bytes] = None,
                max_message_mb: int = 64,
-               channel: Optional[grpc.Channel] = None):
+               channel: Optional[grpc.Channel] = None,
+               protocol: str = "grpc"):
     """Opens a channel to `server` (no call is made yet).
 
     Args:
-      server: "host:port".
+      server: "host:port" (of the REST API with protocol="rest").
       model_name: the model to query.
       model_version: pin this version (exclusive with `version_label`).
       version_label: pin the version with this label (e.g. "stable").
@@ -411,6 +416,9 @@ class ServingClient:
       max_message_mb: the largest request/response message, in MiB.
       channel: an existing channel to use instead (the other connection
         arguments are ignored; the client does not close it).
+      protocol: "grpc", or "rest" for TF Serving's HTTP/REST API
+        (`rest_transport`: same calls and results; no TLS, and results name
+        no version, since REST answers carry none).
 
     Raises:
       ValueError: for inconsistent arguments.
@@ -431,12 +439,28 @@ class ServingClient:
                        "give both or neither")
     if not tls and (root_cert or client_cert):
       raise ValueError("certificates were given but tls is off; enable tls")
+    if protocol not in PROTOCOLS:
+      raise ValueError(f"protocol must be one of {PROTOCOLS}; got "
+                       f"{protocol!r}")
+    if protocol == "rest" and (tls or channel is not None):
+      raise ValueError("TF Serving's REST API has no TLS and no gRPC "
+                       "channel; use protocol='grpc' for tls or channel")
+    self.protocol = protocol
     self.server = server
     self.model_name = model_name
     self.model_version = model_version
     self.version_label = version_label
     self.timeout_s = timeout_s
     self.wait_for_server_s = wait_for_server_s
+    self._connected = threading.Event()
+    self._metadata: Optional[ModelMetadata] = None
+    if protocol == "rest":
+      self._owns_channel = False
+      self._channel = None
+      self._stub = rest_transport.RestStub(
+          server, lambda name: {alias: spec.dtype for alias, spec in
+                                self.signature(name).outputs.items()})
+      return
     self._owns_channel = channel is None
     if channel is None:
       limit = int(max_message_mb) * 1024 * 1024
@@ -456,8 +480,6 @@ class ServingClient:
         channel = grpc.insecure_channel(server, options=options)
     self._channel = channel
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    self._connected = threading.Event()
-    self._metadata: Optional[ModelMetadata] = None
 
   def __enter__(self) -> "ServingClient":
     return self
@@ -467,7 +489,9 @@ class ServingClient:
 
   def close(self) -> None:
     """Closes the channel (if the client opened it)."""
-    if self._owns_channel:
+    if self.protocol == "rest":
+      self._stub.close()
+    elif self._owns_channel:
       self._channel.close()
 
   def _model_spec(self, signature_name: str = "") -> model_pb2.ModelSpec:

@@ -16,6 +16,8 @@ Usage:
       --signature_name=digits --input=images=/tmp/digits_test.npy --format=json
   bazel run //client -- --server=localhost:8500 --model_name=merged \
       --requests=1000 --concurrency=8
+  bazel run //client -- --protocol=rest --server=localhost:8501 \
+      --model_name=merged
 
 Exit status: 0 when every request succeeded, 1 otherwise, 2 for bad usage.
 TensorFlow's INFO logs are off unless --verbose.
@@ -35,7 +37,13 @@ from client import run_lib
 from python.common import cli
 
 _SERVER = flags.DEFINE_string(
-    "server", "localhost:8500", "The server's gRPC address, host:port.")
+    "server", "localhost:8500",
+    "The server's address, host:port: its gRPC port, or with "
+    "--protocol=rest its REST port (--rest_api_port, e.g. localhost:8501).")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "grpc", ["grpc", "rest"],
+    "grpc: TF Serving's gRPC API. rest: its HTTP/REST API (JSON; same "
+    "report, no TLS, and no version in the answers).")
 _MODEL_NAME = flags.DEFINE_string(
     "model_name", None, "The model to query (e.g. merged).")
 _MODEL_VERSION = flags.DEFINE_integer(
@@ -105,6 +113,9 @@ flags.register_multi_flags_validator(
     lambda f: bool(f["client_cert"]) == bool(f["client_key"]),
     message="--client_cert and --client_key go together (mutual TLS)")
 flags.register_multi_flags_validator(
+    ["protocol", "tls"], lambda f: f["protocol"] == "grpc" or not f["tls"],
+    message="--tls needs --protocol=grpc (TF Serving's REST API has no TLS)")
+flags.register_multi_flags_validator(
     ["tls", "root_cert", "client_cert"],
     lambda f: f["tls"] or not (f["root_cert"] or f["client_cert"]),
     message="--root_cert/--client_cert/--client_key need --tls")
@@ -146,7 +157,8 @@ def main(argv):
       root_cert=_read_pem(_ROOT_CERT),
       client_cert=_read_pem(_CLIENT_CERT),
       client_key=_read_pem(_CLIENT_KEY),
-      max_message_mb=_MAX_MESSAGE_MB.value) as client:
+      max_message_mb=_MAX_MESSAGE_MB.value,
+      protocol=_PROTOCOL.value) as client:
     try:
       return run_lib.run(client, config)
     except input_files.InputFileError as e:

@@ -667,6 +667,11 @@ def _describe(array: np.ndarray) -> str:
   return f"{dtype}[{','.join(str(d) for d in array.shape)}]"
 
 
+def _version_text(version: Optional[int]) -> str:
+  # REST answers do not say which version answered.
+  return "?" if version is None else str(version)
+
+
 def _ms(seconds: float) -> float:
   return round(seconds * 1000, 3)
 
@@ -680,6 +685,7 @@ def to_json(client: client_lib.ServingClient,
   """The JSON document //client --format=json prints."""
   document: Dict[str, Any] = {
       "server": client.server,
+      "protocol": client.protocol,
       "model_name": client.model_name,
       "model_version": metadata.version if metadata else None,
       "ok": error is None and all(r.ok for r in reports) and all(
@@ -751,8 +757,9 @@ def to_text(client: client_lib.ServingClient,
     out.write(f"error: {message}\n")
     return out.getvalue()
   version = metadata.version if metadata.version is not None else "?"
-  out.write(f"model {metadata.model_name!r} at {client.server}: version "
-            f"{version}, {len(metadata.signatures)} signature(s)\n")
+  over = " over REST" if client.protocol == "rest" else ""
+  out.write(f"model {metadata.model_name!r} at {client.server}{over}: "
+            f"version {version}, {len(metadata.signatures)} signature(s)\n")
   for r in reports:
     method = r.method
     if r.rpc == "Predict" and r.method in ("classify", "regress"):
@@ -760,7 +767,7 @@ def to_text(client: client_lib.ServingClient,
     if r.ok:
       out.write(f"OK    {r.signature}  ({method})  "
                 f"{r.result.latency_s * 1000:.1f} ms  version "
-                f"{r.result.model_version}\n")
+                f"{_version_text(r.result.model_version)}\n")
     else:
       out.write(f"FAIL  {r.signature}  ({method})  {r.error}\n")
     for alias, info in r.inputs.items():
@@ -788,7 +795,8 @@ def to_text(client: client_lib.ServingClient,
              for q in (50, 90, 99)]
       else:
         p = [f"{'-':>8}"] * 3
-      versions = ",".join(f"{v}:{n}" for v, n in sorted(r.versions.items()))
+      versions = ",".join(f"{_version_text(v)}:{n}" for v, n in sorted(
+          r.versions.items(), key=lambda item: (item[0] is None, item[0])))
       out.write(f"{r.signature:<20} {r.requests:>8} {r.failed:>6} "
                 f"{r.throughput_rps:>9.1f} {' '.join(p)}  {versions}\n")
       for message, count in sorted(r.errors.items()):

@@ -451,7 +451,10 @@ class HalfPlusTwoTest(parameterized.TestCase):
     config = tf_serving_models.write_model_config(
         os.path.join(work, "models.config"),
         {"half_plus_two": cls.base, "half_plus_two_tf2": cls.tf2_base})
-    cls.server = launcher.ModelServer(model_config_file=config, log_dir=work)
+    cls.rest_port = launcher.free_port()
+    cls.server = launcher.ModelServer(
+        model_config_file=config, log_dir=work,
+        extra_flags=[f"--rest_api_port={cls.rest_port}"])
     cls.server.start()
 
   @classmethod
@@ -459,11 +462,52 @@ class HalfPlusTwoTest(parameterized.TestCase):
     cls.server.stop()
     super().tearDownClass()
 
-  def run_binary(self, *flags, model="half_plus_two"):
-    done = run_client_binary(f"--server={self.server.address}",
+  def run_binary(self, *flags, model="half_plus_two", server=None):
+    done = run_client_binary(f"--server={server or self.server.address}",
                              f"--model_name={model}", "--format=json",
                              *flags)
     return done, json.loads(done.stdout) if done.stdout else None
+
+  @parameterized.named_parameters(
+      ("tf1", "half_plus_two", tf_serving_models.HALF_PLUS_TWO_SIGNATURES),
+      ("tf2", "half_plus_two_tf2",
+       tf_serving_models.HALF_PLUS_TWO_TF2_SIGNATURES))
+  def test_rest_gives_the_grpc_report(self, model, names):
+    """--protocol=rest: every signature answers, with gRPC's values."""
+    _, grpc_document = self.run_binary("--batch_size=2", model=model)
+    done, document = self.run_binary(
+        "--protocol=rest", "--batch_size=2", model=model,
+        server=f"127.0.0.1:{self.rest_port}")
+    self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr)
+    self.assertEqual(document["protocol"], "rest")
+    self.assertEqual(document["model_version"], tf_serving_models.VERSION)
+    self.assertEqual(sorted(document["signatures"]), sorted(names))
+    for name, entry in document["signatures"].items():
+      want = grpc_document["signatures"][name]
+      self.assertTrue(entry["ok"], f"{name}: {entry['error']}")
+      self.assertEqual(entry["rpc"], want["rpc"], name)
+      self.assertIsNone(entry["model_version"], name)  # REST names none.
+      self.assertEqual(entry["outputs"], want["outputs"], name)
+      self.assertEqual(entry["inputs"], want["inputs"], name)
+
+  def test_rest_errors_carry_the_grpc_code(self):
+    done, document = self.run_binary(
+        "--protocol=rest", model="nope", server=f"127.0.0.1:{self.rest_port}")
+    self.assertEqual(done.returncode, 1)
+    self.assertFalse(document["ok"])
+    self.assertEqual(document["error"]["code"], "NOT_FOUND")
+    done, document = self.run_binary(
+        "--protocol=rest", "--model_version=7",
+        server=f"127.0.0.1:{self.rest_port}")
+    self.assertEqual(done.returncode, 1, done.stdout)
+    self.assertEqual(document["error"]["code"], "NOT_FOUND")
+
+  def test_rest_with_tls_is_a_usage_error(self):
+    done = run_client_binary("--protocol=rest", "--tls",
+                             f"--server=127.0.0.1:{self.rest_port}",
+                             "--model_name=half_plus_two")
+    self.assertEqual(done.returncode, 2)
+    self.assertIn("--tls needs --protocol=grpc", done.stderr)
 
   def assert_five_of_five(self, done, document, features_from: str):
     self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr)

@@ -122,6 +122,20 @@ class MotoServer:
     os.unlink(self._log.name)
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+  """Whether the other end of a connected socket has closed it."""
+  try:
+    sock.setblocking(False)
+    try:
+      return sock.recv(1, socket.MSG_PEEK) == b""
+    finally:
+      sock.setblocking(True)
+  except BlockingIOError:
+    return False  # Open, nothing to read.
+  except OSError:
+    return True  # Reset by a killed peer.
+
+
 class FaultProxy:
   """An HTTP proxy to moto on loopback that injects faults.
 
@@ -129,13 +143,16 @@ class FaultProxy:
   contains `match` (e.g. "partNumber=2": one part of a multipart upload),
   and holds every request for which `delay(method, path, headers)` is true
   for `delay_s` seconds before forwarding it (to widen a window in which a
-  test kills a client).
+  test kills a client). A held request whose client has gone (killed) by
+  then is dropped, not forwarded (`dropped` counts them): the window then
+  ends exactly at the kill, whatever the machine's load.
   """
 
   def __init__(self, target_port: int, match: str = "", failures: int = 0,
                delay=None, delay_s: float = 0.0):
     self.failed = 0
     self.forwarded = 0
+    self.dropped = 0
     proxy = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -149,6 +166,10 @@ class FaultProxy:
         if delay is not None and delay(self.command, self.path,
                                        self.headers):
           time.sleep(delay_s)
+          if _peer_closed(self.connection):
+            proxy.dropped += 1
+            self.close_connection = True
+            return
         if match and match in self.path and proxy.failed < failures:
           proxy.failed += 1
           payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"

@@ -305,15 +305,24 @@ class IncrementalRefusalTest(absltest.TestCase):
                             serving_default="large"), cls.base, verify=False)
 
   def _copy_base(self) -> str:
+    """Version 1 with its history files, as the merge published them."""
     base = os.path.join(self.create_tempdir().full_path, "models")
-    shutil.copytree(os.path.join(self.base, "1"), os.path.join(base, "1"))
+    shutil.copytree(self.base, base,
+                    ignore=shutil.ignore_patterns(".merge.lock", "[2-9]*"))
     return base
 
   def _assert_refused(self, spec, base, error, pattern):
     def listing():
       if not os.path.isdir(base):
         return None
-      return sorted(n for n in os.listdir(base) if n != ".merge.lock")
+      names = sorted(n for n in os.listdir(base) if n != ".merge.lock")
+      history = {}
+      for name in names:
+        path = os.path.join(base, name)
+        if os.path.isfile(path):
+          with open(path, "rb") as f:
+            history[name] = f.read()
+      return names, history
     before = listing()
     with self.assertRaisesRegex(error, pattern):
       merge_lib.merge_and_publish(spec, base, verify=False)

@@ -462,7 +462,9 @@ def _update_history(base: _Base, version: int, signatures: Tuple[str, ...],
     lines = _lines(current)
     previous = set(_lines(exported))
     new_signatures = tuple(s for s in signatures if s not in previous)
-    line = publish_lib.format_history_line(version, new_signatures, message)
+    removed = tuple(s for s in _lines(exported) if s not in set(signatures))
+    line = publish_lib.format_history_line(version, new_signatures, message,
+                                           removed)
     if not any(_history_version(l) == version for l in lines):
       at = next((i for i, l in enumerate(lines)
                  if _history_version(l) < version), len(lines))

@@ -81,8 +81,15 @@ class S3PublishTest(absltest.TestCase):
     base = self.base()
     first = publish.publish(base, _write(), signatures=["a", "b"],
                             message="first")
+    # Dropping "b" is refused, as on local disks, until it is allowed.
+    with self.assertRaisesRegex(errors.PublishError,
+                                r"version 2 would remove signature\(s\) b "):
+      publish.publish(base, _write(), signatures=["a", "c"])
+    self.assertEqual(publish.list_versions(base), [1])
     second = publish.publish(base, _write(), signatures=["a", "c"],
-                             message='tab\tquote"')
+                             message='tab\tquote"',
+                             allow_removed_signatures=True)
+    self.assertEqual(second.removed_signatures, ("b",))
     self.assertEqual((first.version, second.version), (1, 2))
     self.assertEqual(second.path, f"{base}/2")
     self.assertEqual(second.new_signatures, ("c",))
@@ -93,7 +100,8 @@ class S3PublishTest(absltest.TestCase):
         self.assertIn(f"{self.prefix()}/{version}/{rel}", keys)
     self.assertEmpty([k for k in keys if ".staging-" in k])
     current, exported = publish.read_history(base)
-    self.assertEqual(current, ['2\tc\t"tab\\tquote\\""', '1\ta,b\t"first"'])
+    self.assertEqual(current, ['2\tc\t"tab\\tquote\\""\tb',
+                               '1\ta,b\t"first"'])
     self.assertEqual(exported, ["a", "c"])
     self.assertEqual(publish.list_versions(base), [1, 2])
     self.assertEqual(publish.next_version(base), 3)

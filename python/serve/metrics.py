@@ -312,7 +312,11 @@ class RequestRecord:
 
 
 class _TimedServable:
-  """Delegates to a Servable, timing `run` calls."""
+  """Delegates to a Servable, timing the calls that run the graph.
+
+  `run` (classify, regress, multi-inference) and `run_sorted` (the Predict
+  hot path) both record runtime_latency.
+  """
 
   def __init__(self, servable, metrics: Metrics, model_name: str, api: str):
     self._servable = servable
@@ -323,13 +327,19 @@ class _TimedServable:
   def __getattr__(self, name):
     return getattr(self._servable, name)
 
-  def run(self, *args, **kwargs):
+  def _timed(self, method, *args, **kwargs):
     start = time.monotonic()
     try:
-      return self._servable.run(*args, **kwargs)
+      return method(*args, **kwargs)
     finally:
       self._metrics.record_runtime(self._model_name, self._api,
                                    time.monotonic() - start)
+
+  def run(self, *args, **kwargs):
+    return self._timed(self._servable.run, *args, **kwargs)
+
+  def run_sorted(self, *args, **kwargs):
+    return self._timed(self._servable.run_sorted, *args, **kwargs)
 
 
 def _bucket_limit(limit: float) -> str:

@@ -252,7 +252,8 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
             result=bench_lib.run_process(bench_lib.python_module(
                 "python.merge.merge", f"--spec={spec}",
                 f"--output_base={base}", "--keep_versions=2",
-                f"--message=hot swap {i + 2}"))))
+                # The same graphs each time: a new version on purpose.
+                "--allow_same_content", f"--message=hot swap {i + 2}"))))
         merge.start()
         # The swap: from the server starting to load the new version until
         # it has unloaded the old one.
