@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import numerics as numerics_lib
 from python.merge import publish
 from python.merge import spec as spec_lib
 
@@ -66,6 +67,9 @@ class MergeResult:
     deleted_versions: versions removed because of keep_versions.
     serving_default: the signature also served as `serving_default`, if any.
     bundle: the writer's BundleInfo (signature dtypes and shapes, files...).
+    numerics: signature -> `numerics.SignatureNumerics`: the check's
+      comparison of the merged answers with each frozen graph's own answers
+      on the same synthesized inputs (empty without verify).
   """
   version: int
   path: str
@@ -77,6 +81,7 @@ class MergeResult:
   deleted_versions: tuple[int, ...] = ()
   serving_default: Optional[str] = None
   bundle: Optional[Any] = dataclasses.field(default=None, repr=False)
+  numerics: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def to_json_dict(self) -> dict[str, Any]:
     """Returns the machine-readable summary printed by --format=json."""
@@ -99,6 +104,10 @@ class MergeResult:
       summary["files"] = dict(self.bundle.files)
       summary["externalized_weights"] = len(
           self.bundle.externalized_weights)
+    # numerics: largest difference per signature vs its graph alone.
+    if self.numerics:
+      summary["numerics"] = {name: value.to_json_dict()
+                             for name, value in self.numerics.items()}
     return summary
 
   def to_text(self) -> str:
@@ -128,6 +137,9 @@ class MergeResult:
             f"{ONEDNN_FROZEN_WEIGHTS_ENV}=1")
       if self.dry_run:
         lines.append("  nothing was written (--dry_run)")
+    # numerics: largest difference per signature vs its graph alone.
+    for name, value in self.numerics.items():
+      lines.append(f"  numerics {name}: {value.to_text()}")
     return "\n".join(lines)
 
 
@@ -202,8 +214,17 @@ def merge_and_publish(
         spec, export_dir, warmup=warmup,
         externalize_threshold_bytes=externalize_threshold_bytes)
 
+  numerics = {}
+
   def check(export_dir: str) -> None:
-    bundle_check.check_bundle(export_dir, expected_signatures=expected)
+    reference = numerics_lib.Reference.from_spec(spec)
+    try:
+      checks = bundle_check.check_bundle(
+          export_dir, expected_signatures=expected, reference=reference)
+    finally:
+      reference.close()
+    numerics.update((name, checks[name].numerics) for name in expected
+                    if checks[name].numerics is not None)
 
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
@@ -220,7 +241,8 @@ def merge_and_publish(
       dry_run=False,
       deleted_versions=publication.deleted_versions,
       serving_default=spec.serving_default,
-      bundle=info)
+      bundle=info,
+      numerics=numerics)
 
 
 def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
