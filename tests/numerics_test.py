@@ -31,6 +31,7 @@ from tensorflow.core.protobuf import config_pb2
 from python.merge import externalize
 from python.merge import merge_lib
 from python.merge import numerics
+from python.merge import signatures
 from tests.testdata import architectures
 
 _THRESHOLD = 1024
@@ -109,6 +110,13 @@ class NumericsTest(absltest.TestCase):
       names[name] = {n.name for n in graph_def.node}
     self.assertGreater(len(names["lstm"] & names["lstm_twin"]), 100)
 
+  def test_loop_outputs_have_static_shapes(self):
+    bundle = self.result.bundle
+    self.assertEqual(bundle.signatures["tf1_control_flow"].outputs["y"],
+                     signatures.TensorSpec("float32", [-1, 16]))
+    self.assertEqual(bundle.signatures["lstm"].outputs["y"],
+                     signatures.TensorSpec("float32", [-1, 4]))
+
   def test_weights_were_externalized(self):
     bundle = self.result.bundle
     self.assertGreater(bundle.externalized, 30)
@@ -167,6 +175,45 @@ class NumericsTest(absltest.TestCase):
     name = sorted(differing)[0]
     self.assertFalse(summary["numerics"][name]["identical"])
     self.assertGreater(summary["numerics"][name]["max_abs_diff"], 0.0)
+
+
+class OutputShapesTest(absltest.TestCase):
+  """Declared output shapes seen through v1 while loops."""
+
+  def _loop_graph(self, grow: bool):
+    v1 = tf.compat.v1
+    v1.disable_control_flow_v2()
+    graph = tf.Graph()
+    with graph.as_default():
+      x = v1.placeholder(tf.float32, [None, 4], name="x")
+      if grow:  # The loop appends columns: only the rank is invariant.
+        body = lambda i, h: (i + 1, tf.concat([h, h[:, :1]], axis=1))
+        invariants = [tf.TensorShape([]), tf.TensorShape([None, None])]
+      else:
+        body = lambda i, h: (i + 1, tf.tanh(h) * 2.0)
+        invariants = None
+      _, h = v1.while_loop(lambda i, h: i < 3, body, [tf.constant(0), x],
+                           shape_invariants=invariants)
+      tf.identity(h, name="y")
+    return graph.as_graph_def()
+
+  def _declared(self, graph_def):
+    model = merge_lib.ModelSpec(signature_name="m", frozen="m.pb",
+                                inputs={"x": "x:0"}, outputs={"y": "y:0"})
+    analysis = signatures.analyze(graph_def, "m", [(0, model)], None)
+    return analysis.signatures["m"].outputs["y"].shape
+
+  def test_shape_preserving_loop(self):
+    graph_def = self._loop_graph(grow=False)
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(graph_def, name="")
+    # What the importer alone sees:
+    self.assertIsNone(graph.get_tensor_by_name("y:0").shape.rank)
+    self.assertEqual(self._declared(graph_def), [-1, 4])
+
+  def test_growing_loop_relaxes_to_its_rank(self):
+    self.assertEqual(self._declared(self._loop_graph(grow=True)), [-1, -1])
 
 
 class CompareTest(absltest.TestCase):
