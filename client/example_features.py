@@ -30,7 +30,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import (Dict, Iterator, List, Mapping, Optional, Sequence, Tuple)
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -417,24 +417,33 @@ def _find_parse_ops(scope: _Scope, tensor: str,
 
 def features_from_graph(saved_model: saved_model_pb2.SavedModel,
                         signature_name: str,
-                        tags: Sequence[str] = ("serve",)
+                        tags: Sequence[str] = ("serve",),
+                        alias: str = EXAMPLES_INPUT_ALIAS
                         ) -> Tuple[List[Feature], List[str]]:
-  """The features the parse ops fed by a signature's `inputs` tensor read.
+  """The features the parse ops fed by one input of a signature read.
+
+  Args:
+    saved_model: the SavedModel proto.
+    signature_name: the signature.
+    tags: the MetaGraph's tag-set.
+    alias: the input alias (`inputs` for classify/regress signatures; any
+      string input of a predict signature, as TF2 exports parse Examples in
+      predict signatures).
 
   Returns:
     (features, names of the parse ops found); both empty when the signature
-    is not there or no parse op reads its input.
+    or the alias is not there or no parse op reads that input.
   """
   for meta_graph in saved_model.meta_graphs:
     if set(meta_graph.meta_info_def.tags) != set(tags):
       continue
     signature = meta_graph.signature_def.get(signature_name)
-    if signature is None or EXAMPLES_INPUT_ALIAS not in signature.inputs:
+    if signature is None or alias not in signature.inputs:
       return [], []
     graph = meta_graph.graph_def
     library = {f.signature.name: f for f in graph.library.function}
     ops = _find_parse_ops(_Scope(graph.node, in_function=False),
-                          signature.inputs[EXAMPLES_INPUT_ALIAS].name, library)
+                          signature.inputs[alias].name, library)
     features: Dict[str, Feature] = {}
     for scope, node in ops:
       for feature in _parse_op_features(scope, node):
@@ -478,6 +487,8 @@ _MISSING = re.compile(
 _COUNT = re.compile(
     r"Key: (?P<name>[^,]+), Index: \d+\.\s+Number of (?P<dtype>\w+) values "
     r"!= expected\.\s+Values size: \d+ but output shape: \[(?P<shape>[\d,]*)\]")
+# A string input fed to a parse op with something that is not a tf.Example.
+NOT_AN_EXAMPLE = re.compile(r"Could not parse example input")
 _DTYPE = re.compile(
     r"Key: (?P<name>[^,.]+?)[,.].*?Data types don't match\. Data type: \w+ "
     r"but expected type: (?P<dtype>\w+)")

@@ -408,6 +408,94 @@ def bundle_for(config: RunConfig,
   return Bundle(export_dir, max_retries=config.max_feature_retries)
 
 
+def _serialized(features, shape: Sequence[int]) -> np.ndarray:
+  """Serialized sample Examples in a string array of `shape` (rank <= 1)."""
+  count = int(np.prod(shape)) if shape else 1
+  rows = [e.SerializeToString()
+          for e in example_features.examples_for(features, count)]
+  return np.array(rows if shape else rows[0], dtype=object).reshape(
+      tuple(shape))
+
+
+def _sampled_string_inputs(signature: client_lib.Signature,
+                           info: Dict[str, InputInfo]) -> List[str]:
+  """Sampled string inputs of rank <= 1: maybe serialized tf.Examples."""
+  return [alias for alias, spec in signature.inputs.items()
+          if spec.dtype.name == "string" and spec.shape is not None
+          and len(spec.shape) <= 1 and alias in info
+          and info[alias].source == "sample"]
+
+
+def call_predict_learning_examples(
+    client: client_lib.ServingClient, signature: client_lib.Signature,
+    inputs: Dict[str, np.ndarray], bundle: Bundle,
+    info: Dict[str, InputInfo]):
+  """Predict on a signature whose sampled string inputs may be tf.Examples.
+
+  TF2 exports parse Examples in predict signatures (a string `inputs` of
+  shape [None] into ParseExampleV2). Such an input gets serialized Examples
+  when the bundle shows a parse op reading it; else the sample is sent, and
+  if the server answers `Could not parse example input` the string inputs
+  become Examples whose features are learned from the errors that follow,
+  as for classify/regress (at most `bundle.max_retries` resends).
+
+  Returns:
+    (the Result, the inputs that got it).
+
+  Raises:
+    client_lib.ClientError: the last error.
+  """
+  candidates = _sampled_string_inputs(signature, info)
+  shapes = {a: list(inputs[a].shape) for a in candidates}
+  as_examples: Dict[str, list] = {}  # alias -> features
+  if bundle.export_dir and candidates:
+    try:
+      saved_model = example_features.read_saved_model(bundle.export_dir)
+    except example_features.BundleError:
+      saved_model = None
+    for alias in candidates if saved_model is not None else ():
+      features, ops = example_features.features_from_graph(
+          saved_model, signature.name, alias=alias)
+      if ops:
+        as_examples[alias] = features
+        names = ", ".join(f.describe() for f in features) or "no feature"
+        info[alias] = InputInfo(
+            "tf.Example", shapes[alias],
+            f"serialized tf.Examples, features {names} from the graph's "
+            f"{', '.join(ops)} in {bundle.export_dir}",
+            _describe_features(features), example_features.FROM_GRAPH)
+  from_graph = set(as_examples)
+  retries = 0
+  while True:
+    for alias, features in as_examples.items():
+      inputs[alias] = _serialized(features, shapes[alias])
+    try:
+      return client.run(signature.name, inputs), inputs
+    except client_lib.RpcError as e:
+      if e.code.name != "INVALID_ARGUMENT" or retries >= bundle.max_retries:
+        raise
+      if example_features.NOT_AN_EXAMPLE.search(e.details) and (
+          set(candidates) - set(as_examples)):
+        for alias in candidates:
+          as_examples.setdefault(alias, [])
+      else:
+        learned = [a for a in as_examples if a not in from_graph]
+        better = (example_features.learn_from_error(as_examples[learned[0]],
+                                                    e.details)
+                  if learned else None)
+        if better is None:
+          raise
+        for alias in learned:
+          as_examples[alias] = better
+      retries += 1
+      for alias in set(as_examples) - from_graph:
+        learned_info = _server_info(1, as_examples[alias], retries, "")
+        learned_info.shape = shapes[alias]
+        learned_info.source = "serialized " + learned_info.source.replace(
+            "features", "tf.Examples, features", 1)
+        info[alias] = learned_info
+
+
 def _call(client: client_lib.ServingClient, signature: client_lib.Signature,
           inputs, batch_size: int, bundle: Bundle,
           info: Dict[str, InputInfo]):
@@ -416,6 +504,9 @@ def _call(client: client_lib.ServingClient, signature: client_lib.Signature,
     return call_with_learned_examples(client, signature, batch_size,
                                       bundle.export_dir, bundle.note,
                                       bundle.max_retries, info)
+  if not signature.takes_examples and _sampled_string_inputs(signature, info):
+    return call_predict_learning_examples(client, signature, dict(inputs),
+                                          bundle, info)
   return client.run(signature.name, inputs, batch_size), inputs
 
 

@@ -43,8 +43,9 @@ from tests.testdata import tf_serving_models
 
 MODEL = "merged"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# TensorFlow's C++ log lines (severity, MMDD; 0000 before absl::InitializeLog).
-_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} ")
+# TensorFlow's C++ log lines (severity, MMDD (0000 before absl::InitializeLog),
+# ..., the C++ file and line).
+_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} .* [\w/]+\.(cc|h):\d+\] ")
 
 
 def repo_root() -> str:
@@ -325,6 +326,7 @@ class ClientEndToEndTest(parameterized.TestCase):
     self.assertTrue(os.path.isdir(os.path.join(base, "1")), done.stdout)
     self.assertIn("digits", done.stdout)
     self.assertNotRegex(done.stderr, _LOG_LINE)
+    self.assertNotIn("E0000", done.stderr)
 
   def start_tls_server(self, client_verify: bool) -> launcher.ModelServer:
     """Serves the bundle over TLS (mutual TLS with client_verify)."""
@@ -430,7 +432,12 @@ class ClientEndToEndTest(parameterized.TestCase):
 
 
 class HalfPlusTwoTest(parameterized.TestCase):
-  """A TF-Serving-shaped half_plus_two: 5 signatures, `x` required."""
+  """TF-Serving-shaped half_plus_two bundles: `x` required by the parsers.
+
+  One server serves the TF1 bundle (5 signatures; v1 ParseExample in its
+  classify/regress signatures) and the TF2 one (6 predict signatures, three
+  of which parse serialized Examples with ParseExampleV2 inside functions).
+  """
 
   @classmethod
   def setUpClass(cls):
@@ -439,7 +446,12 @@ class HalfPlusTwoTest(parameterized.TestCase):
                             dir=absltest.get_default_test_tmpdir())
     cls.base = os.path.join(work, "half_plus_two")
     tf_serving_models.write_half_plus_two(cls.base)
-    cls.server = launcher.ModelServer("half_plus_two", cls.base, log_dir=work)
+    cls.tf2_base = os.path.join(work, "half_plus_two_tf2")
+    tf_serving_models.write_half_plus_two_tf2(cls.tf2_base)
+    config = tf_serving_models.write_model_config(
+        os.path.join(work, "models.config"),
+        {"half_plus_two": cls.base, "half_plus_two_tf2": cls.tf2_base})
+    cls.server = launcher.ModelServer(model_config_file=config, log_dir=work)
     cls.server.start()
 
   @classmethod
@@ -447,9 +459,9 @@ class HalfPlusTwoTest(parameterized.TestCase):
     cls.server.stop()
     super().tearDownClass()
 
-  def run_binary(self, *flags):
+  def run_binary(self, *flags, model="half_plus_two"):
     done = run_client_binary(f"--server={self.server.address}",
-                             "--model_name=half_plus_two", "--format=json",
+                             f"--model_name={model}", "--format=json",
                              *flags)
     return done, json.loads(done.stdout) if done.stdout else None
 
@@ -489,6 +501,35 @@ class HalfPlusTwoTest(parameterized.TestCase):
                   inputs["source"])
     self.assertEqual(inputs["features"], {"x": "float32[1]",
                                           "x2": "float32[1]"})
+
+  @parameterized.named_parameters(("from_the_server", False, "server"),
+                                  ("from_the_graph", True, "graph"))
+  def test_tf2_predict_signatures_get_serialized_examples(
+      self, with_base_path, features_from):
+    flags = [f"--model_base_path={self.tf2_base}"] if with_base_path else []
+    done, document = self.run_binary(*flags, "--batch_size=2",
+                                     model="half_plus_two_tf2")
+    self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr)
+    self.assertEqual(done.stderr, "")
+    signatures = document["signatures"]
+    self.assertEqual(sorted(signatures),
+                     sorted(tf_serving_models.HALF_PLUS_TWO_TF2_SIGNATURES))
+    for name, entry in signatures.items():
+      self.assertTrue(entry["ok"], f"{name}: {entry['error']}")
+      self.assertEqual(entry["rpc"], "Predict", name)
+    for name in ("classify_x_to_y", "regress_x_to_y", "regress_x_to_y2"):
+      inputs = signatures[name]["inputs"]["inputs"]
+      self.assertEqual(inputs["dtype"], "tf.Example", name)
+      self.assertEqual(inputs["shape"], [2], name)
+      self.assertEqual(inputs["features_from"], features_from, name)
+      self.assertEqual(inputs["features"]["x"], "float32[1]", name)
+      self.assertStartsWith(inputs["source"], "serialized tf.Examples, ")
+      self.assertEqual(
+          signatures[name]["outputs"][
+              "scores" if name.startswith("classify") else "outputs"]["shape"],
+          [2, 1], name)
+    self.assertEqual(signatures["serving_default"]["inputs"]["x"]["source"],
+                     "sample")
 
   def test_answers_follow_the_model(self):
     # y = 0.5 * x + 2 on the Examples the client built from the graph.

@@ -36,6 +36,7 @@ class DemoTest(absltest.TestCase):
     tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     output_base = os.path.join(tmp, "models", "merged")
     env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # As a user runs it (.bazelrc sets it).
     env["PYTHONPATH"] = os.pathsep.join(
         [_REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                         if p])
@@ -46,6 +47,12 @@ class DemoTest(absltest.TestCase):
     out = done.stdout
     self.assertEqual(done.returncode, 0, out[-4000:] + done.stderr[-4000:])
 
+    # The header names the version it publishes (2 on a fresh base).
+    self.assertRegex(out, r"(?m)^== \d+\. publish version 2 \(adds hyaudio_2\) "
+                          r"under load")
+    # The client step read the classify/regress features from the bundle.
+    self.assertRegex(out, r"features .* from the warmup records of "
+                          + re.escape(os.path.join(output_base, "1")))
     # Versions 1 and 2 were published.
     self.assertEqual(
         sorted(d for d in os.listdir(output_base) if d.isdigit()), ["1", "2"])
@@ -78,6 +85,7 @@ class DemoTest(absltest.TestCase):
     self.assertRegex(log, r"(?m)^I\d{4} .*publish\.py.*Writing version 1 into")
     for stream, text in (("stdout", out), ("stderr", done.stderr)):
       self.assertNotRegex(text, r"(?m)^[IWEF]\d{4} ", stream)
+      self.assertNotIn("cuInit", text, stream)
       self.assertNotIn("INFO:tensorflow", text, stream)
       self.assertNotIn("WARNING:tensorflow", text, stream)
 

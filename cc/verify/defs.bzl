@@ -18,11 +18,12 @@
 
 The test passes when the verifier exits 0: the bundle loads with
 tensorflow::LoadSavedModel under `saved_model_tags`, every signature (or those
-in `signatures`) matches the graph, and `run` (smoke | warmup | none) succeeds.
+in `signatures`) matches the graph, and `run` (smoke+warmup | smoke | warmup |
+none) succeeds. The graph must hold no denied op outside `allow_ops`.
 The verifier's text report is the test log.
 """
 
-_RUN_MODES = ["smoke", "warmup", "none"]
+_RUN_MODES = ["smoke+warmup", "smoke", "warmup", "none"]
 
 def _shell_quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
@@ -72,6 +73,10 @@ def _saved_model_verify_test_impl(ctx):
     ]
     if ctx.attr.signatures:
         args.append("--signatures=" + ",".join(ctx.attr.signatures))
+    if ctx.attr.allow_ops:
+        args.append("--allow_ops=" + ",".join(ctx.attr.allow_ops))
+    if ctx.attr.run_timeout_ms >= 0:
+        args.append("--run_timeout_ms=%d" % ctx.attr.run_timeout_ms)
     script = ctx.actions.declare_file(ctx.label.name + ".sh")
     ctx.actions.write(
         output = script,
@@ -104,7 +109,9 @@ _saved_model_verify_test = rule(
         ),
         "saved_model_tags": attr.string_list(default = ["serve"]),
         "signatures": attr.string_list(),
-        "run": attr.string(default = "smoke"),
+        "run": attr.string(default = "smoke+warmup"),
+        "allow_ops": attr.string_list(),
+        "run_timeout_ms": attr.int(default = -1),
         "verifier": attr.label(
             default = Label("//cc/verify:verify"),
             executable = True,
@@ -119,7 +126,9 @@ def saved_model_verify_test(
         srcs = None,
         saved_model_tags = None,
         signatures = None,
-        run = "smoke",
+        run = "smoke+warmup",
+        allow_ops = None,
+        run_timeout_ms = None,
         **kwargs):
     """Defines a test that verifies one SavedModel with //cc/verify.
 
@@ -132,7 +141,12 @@ def saved_model_verify_test(
         export_dir.
       saved_model_tags: Tag-set to load; default ["serve"].
       signatures: Signatures to check; default all.
-      run: "smoke" (default), "warmup" or "none", as the verifier's --run.
+      run: "smoke+warmup" (default: replay the warmup file when the bundle
+        has one, then smoke), "smoke", "warmup" or "none", as the verifier's
+        --run.
+      allow_ops: Ops of python/common/denied_ops.txt to accept (--allow_ops).
+      run_timeout_ms: Deadline of every graph run (--run_timeout_ms); default
+        the verifier's (60000).
       **kwargs: Common test attributes (size, tags, timeout, visibility...).
         size defaults to "medium": loading TensorFlow takes a few seconds.
     """
@@ -152,5 +166,7 @@ def saved_model_verify_test(
         saved_model_tags = saved_model_tags or ["serve"],
         signatures = signatures or [],
         run = run,
+        allow_ops = allow_ops or [],
+        run_timeout_ms = -1 if run_timeout_ms == None else run_timeout_ms,
         **kwargs
     )

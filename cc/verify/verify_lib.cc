@@ -272,12 +272,6 @@ class GraphIndex {
     for (const tensorflow::NodeDef& node : graph_def.node()) {
       node_defs_[node.name()] = &node;
       names_.push_back(node.name());
-      for (const std::string& input : node.input()) {
-        if (!absl::StartsWith(input, "^")) {
-          consumers_[std::string(tensorflow::ParseTensorName(input).node())]
-              .push_back(&node);
-        }
-      }
     }
     tensorflow::ImportGraphDefOptions options;
     import_status_ =
@@ -294,14 +288,6 @@ class GraphIndex {
   const tensorflow::NodeDef* FindNodeDef(std::string_view name) const {
     auto it = node_defs_.find(std::string(name));
     return it == node_defs_.end() ? nullptr : it->second;
-  }
-  // Nodes with a data input from `name` (any output).
-  const std::vector<const tensorflow::NodeDef*>& Consumers(
-      std::string_view name) const {
-    static const auto* const kNone =
-        new std::vector<const tensorflow::NodeDef*>();
-    auto it = consumers_.find(std::string(name));
-    return it == consumers_.end() ? *kNone : it->second;
   }
   // Null when the graph could not be imported.
   const tensorflow::Node* FindNode(std::string_view name) const {
@@ -328,8 +314,6 @@ class GraphIndex {
   absl::Status import_status_;
   std::unordered_map<std::string, const tensorflow::NodeDef*> node_defs_;
   std::unordered_map<std::string, const tensorflow::Node*> nodes_;
-  std::unordered_map<std::string, std::vector<const tensorflow::NodeDef*>>
-      consumers_;
   std::vector<std::string> names_;
 };
 

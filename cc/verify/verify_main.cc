@@ -8,9 +8,14 @@
 // Exit status: 0 when every check holds, 1 when verification failed, 2 for
 // bad usage. See verify_lib.h for what is checked.
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <memory>
 #include <map>
 #include <string>
 #include <string_view>
@@ -23,6 +28,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cc/verify/verify_lib.h"
+#include "tools/cpp/runfiles/runfiles.h"
+
+extern char** environ;
 
 namespace {
 
@@ -38,7 +46,10 @@ constexpr char kUsage[] =
 Loads the SavedModel in DIR with tensorflow::LoadSavedModel (as TensorFlow
 Serving does), checks every signature against the graph, then runs them.
 
-  --export_dir   SavedModel directory, e.g. /models/merged/3 (required)
+  --export_dir   SavedModel directory, e.g. /models/merged/3 (required),
+                 or s3://bucket/prefix/3 (downloaded with boto3 into a
+                 temporary directory first; AWS_ENDPOINT_URL, the AWS
+                 credential chain and AWS_REGION apply)
   --tags         comma-separated tag-set to load (default: serve)
   --signatures   comma-separated signatures to check (default: all)
   --run          smoke+warmup (default): replay assets.extra/
@@ -144,6 +155,74 @@ absl::Status ParseFlags(int argc, char** argv, Flags* flags) {
   return absl::OkStatus();
 }
 
+// --- s3:// export dirs (issue 15) ----------------------------------------
+// TensorFlow's C++ filesystems have no s3 scheme in this build, so the
+// version is downloaded by //cc/verify:s3_fetch (boto3, the same code as the
+// merge and the server) into a temporary directory, verified there, and
+// deleted afterwards.
+
+bool IsS3(const std::string& path) { return path.rfind("s3://", 0) == 0; }
+
+// Removes the downloaded copy when main returns.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    if (path.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+// Downloads `uri` into a fresh directory under $TMPDIR (set in `dir`).
+// Returns an error message, or "" on success; the fetcher's own one-line
+// error has gone to stderr already.
+std::string FetchS3(const char* argv0, const std::string& uri, TempDir* dir) {
+  using bazel::tools::cpp::runfiles::Runfiles;
+  std::string error;
+  std::unique_ptr<Runfiles> runfiles(Runfiles::Create(argv0, &error));
+  if (runfiles == nullptr) {
+    return absl::StrCat("cannot find the runfiles of verify (", error,
+                        "); run it with bazel run //cc/verify");
+  }
+  const std::string fetcher =
+      runfiles->Rlocation("tf_serving_merge/cc/verify/s3_fetch");
+  const char* tmp = std::getenv("TMPDIR");
+  std::string templ =
+      absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/verify-s3-XXXXXX");
+  if (mkdtemp(templ.data()) == nullptr) {
+    return absl::StrCat("cannot create a temporary directory ", templ,
+                        " for the download of ", uri);
+  }
+  dir->path = templ;
+  const std::string dest = absl::StrCat(templ, "/bundle");
+  std::vector<std::string> args = {fetcher, absl::StrCat("--uri=", uri),
+                                   absl::StrCat("--dest=", dest)};
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (const auto& [name, value] : runfiles->EnvVars()) {
+    env.push_back(absl::StrCat(name, "=", value));
+  }
+  std::vector<char*> argv_c, env_c;
+  for (auto& a : args) argv_c.push_back(a.data());
+  argv_c.push_back(nullptr);
+  for (auto& e : env) env_c.push_back(e.data());
+  env_c.push_back(nullptr);
+  std::cout.flush();
+  const pid_t pid = fork();
+  if (pid < 0) return "cannot start the S3 download (fork failed)";
+  if (pid == 0) {
+    execve(argv_c[0], argv_c.data(), env_c.data());
+    std::cerr << "verify: cannot run " << fetcher << "\n";
+    _exit(127);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+      WEXITSTATUS(status) != 0) {
+    return absl::StrCat("could not download ", uri, " (see above)");
+  }
+  return "";
+}
+
 int UsageError(std::string_view message) {
   std::cerr << "verify: " << message << "\n\n" << kUsage;
   return kExitUsage;
@@ -174,6 +253,15 @@ int main(int argc, char** argv) {
   }
   tf_serving_merge::verify::VerifyOptions options;
   options.export_dir = flags.export_dir;
+  TempDir s3_copy;
+  if (IsS3(flags.export_dir)) {
+    if (std::string e = FetchS3(argv[0], flags.export_dir, &s3_copy);
+        !e.empty()) {
+      std::cerr << "verify: " << e << "\n";
+      return kExitFailed;
+    }
+    options.export_dir = s3_copy.path + "/bundle";
+  }
   // `bazel run` starts binaries in their runfiles tree: resolve a relative
   // --export_dir against the directory the user ran Bazel from.
   const char* working_dir = std::getenv("BUILD_WORKING_DIRECTORY");
@@ -206,6 +294,7 @@ int main(int argc, char** argv) {
 
   auto report = tf_serving_merge::verify::VerifySavedModel(options);
   if (!report.ok()) return UsageError(report.status().message());
+  if (IsS3(flags.export_dir)) report->export_dir = flags.export_dir;
   if (flags.json) {
     std::cout << tf_serving_merge::verify::FormatJson(*report) << std::endl;
   } else {

@@ -19,7 +19,12 @@ TF_CPP_MIN_LOG_LEVEL in the environment), it
     written to stderr after all, with the exception;
   * sets the `tensorflow` Python logger to WARNING.
 
-With --verbose, nothing is changed. The module defines the --verbose flag.
+With --verbose, TensorFlow's levels are left as they are. Either way, the
+`tensorflow` Python logger loses the stream handler TensorFlow gives it when
+it is imported before absl's handler exists, so each message is printed once
+(by absl's handler under app.run; else by Python's last-resort handler, which
+prints warnings and errors), not once in each format. The module defines the
+--verbose flag.
 """
 
 import logging
@@ -91,5 +96,21 @@ def _import_tensorflow_quietly() -> None:
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
-if not verbose_requested(sys.argv, os.environ):
+def _log_once() -> None:
+  """Drops the stream handler of TensorFlow's logger (if TF is imported)."""
+  tf = sys.modules.get("tensorflow")
+  if tf is None:
+    return
+  logger = tf.get_logger()  # Creates (once) the handler it would add later.
+  for handler in list(logger.handlers):
+    logger.removeHandler(handler)
+
+
+if verbose_requested(sys.argv, os.environ):
+  # TensorFlow is not imported here: a binary may import it later on purpose
+  # (the demo does, with stderr sent to its log file).
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.call_after_init(_log_once)
+else:
   _import_tensorflow_quietly()
+  _log_once()

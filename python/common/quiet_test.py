@@ -8,23 +8,29 @@ import textwrap
 
 from absl.testing import absltest
 
-# A program as the binaries are: quiet first, then TensorFlow; it makes an
-# eager tensor (which probes the devices), logs through TensorFlow's Python
-# logger and reports whether the C++ level reached its environment.
+# A program as the binaries are: quiet first, then TensorFlow, an absl app; it
+# makes an eager tensor (which probes the devices), logs through TensorFlow's
+# Python logger and reports whether the C++ level reached its environment.
 _PROGRAM = textwrap.dedent("""
     import os
     import sys
     from python.common import quiet
+    from absl import app
     import tensorflow as tf
-    tf.constant(1.0) + 1.0
-    tf.get_logger().info("PYTHON-INFO")
-    tf.get_logger().warning("PYTHON-WARNING")
-    print("level in environment:", os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+
+    def main(argv):
+      del argv
+      tf.constant(1.0) + 1.0
+      tf.get_logger().info("PYTHON-INFO")
+      tf.get_logger().warning("PYTHON-WARNING")
+      print("level in environment:", os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+
+    app.run(main)
 """)
 
-# TensorFlow's C++ log lines: severity letter, then MMDD (0000 before
-# absl::InitializeLog).
-_CPP_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} ")
+# TensorFlow's C++ log lines: severity letter, MMDD (0000 before
+# absl::InitializeLog), ..., the C++ file and line.
+_CPP_LOG_LINE = re.compile(r"(?m)^[IWEF]\d{4} .* [\w/]+\.(cc|h):\d+\] ")
 
 
 def _run(*args: str, env_extra=None) -> subprocess.CompletedProcess:
@@ -46,8 +52,8 @@ class QuietTest(absltest.TestCase):
     self.assertNotIn("cuInit", result.stderr)
     self.assertNotIn("absl::InitializeLog", result.stderr)
     self.assertNotIn("PYTHON-INFO", result.stderr)
-    self.assertIn("PYTHON-WARNING", result.stderr)  # Warnings stay.
-    self.assertEqual(result.stderr.count("PYTHON-WARNING"), 1)
+    self.assertIn("PYTHON-WARNING", result.stderr)  # Warnings stay...
+    self.assertEqual(result.stderr.count("PYTHON-WARNING"), 1)  # ...once.
     # The level is not handed down to child processes.
     self.assertIn("level in environment: None", result.stdout)
 
@@ -56,6 +62,9 @@ class QuietTest(absltest.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr)
     # What the default run hides is there (TensorFlow's import-time lines).
     self.assertRegex(result.stderr, _CPP_LOG_LINE)
+    # Still once each, in absl's format only.
+    self.assertEqual(result.stderr.count("PYTHON-WARNING"), 1)
+    self.assertNotIn("WARNING:tensorflow:", result.stderr)
 
   def test_level_in_environment_is_respected(self):
     result = _run(env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})

@@ -9,21 +9,30 @@ and rewrites the Const to the file's name inside `assets/`. Loaders (C++
 `LoadSavedModel` as in TF Serving, `tf.compat.v1.saved_model.load`) feed the
 tensor with the asset's full path when they run the table initializers.
 
-  collector = assets.AssetCollector()
+  collector = assets.AssetCollector(allowed_dirs=["/data/specs"])
   collector.collect(scoped_graph_def, where)    # for each input graph
   collector.write(export_dir)                    # copies the files
   collector.add_to(meta_graph_def)               # the AssetFileDefs
+
+A graph names its vocabulary files itself, so a hostile graph could name
+`/etc/shadow` and have it published inside the bundle. Files are therefore
+read only from under the allowed directories (the spec file's directory and
+the spec's `allowed_asset_dirs`; symlinks are resolved first), only when they
+are regular files, and at most `max_bytes` of them.
 """
 
 import dataclasses
+import hashlib
 import os
-from typing import Optional
+import posixpath
+from typing import Iterable, Optional
 
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from python.common import bounded_read
 from python.merge import errors
 
 ASSETS_DIR = "assets"
@@ -40,20 +49,46 @@ class Asset:
     source: Path of the file read while merging.
     filename: Its name inside `assets/`.
     size: Its size in bytes.
+    sha256: Hex SHA-256 of its contents (part of the bundle's fingerprint).
   """
   tensor: str
   source: str
   filename: str
   size: int
+  sha256: str = ""
+
+
+def _normalize_dir(path: str) -> str:
+  if bounded_read.is_uri(path) and not path.startswith("file://"):
+    scheme, rest = path.split("://", 1)
+    return f"{scheme}://{posixpath.normpath(rest)}".rstrip("/")
+  if path.startswith("file://"):
+    path = path[len("file://"):]
+  return os.path.realpath(path)
+
+
+def _is_under(path: str, directory: str) -> bool:
+  return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 class AssetCollector:
   """Finds the vocabulary files of table initializers and copies them."""
 
-  def __init__(self):
+  def __init__(self, allowed_dirs: Iterable[str] = (),
+               max_bytes: int = bounded_read.DEFAULT_MAX_INPUT_BYTES):
+    """Creates a collector.
+
+    Args:
+      allowed_dirs: Directories (local paths or URIs) vocabulary files may be
+        read from, subdirectories included; nothing else is read.
+      max_bytes: Larger vocabulary files are refused.
+    """
     self.assets: list[Asset] = []
     self._by_source: dict[str, str] = {}
     self._taken: set[str] = set()
+    self._allowed = [d for d in dict.fromkeys(allowed_dirs) if d]
+    self._allowed_normalized = [_normalize_dir(d) for d in self._allowed]
+    self._max_bytes = max_bytes
 
   @property
   def const_names(self) -> set[str]:
@@ -96,15 +131,60 @@ class AssetCollector:
       source = tensor.string_val[0].decode("utf-8", "replace")
       filename = self._by_source.get(source)
       if filename is None:
-        size = _size(source, initializer, where)
+        size, digest = self._read_allowed(source, initializer, where)
         filename = self._unique_name(source, scope)
         self._by_source[source] = filename
       else:
-        size = next(a.size for a in self.assets if a.filename == filename)
+        earlier = next(a for a in self.assets if a.filename == filename)
+        size, digest = earlier.size, earlier.sha256
       self.assets.append(Asset(tensor=f"{const.name}:0", source=source,
-                               filename=filename, size=size))
+                               filename=filename, size=size, sha256=digest))
       # Loaders feed the full path; the stale absolute path never ships.
       tensor.string_val[0] = filename.encode()
+
+  def _check_allowed(self, source: str, initializer: str,
+                     where: str) -> str:
+    """Returns the path to read `source` from, if it is in an allowed dir."""
+    shown = bounded_read.excerpt(source, 1000)
+    if not source or "\x00" in source:
+      raise errors.GraphError(
+          f"{where}: table initializer {initializer} names the vocabulary "
+          f"file {shown!r}, which is not a file name.")
+    uri = bounded_read.is_uri(source) and not source.startswith("file://")
+    if not uri and not os.path.isabs(source.removeprefix("file://")):
+      raise errors.GraphError(
+          f"{where}: table initializer {initializer} names the vocabulary "
+          f"file {shown!r} by a relative path, which depends on the "
+          "directory the graph was frozen in; re-freeze the graph with the "
+          "file's absolute path.")
+    resolved = _normalize_dir(source)
+    if not any(_is_under(resolved, d) for d in self._allowed_normalized):
+      allowed = ", ".join(self._allowed) or "(none)"
+      raise errors.GraphError(
+          f"{where}: table initializer {initializer} reads vocabulary file "
+          f"{shown}" + (f" (resolved to {resolved})" if resolved != source
+                        else "") +
+          f", which is outside the directories assets may come from: "
+          f"{allowed}. The merge copies vocabulary files into the published "
+          "bundle, so it only reads them from under the spec's directory or "
+          "from directories the spec lists in `allowed_asset_dirs`; move "
+          "the file there, or add its directory to allowed_asset_dirs.")
+    return source if uri else resolved
+
+  def _read_allowed(self, source: str, initializer: str,
+                    where: str) -> tuple[int, str]:
+    """Size and SHA-256 of an allowed, regular vocabulary file."""
+    path = self._check_allowed(source, initializer, where)
+    try:
+      data = bounded_read.read_regular_file(path, self._max_bytes)
+    except bounded_read.InputFileError as e:
+      raise errors.GraphError(
+          f"{where}: table initializer {initializer} reads vocabulary file "
+          f"{bounded_read.excerpt(source, 1000)}, which cannot be read ({e}); "
+          "the merge copies it into the bundle's assets/, so put the file "
+          "at that path (or re-freeze the graph with its current "
+          "path).") from e
+    return len(data), hashlib.sha256(data).hexdigest()
 
   def _unique_name(self, source: str, scope: str) -> str:
     base = os.path.basename(source.rstrip("/")) or "vocabulary"
@@ -128,9 +208,22 @@ class AssetCollector:
     directory = export_dir.rstrip("/") + "/" + ASSETS_DIR
     for source, filename in self._by_source.items():
       destination = f"{directory}/{filename}"
+      asset = next(a for a in self.assets if a.filename == filename)
+      try:
+        data = bounded_read.read_regular_file(
+            self._check_allowed(source, filename, "vocabulary"),
+            self._max_bytes)
+      except bounded_read.InputFileError as e:
+        raise errors.GraphError(
+            f"cannot copy vocabulary file {source}: {e}.") from e
+      if hashlib.sha256(data).hexdigest() != asset.sha256:
+        raise errors.GraphError(
+            f"vocabulary file {source} changed while the merge ran; run the "
+            "merge again once it is stable.")
       try:
         tf.io.gfile.makedirs(directory)
-        tf.io.gfile.copy(source, destination, overwrite=True)
+        with tf.io.gfile.GFile(destination, "wb") as f:
+          f.write(data)
       except tf.errors.OpError as e:
         raise errors.GraphError(
             f"cannot copy vocabulary file {source} to {destination}: "
@@ -160,14 +253,3 @@ def _source_const(tensor: str,
       return None
     seen.add(name)
     tensor = node.input[0]
-
-
-def _size(path: str, initializer: str, where: str) -> int:
-  try:
-    return tf.io.gfile.stat(path).length
-  except tf.errors.OpError as e:
-    raise errors.GraphError(
-        f"{where}: table initializer {initializer} reads vocabulary file "
-        f"{path}, which cannot be read ({e.message}); the merge copies it "
-        "into the bundle's assets/, so put the file at that path (or "
-        "re-freeze the graph with its current path).") from e

@@ -26,19 +26,34 @@ merge's speed and memory:
     model, not the whole bundle. Every group runs in some session (a group no
     signature reads gets one of its own), so the ops the restore op would run
     all run: a group that fails to restore fails the check.
+
+The check runs graphs from other teams, so:
+
+  * It refuses (before importing anything) a graph with an op of
+    `python/common/denied_ops.txt` in a node or library function, unless
+    `allow_ops` names it; the SaverDef's own checkpoint ops are exempt.
+  * Every run (restore, init, each signature) has a deadline,
+    `timeout_seconds`: TensorFlow's RunOptions timeout cancels blocking ops,
+    and a run still going after it (a loop that never ends is not
+    cancellable) is abandoned in its thread and reported as a
+    CheckTimeoutError with `abandoned=True`; the caller should then exit
+    (the merge binary does, releasing its lock).
 """
 
 import dataclasses
 import os
-from typing import Iterable, Optional, Sequence
+import threading
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import message
 from google.protobuf import text_format
+from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from python.common import op_policy
 from python.merge import errors
 from python.merge import graph_import
 from python.merge import numerics as numerics_lib
@@ -54,6 +69,12 @@ _MAIN_OP_COLLECTION = "saved_model_main_op"
 _LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
 _ASSETS_COLLECTION = "saved_model_assets"
 _RESTORE_OPS = frozenset(("RestoreV2", "Restore", "RestoreSlice"))
+DEFAULT_TIMEOUT_SECONDS = 120.0
+# How long past its deadline a run may take to return once cancelled.
+_CANCEL_GRACE_SECONDS = 5.0
+# Sessions whose run was abandoned: closing them would wait for the run, and
+# so would garbage collection; they live until the process exits.
+_ABANDONED_SESSIONS: list = []
 _VARIABLE_OPS = frozenset(("VarHandleOp", "VariableV2", "Variable"))
 
 
@@ -94,7 +115,10 @@ def check_bundle(
     expected_signatures: Optional[Iterable[str]] = None,
     batch_size: int = 1,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
-    reference: Optional[numerics_lib.Reference] = None
+    reference: Optional[numerics_lib.Reference] = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    allow_ops: Iterable[str] = (),
+    name: Optional[str] = None,
 ) -> dict[str, SignatureCheck]:
   """Loads `export_dir` and runs every signature on synthesized inputs.
 
@@ -109,21 +133,37 @@ def check_bundle(
     reference: each signature's frozen graph alone (`numerics.Reference`):
       signatures it knows are also compared with their graph's answers on
       the same inputs, with Grappler on as in a server (slower).
+    timeout_seconds: deadline of each run (restore, init op, signature).
+    allow_ops: denied ops (python/common/denied_ops.txt) accepted anyway.
+    name: how messages name the bundle (default: "bundle <export_dir>").
 
   Returns:
     Signature name -> SignatureCheck, for every signature of the MetaGraph.
 
   Raises:
-    errors.VerifyError: the bundle does not load, a signature is missing or
-      does not run, or an output has the wrong dtype or shape. The message
-      names the bundle, the signature and the alias.
+    errors.CheckTimeoutError: a run did not finish within timeout_seconds.
+    errors.VerifyError: the bundle does not load, holds denied ops, a
+      signature is missing or does not run, or an output has the wrong dtype
+      or shape. The message names the bundle, the signature and the alias.
   """
+  if not (isinstance(timeout_seconds, (int, float)) and timeout_seconds > 0):
+    raise errors.VerifyError(
+        f"timeout_seconds={timeout_seconds!r} must be a positive number of "
+        "seconds.")
+  label = name or f"bundle {export_dir}"
+
   def load_error(problem: str) -> errors.VerifyError:
     return errors.VerifyError(
-        f"bundle {export_dir} does not load under tags {list(tags)}: "
-        f"{problem}")
+        f"{label} does not load under tags {list(tags)}: {problem}")
 
   meta_graph = _read_meta_graph(export_dir, tags, load_error)
+  findings = op_policy.find_denied_ops(
+      meta_graph.graph_def, allowed=allow_ops,
+      exempt_nodes=op_policy.saver_exemptions(meta_graph))
+  if findings:
+    raise errors.VerifyError(op_policy.refusal(findings, label) +
+                             " Nothing was run.")
+  runner = _Runner(timeout_seconds, label)
   signatures = {name: signature
                 for name, signature in meta_graph.signature_def.items()
                 if name != _INIT_OP_SIGNATURE_KEY}
@@ -131,10 +171,10 @@ def check_bundle(
     missing = [s for s in expected_signatures if s not in signatures]
     if missing:
       raise errors.VerifyError(
-          f"bundle {export_dir} lacks signature(s) {missing}; it has "
+          f"{label} lacks signature(s) {missing}; it has "
           f"{sorted(signatures)}.")
   if not signatures:
-    raise errors.VerifyError(f"bundle {export_dir} has no signatures.")
+    raise errors.VerifyError(f"{label} has no signatures.")
 
   graph_index = _Graph(meta_graph.graph_def)
   node_names = graph_index.nodes
@@ -182,29 +222,83 @@ def check_bundle(
   for session in plan:
     config = (numerics_lib.server_config() if reference is not None else
               _session_config())
-    with tf.compat.v1.Session(graph=graph, config=config) as sess:
+    sess = tf.compat.v1.Session(graph=graph, config=config)
+    try:
       try:
         if session.restore_ops:
-          sess.run([ops[op] for op in session.restore_ops],
-                   {tensor(saver.filename_tensor_name): variables})
+          runner.run(sess, [ops[op] for op in session.restore_ops],
+                     {tensor(saver.filename_tensor_name): variables},
+                     "restoring the variables")
         if init_op:
-          sess.run(ops[init_op],
-                   {tensor(name): path for name, path in assets.items()})
+          runner.run(sess, ops[init_op],
+                     {tensor(t): path for t, path in assets.items()},
+                     f"the init op {init_op}")
       except tf.errors.OpError as e:
         raise load_error(_short(e)) from e
-      for name in session.signatures:
+      for signature_name in session.signatures:
         try:
-          results[name] = _run_signature(sess, tensor, name,
-                                         signatures[name], batch_size,
-                                         examples, reference)
+          results[signature_name] = _run_signature(
+              runner, sess, tensor, signature_name,
+              signatures[signature_name], batch_size, examples, reference)
+        except errors.CheckTimeoutError:
+          raise
         except errors.VerifyError as e:
-          failures[name] = str(e)
+          failures[signature_name] = str(e)
+    finally:
+      if not runner.abandoned:
+        sess.close()
   if failures:
     raise errors.VerifyError(
-        f"bundle {export_dir}: {len(failures)} of {len(signatures)} "
+        f"{label}: {len(failures)} of {len(signatures)} "
         "signature(s) failed the check:\n  " +
         "\n  ".join(failures[name] for name in sorted(failures)))
   return results
+
+
+class _Runner:
+  """Session.run with a deadline that holds even for uncancellable graphs."""
+
+  def __init__(self, timeout_seconds: float, label: str):
+    self.timeout_seconds = float(timeout_seconds)
+    self.label = label
+    self.abandoned = False
+    self._options = config_pb2.RunOptions(
+        timeout_in_ms=max(int(self.timeout_seconds * 1000), 1))
+
+  def _timeout(self, what: str, abandoned: bool) -> errors.CheckTimeoutError:
+    return errors.CheckTimeoutError(
+        f"{self.label}: {what} did not finish within the check's deadline of "
+        f"{self.timeout_seconds:g} s (--check_timeout_seconds)"
+        + ("; it could not be stopped (e.g. a loop that never ends)" if
+           abandoned else "") +
+        ". A graph that never finishes cannot be served: fix the model, or "
+        "raise --check_timeout_seconds if it is merely slow.", abandoned)
+
+  def run(self, sess, fetches, feed: dict, what: str) -> Any:
+    """sess.run(fetches, feed) within the deadline; see the module doc."""
+    outcome = {}
+
+    def target():
+      try:
+        outcome["value"] = sess.run(fetches, feed_dict=feed,
+                                    options=self._options)
+      except BaseException as e:  # pylint: disable=broad-except
+        outcome["error"] = e
+
+    thread = threading.Thread(target=target, name="bundle-check-run",
+                              daemon=True)
+    thread.start()
+    thread.join(self.timeout_seconds + _CANCEL_GRACE_SECONDS)
+    if thread.is_alive():
+      self.abandoned = True
+      _ABANDONED_SESSIONS.append(sess)
+      raise self._timeout(what, abandoned=True)
+    error = outcome.get("error")
+    if isinstance(error, tf.errors.DeadlineExceededError):
+      raise self._timeout(what, abandoned=False) from error
+    if error is not None:
+      raise error
+    return outcome["value"]
 
 
 def plan_sessions(meta_graph: meta_graph_pb2.MetaGraphDef,
@@ -453,8 +547,8 @@ def _signature_tensors(name: str, signature, node_names) -> list[str]:
 
 
 def _run_signature(
-    sess: tf.compat.v1.Session, tensor, name: str, signature, batch_size: int,
-    examples: warmup_lib.ExampleSynthesizer,
+    runner: _Runner, sess: tf.compat.v1.Session, tensor, name: str, signature,
+    batch_size: int, examples: warmup_lib.ExampleSynthesizer,
     reference: Optional[numerics_lib.Reference] = None) -> SignatureCheck:
   try:
     by_alias = {alias: _synthesize(info, batch_size, examples)
@@ -468,7 +562,7 @@ def _run_signature(
         f'signature "{name}" names a tensor the graph does not have: '
         f"{e}") from e
   try:
-    values = sess.run(fetches, feed_dict=feed)
+    values = runner.run(sess, fetches, feed, f'signature "{name}"')
   except tf.errors.OpError as e:
     raise errors.VerifyError(
         f'signature "{name}" does not run on synthesized inputs '

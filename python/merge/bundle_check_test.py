@@ -6,6 +6,8 @@ real merged bundles.
 """
 
 import os
+import threading
+import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -202,6 +204,70 @@ class BundleCheckTest(parameterized.TestCase):
     with self.assertRaisesRegex(
         errors.VerifyError, r"does not load under tags \['gpu'\]"):
       bundle_check.check_bundle(export_dir, tags=["gpu"])
+
+  def test_denied_ops_are_refused_but_the_savers_own_are_not(self):
+    # SavedModelBuilder writes SaveV2/RestoreV2/MergeV2Checkpoints: exempt.
+    export_dir = _build(self._dir(), _predict_head)
+    self.assertIn("probs", bundle_check.check_bundle(
+        export_dir)["head"].outputs)
+    saved_model = saved_model_pb2.SavedModel()
+    path = os.path.join(export_dir, "saved_model.pb")
+    with open(path, "rb") as f:
+      saved_model.ParseFromString(f.read())
+    graph_def = saved_model.meta_graphs[0].graph_def
+    restore = next(n for n in graph_def.node if n.op == "RestoreV2")
+    stray = graph_def.node.add()
+    stray.CopyFrom(restore)
+    stray.name = "stray_restore"
+    with open(path, "wb") as f:
+      f.write(saved_model.SerializeToString())
+    with self.assertRaisesRegex(
+        errors.VerifyError,
+        r'^bundle .* contains op\(s\) refused by default: RestoreV2 \(node '
+        r'"stray_restore"\)\..*--allow_ops=RestoreV2\. Nothing was run\.$'):
+      bundle_check.check_bundle(export_dir)
+    bundle_check.check_bundle(export_dir, allow_ops=["RestoreV2"])
+
+
+class _StuckSession:
+  """A session whose run never returns until released (like an endless
+  while loop, which TensorFlow's timeout cannot cancel)."""
+
+  def __init__(self):
+    self.release = threading.Event()
+
+  def run(self, fetches, feed_dict=None, options=None):
+    del fetches, feed_dict
+    self.timeout_in_ms = options.timeout_in_ms
+    self.release.wait(30)
+    return "late"
+
+
+class RunnerTest(absltest.TestCase):
+
+  def test_a_run_that_cannot_be_stopped_is_abandoned(self):
+    session = _StuckSession()
+    self.addCleanup(session.release.set)
+    runner = bundle_check._Runner(0.2, "bundle b")
+    start = time.monotonic()
+    with absltest.mock.patch.object(bundle_check, "_CANCEL_GRACE_SECONDS",
+                                    0.2):
+      with self.assertRaisesRegex(
+          errors.CheckTimeoutError,
+          r'^bundle b: signature "s" did not finish within the check\'s '
+          r"deadline of 0.2 s \(--check_timeout_seconds\); it could not be "
+          r"stopped") as caught:
+        runner.run(session, "y", {}, 'signature "s"')
+    self.assertLess(time.monotonic() - start, 5)
+    self.assertTrue(caught.exception.abandoned)
+    self.assertTrue(runner.abandoned)
+    self.assertEqual(session.timeout_in_ms, 200)
+    self.assertIn(session, bundle_check._ABANDONED_SESSIONS)
+
+  def test_timeout_must_be_positive(self):
+    with self.assertRaisesRegex(errors.VerifyError,
+                                "timeout_seconds=0 must be a positive"):
+      bundle_check.check_bundle("/nonexistent", timeout_seconds=0)
 
 
 class RestoreGroupsTest(absltest.TestCase):

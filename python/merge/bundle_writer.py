@@ -12,12 +12,25 @@ nodes to the merged graph. Then write the warmup requests and, last,
 `saved_model.pb` (tag "serve", one signature per model, plus
 "serving_default" when the spec names one). Publishing (staging, fsync,
 rename to a version number) is `publish`'s job.
+
+Inputs are untrusted: graph files are read only as regular files of at most
+`max_input_bytes`, a graph holding an op of `python/common/denied_ops.txt`
+(in a node or a library function) is refused unless `allow_ops` names it, and
+vocabulary files come only from the spec's allowed directories (`assets`).
+
+The bundle also gets `assets.extra/merge_manifest.json` (TF Serving ignores
+it): the signatures, the sources and SHA-256 of every input, and the content
+`fingerprint` over all of them, which the merge compares with the newest
+published version's to refuse republishing identical content.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import zlib
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from absl import logging
 from google.protobuf import message
@@ -26,6 +39,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import meta_graph
 
+from python.common import bounded_read
+from python.common import op_policy
 from python.merge import assets as assets_lib
 from python.merge import errors
 from python.merge import externalize
@@ -40,6 +55,10 @@ SERVE_TAG = "serve"
 # saved_model.pb must stay below protobuf's 2 GiB message limit.
 _PROTO_LIMIT = (1 << 31) - 1
 _MAIN_OP_KEY = "saved_model_main_op"
+MANIFEST_FILE = "assets.extra/merge_manifest.json"
+DEFAULT_MAX_INPUT_BYTES = bounded_read.DEFAULT_MAX_INPUT_BYTES
+# Bump when what the fingerprint covers changes.
+_FINGERPRINT_FORMAT = 1
 
 SignatureInfo = signatures_lib.SignatureInfo
 TensorSpec = signatures_lib.TensorSpec
@@ -73,6 +92,9 @@ class BundleInfo:
       written; from `plan`, an estimate (saved_model.pb and the warmup file
       exact, variables approximate).
     total_bytes: Sum of `files`.
+    fingerprint: Hex SHA-256 over everything that decides what the bundle
+      serves (see `manifest`).
+    manifest: What `assets.extra/merge_manifest.json` holds.
   """
   signatures: dict
   serving_default: Optional[str] = None
@@ -88,6 +110,8 @@ class BundleInfo:
   init_ops: list = dataclasses.field(default_factory=list)
   files: dict = dataclasses.field(default_factory=dict)
   total_bytes: int = 0
+  fingerprint: str = ""
+  manifest: dict = dataclasses.field(default_factory=dict)
 
 
 def _fill_meta_graph(meta: meta_graph_pb2.MetaGraphDef, sig_defs: dict,
@@ -115,6 +139,8 @@ class _Merged:
   tensor_infos: dict
   init_ops: list
   unique_graphs: int
+  # Signature name -> future of the hex SHA-256 of its frozen graph's bytes.
+  digests: dict = dataclasses.field(default_factory=dict)
 
 
 def _check_threshold(threshold) -> None:
@@ -132,9 +158,21 @@ class _Seen(NamedTuple):
   skeleton: signatures_lib.Skeleton
 
 
+def _check_ops(graph_def: tf.compat.v1.GraphDef, path: str, where: str,
+               allow_ops: Iterable[str]) -> None:
+  """Refuses a graph holding denied ops (before anything imports it)."""
+  findings = op_policy.find_denied_ops(graph_def, allowed=allow_ops)
+  if findings:
+    raise errors.GraphError(
+        op_policy.refusal(findings, f"{where}: frozen graph {path}"))
+
+
 def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
                   externalizer: externalize.Externalizer,
-                  asset_collector: assets_lib.AssetCollector) -> _Merged:
+                  asset_collector: assets_lib.AssetCollector,
+                  hasher: concurrent.futures.Executor,
+                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+                  allow_ops: Iterable[str] = ()) -> _Merged:
   """Reads each input once, parses each unique one once and merges it.
 
   A file whose content equals an earlier one's is not parsed again: its
@@ -146,7 +184,7 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
   wheres = [signatures_lib.where(model, index, spec.source, "frozen")
             for index, model in enumerate(spec.models)]
   # Stat every file first, so a missing one fails before any work.
-  sizes = [graph_io.file_size(model.frozen, where)
+  sizes = [graph_io.file_size(model.frozen, where, max_input_bytes)
            for model, where in zip(spec.models, wheres)]
   totals = collections.Counter(sizes)
   remaining = collections.Counter(sizes)
@@ -159,13 +197,16 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     size = sizes[index]
     remaining[size] -= 1
     externalizer.wait_for_large_write()
-    data = graph_io.read_bytes(model.frozen, where)
+    data = graph_io.read_bytes(model.frozen, where, max_input_bytes)
+    # hashlib releases the GIL: hashing runs beside the parse below.
+    merged.digests[model.signature_name] = hasher.submit(
+        lambda d: hashlib.sha256(d).hexdigest(), data)
     digest = None
     if totals[size] > 1:  # Another file might have the same content.
       digest = (size, zlib.crc32(data))
     earlier = seen.get(digest) if digest is not None else None
     if earlier is not None and graph_io.read_bytes(
-        earlier.path, earlier.where) == data:
+        earlier.path, earlier.where, max_input_bytes) == data:
       del data
       scope, skeleton = earlier.scope, earlier.skeleton
       analysis = signatures_lib.resolve(skeleton, scope, [(index, model)],
@@ -178,6 +219,7 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
       continue
     graph_def = graph_io.parse_graph_def(data, model.frozen, where)
     del data
+    _check_ops(graph_def, model.frozen, where, allow_ops)
     scope = model.signature_name
     analysis = signatures_lib.analyze(graph_def, scope, [(index, model)],
                                       spec.source)
@@ -250,13 +292,68 @@ def _serialize(saved_model: saved_model_pb2.SavedModel,
   return data
 
 
-def _write_files(export_dir: str, data: bytes, records: list) -> None:
-  """Writes the warmup file, then saved_model.pb last."""
+def _manifest(spec: spec_lib.MergeSpec, merged: _Merged, assets: list,
+              warmup: bool, threshold: int) -> dict:
+  """The manifest, with the content fingerprint over what it lists."""
+  content = {
+      "format": _FINGERPRINT_FORMAT,
+      "models": [{
+          "signature_name": m.signature_name,
+          "method": m.method,
+          "inputs": dict(sorted(m.inputs.items())),
+          "outputs": dict(sorted(m.outputs.items())),
+          "sha256": merged.digests[m.signature_name].result(),
+      } for m in spec.models],
+      "serving_default": spec.serving_default,
+      "assets": sorted({a.filename: a.sha256 for a in assets}.items()),
+      "warmup": bool(warmup),
+      "externalize_threshold_bytes": threshold,
+  }
+  fingerprint = hashlib.sha256(
+      json.dumps(content, sort_keys=True).encode()).hexdigest()
+  return {
+      "fingerprint": fingerprint,
+      "signatures": [m.signature_name for m in spec.models],
+      "serving_default": spec.serving_default,
+      "sources": {
+          m.signature_name: {"frozen": m.frozen, "method": m.method,
+                             "sha256": merged.digests[
+                                 m.signature_name].result()}
+          for m in spec.models},
+      "assets": {a.filename: {"source": a.source, "sha256": a.sha256}
+                 for a in assets},
+      "content": content,
+      "tensorflow_version": tf.__version__,
+  }
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+  """The serialized manifest file."""
+  return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_manifest(export_dir: str) -> Optional[dict]:
+  """The manifest of a bundle, or None if it has none or it is unreadable."""
+  path = export_dir.rstrip("/") + "/" + MANIFEST_FILE
+  try:
+    data = bounded_read.read_regular_file(path, 64 << 20)
+    manifest = json.loads(data.decode("utf-8"))
+  except (bounded_read.InputFileError, ValueError):
+    return None
+  return manifest if isinstance(manifest, dict) else None
+
+
+def _write_files(export_dir: str, data: bytes, records: list,
+                 manifest: dict) -> None:
+  """Writes the warmup file and the manifest, then saved_model.pb last."""
   if records:
     warmup_lib.write_warmup(export_dir, records)
-  path = export_dir.rstrip("/") + "/" + SAVED_MODEL_FILE
+  base = export_dir.rstrip("/")
+  path = base + "/" + SAVED_MODEL_FILE
   try:
-    tf.io.gfile.makedirs(export_dir)
+    tf.io.gfile.makedirs(base + "/" + MANIFEST_FILE.rsplit("/", 1)[0])
+    with tf.io.gfile.GFile(base + "/" + MANIFEST_FILE, "wb") as f:
+      f.write(manifest_bytes(manifest))
     with tf.io.gfile.GFile(path, "wb") as f:
       f.write(data)
   except tf.errors.OpError as e:
@@ -264,22 +361,36 @@ def _write_files(export_dir: str, data: bytes, records: list) -> None:
 
 
 def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
-           externalize_threshold_bytes: int) -> BundleInfo:
+           externalize_threshold_bytes: int, max_input_bytes: int,
+           allow_ops: Iterable[str]) -> BundleInfo:
   """Plans (export_dir None) or writes the bundle; see write_saved_model."""
   spec_lib.validate_spec(spec)
   _check_threshold(externalize_threshold_bytes)
+  if (isinstance(max_input_bytes, bool) or not isinstance(max_input_bytes, int)
+      or max_input_bytes < 1):
+    raise errors.SpecError(
+        f"max_input_bytes={max_input_bytes!r} must be a positive number of "
+        f"bytes; the default is {DEFAULT_MAX_INPUT_BYTES}.")
+  allow_ops = tuple(allow_ops)
   # The merged graph is built directly inside the proto that is written.
   saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
   meta = saved_model.meta_graphs.add()
   merger = graph_merge.GraphMerger(meta.graph_def)
   externalizer = externalize.Externalizer(externalize_threshold_bytes,
                                           export_dir)
-  asset_collector = assets_lib.AssetCollector()
+  asset_collector = assets_lib.AssetCollector(
+      allowed_dirs=spec_lib.asset_dirs(spec), max_bytes=max_input_bytes)
+  hasher = concurrent.futures.ThreadPoolExecutor(
+      max_workers=1, thread_name_prefix="merge-sha256")
   try:
-    merged = _merge_graphs(spec, merger, externalizer, asset_collector)
+    merged = _merge_graphs(spec, merger, externalizer, asset_collector,
+                           hasher, max_input_bytes, allow_ops)
     restore_nodes, saver_def = externalizer.finish()
+    manifest = _manifest(spec, merged, asset_collector.assets, warmup,
+                         externalize_threshold_bytes)
   finally:
     externalizer.close()  # On error, no shard write outlives the merge.
+    hasher.shutdown(wait=True)
   merger.add_nodes(restore_nodes)
   init_op = _add_init_op(merger, merged.init_ops)
   graph_def = merger.finish()
@@ -304,7 +415,9 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       kept_inline=list(externalizer.kept_inline),
       folded_externalized=list(externalizer.folded_externalized),
       assets=list(asset_collector.assets),
-      init_ops=merged.init_ops)
+      init_ops=merged.init_ops,
+      fingerprint=manifest["fingerprint"],
+      manifest=manifest)
   if externalizer.weights:
     logging.warning(
         "%d externalized constant(s) are MatMul/Conv weights (%s%s). On "
@@ -327,12 +440,13 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
     if records:
       info.files[warmup_lib.WARMUP_FILE] = warmup_lib.record_file_size(
           records)
+    info.files[MANIFEST_FILE] = len(manifest_bytes(manifest))
     if info.externalized_bytes:
       info.files[externalize.VARIABLES_PREFIX + ".data-00000-of-00001"] = (
           info.externalized_bytes)
   else:
     asset_collector.write(export_dir)
-    _write_files(export_dir, data, records)
+    _write_files(export_dir, data, records, manifest)
     info.files = list_files(export_dir)
   info.total_bytes = sum(info.files.values())
   return info
@@ -351,8 +465,9 @@ def list_files(export_dir: str) -> dict[str, int]:
 
 def write_saved_model(spec: spec_lib.MergeSpec, export_dir: str, *,
                       warmup: bool = True,
-                      externalize_threshold_bytes: int = 1 << 20
-                     ) -> BundleInfo:
+                      externalize_threshold_bytes: int = 1 << 20,
+                      max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+                      allow_ops: Iterable[str] = ()) -> BundleInfo:
   """Writes the merged SavedModel of `spec` into `export_dir`.
 
   `saved_model.pb` is written last, so a reader never sees it before the
@@ -365,26 +480,36 @@ def write_saved_model(spec: spec_lib.MergeSpec, export_dir: str, *,
     warmup: Write `assets.extra/tf_serving_warmup_requests`.
     externalize_threshold_bytes: Constants larger than this move to
       `variables/`; negative disables it.
+    max_input_bytes: Frozen graphs and vocabulary files larger than this are
+      refused.
+    allow_ops: Ops of `python/common/denied_ops.txt` accepted anyway.
 
   Returns:
     The BundleInfo, with `files` listing what was written.
 
   Raises:
     SpecError: invalid spec.
-    GraphError: unreadable/corrupt graph, alias not in the graph (closest
-      names listed), method structure violated, unwritable export_dir.
+    GraphError: unreadable/corrupt graph, not a regular file or too large,
+      denied ops, alias not in the graph (closest names listed), method
+      structure violated, vocabulary file outside the allowed directories,
+      unwritable export_dir.
   """
-  return _build(spec, export_dir, warmup, externalize_threshold_bytes)
+  return _build(spec, export_dir, warmup, externalize_threshold_bytes,
+                max_input_bytes, allow_ops)
 
 
 def plan(spec: spec_lib.MergeSpec, *, warmup: bool = True,
-         externalize_threshold_bytes: int = 1 << 20) -> BundleInfo:
+         externalize_threshold_bytes: int = 1 << 20,
+         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+         allow_ops: Iterable[str] = ()) -> BundleInfo:
   """Does every check `write_saved_model` does without writing anything.
 
   Args:
     spec: The spec.
     warmup: Whether warmup requests would be written (affects `files`).
     externalize_threshold_bytes: As for `write_saved_model`.
+    max_input_bytes: As for `write_saved_model`.
+    allow_ops: As for `write_saved_model`.
 
   Returns:
     The BundleInfo the write would produce (`files` estimated).
@@ -392,4 +517,5 @@ def plan(spec: spec_lib.MergeSpec, *, warmup: bool = True,
   Raises:
     SpecError, GraphError: as `write_saved_model`.
   """
-  return _build(spec, None, warmup, externalize_threshold_bytes)
+  return _build(spec, None, warmup, externalize_threshold_bytes,
+                max_input_bytes, allow_ops)

@@ -53,6 +53,15 @@ def _model(name, info, **overrides):
   return spec_lib.ModelSpec(**fields)
 
 
+def _varint(n):
+  out = b""
+  while True:
+    byte, n = n & 0x7F, n >> 7
+    out += bytes([byte | (0x80 if n else 0)])
+    if not n:
+      return out
+
+
 def _load_saved_model_proto(export_dir):
   saved_model = saved_model_pb2.SavedModel()
   with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
@@ -413,8 +422,10 @@ class BundleOptionsTest(parameterized.TestCase):
 
   def test_no_warmup_and_no_variables(self):
     export_dir, info = self._write([_model("a", self.hyaudio)], warmup=False)
-    self.assertEqual(sorted(info.files), ["saved_model.pb"])
-    self.assertEqual(sorted(os.listdir(export_dir)), ["saved_model.pb"])
+    self.assertEqual(sorted(info.files), [bundle_writer.MANIFEST_FILE,
+                                          "saved_model.pb"])
+    self.assertEqual(sorted(os.listdir(export_dir)),
+                     ["assets.extra", "saved_model.pb"])
     self.assertEqual(info.externalized, 0)
 
   def test_negative_threshold_disables_externalization(self):
@@ -430,9 +441,12 @@ class BundleOptionsTest(parameterized.TestCase):
     info = bundle_writer.write_saved_model(
         spec_lib.MergeSpec(models=(_model("a", self.hyaudio),)), export_dir)
     self.assertEqual(sorted(info.files),
-                     ["assets.extra/tf_serving_warmup_requests",
+                     [bundle_writer.MANIFEST_FILE,
+                      "assets.extra/tf_serving_warmup_requests",
                       "saved_model.pb"])
     self.assertTrue(tf.io.gfile.exists(export_dir + "/saved_model.pb"))
+    self.assertEqual(bundle_writer.read_manifest(export_dir)["fingerprint"],
+                     info.fingerprint)
 
 
 class VocabularyAssetTest(absltest.TestCase):
@@ -485,17 +499,73 @@ class VocabularyAssetTest(absltest.TestCase):
         consts["first/vocab/vocabulary_file"].attr["value"].tensor
         .string_val, [b"words.txt"])
 
+  def _vocab_spec(self, vocabulary_path, source=None, allowed=()):
+    tmp = self.create_tempdir().full_path
+    info = graphs.write_vocabulary_table(os.path.join(tmp, "v.pb"),
+                                         os.path.join(tmp, "words.txt"))
+    graph_def = tf.compat.v1.GraphDef()
+    with open(info["path"], "rb") as f:
+      graph_def.ParseFromString(f.read())
+    for node in graph_def.node:
+      if node.name == "vocab/vocabulary_file":
+        node.attr["value"].tensor.string_val[0] = vocabulary_path.encode()
+    with open(info["path"], "wb") as f:
+      f.write(graph_def.SerializeToString())
+    return spec_lib.MergeSpec(
+        models=(_model("v", info),),
+        source=source or os.path.join(tmp, "m.toml"),
+        allowed_asset_dirs=tuple(allowed)), tmp
+
+  def test_vocabulary_outside_allowed_dirs_is_refused(self):
+    spec, tmp = self._vocab_spec("/etc/shadow")
+    out = os.path.join(tmp, "out")
+    with self.assertRaisesRegex(
+        errors.GraphError,
+        r'model #1 "v", key "frozen": table initializer vocab/table_init '
+        r"reads vocabulary file /etc/shadow, which is outside the "
+        r"directories assets may come from: .*; move the file there, or add "
+        r"its directory to allowed_asset_dirs\."):
+      bundle_writer.write_saved_model(spec, out)
+    self.assertFalse(os.path.exists(os.path.join(out, "saved_model.pb")))
+    # A symlink inside the spec's directory pointing outside is no way round.
+    link = os.path.join(tmp, "inside.txt")
+    os.symlink("/etc/passwd", link)
+    spec, tmp = self._vocab_spec(link, source=os.path.join(tmp, "m.toml"))
+    with self.assertRaisesRegex(
+        errors.GraphError, r"inside.txt \(resolved to /etc/passwd\), which "
+        r"is outside"):
+      bundle_writer.plan(spec)
+
+  def test_allowed_asset_dirs_and_regular_files_only(self):
+    vocab_dir = self.create_tempdir().full_path
+    words = os.path.join(vocab_dir, "words.txt")
+    with open(words, "w") as f:
+      f.write("apple\nbanana\n")
+    spec, _ = self._vocab_spec(words)
+    with self.assertRaisesRegex(errors.GraphError, r"which is outside"):
+      bundle_writer.plan(spec)
+    spec, tmp = self._vocab_spec(words, allowed=[vocab_dir])
+    info = bundle_writer.write_saved_model(spec, os.path.join(tmp, "out"))
+    self.assertEqual(info.files["assets/words.txt"], 13)
+    self.assertEqual(info.manifest["assets"]["words.txt"]["source"], words)
+    fifo = os.path.join(vocab_dir, "fifo.txt")
+    os.mkfifo(fifo)
+    spec, _ = self._vocab_spec(fifo, allowed=[vocab_dir])
+    with self.assertRaisesRegex(
+        errors.GraphError, r"fifo.txt, which cannot be read \(.*is a FIFO"):
+      bundle_writer.plan(spec)
+
   def test_missing_vocabulary_file_is_an_error(self):
     tmp = self.create_tempdir().full_path
     info = graphs.write_vocabulary_table(
         os.path.join(tmp, "v.pb"), os.path.join(tmp, "words.txt"))
     os.remove(info["vocabulary_path"])
     spec = spec_lib.MergeSpec(models=(_model("v", info),),
-                              source="/specs/m.toml")
+                              source=os.path.join(tmp, "m.toml"))
     export_dir = os.path.join(tmp, "out")
     with self.assertRaisesRegex(
         errors.GraphError,
-        r'spec /specs/m.toml, model #1 "v", key "frozen": table initializer '
+        r'spec .*/m.toml, model #1 "v", key "frozen": table initializer '
         r"vocab/table_init reads vocabulary file .*/words.txt, which cannot "
         r"be read .*put the file at that path"):
       bundle_writer.write_saved_model(spec, export_dir)
@@ -632,6 +702,140 @@ class GraphErrorTest(parameterized.TestCase):
         spec, errors.GraphError,
         r"unfrozen.pb is not frozen: it still has variable node\(s\) v; "
         r"freeze it")
+
+  # --- Hostile inputs (issue 11): bounded reads, no hangs, short errors. ---
+
+  def _hyaudio_spec(self, path, **overrides):
+    return self._spec(_model("a", self.hyaudio, frozen=path, **overrides))
+
+  def test_fifo_is_refused_without_blocking(self):
+    path = os.path.join(self.create_tempdir().full_path, "pipe.pb")
+    os.mkfifo(path)  # Nobody ever writes: an open() for reading would block.
+    self.assert_plan_and_write_fail(
+        self._hyaudio_spec(path), errors.GraphError,
+        r'model #1 "a", key "frozen": frozen graph .*pipe.pb is a FIFO '
+        r"\(named pipe\), not a regular file")
+
+  @parameterized.named_parameters(("zero", "/dev/zero"),
+                                  ("null", "/dev/null"))
+  def test_device_is_refused(self, device):
+    self.assert_plan_and_write_fail(
+        self._hyaudio_spec(device), errors.GraphError,
+        rf"frozen graph {device} is a character device, not a regular file")
+
+  def test_symlink_to_a_device_is_refused(self):
+    path = os.path.join(self.create_tempdir().full_path, "zero.pb")
+    os.symlink("/dev/zero", path)
+    self.assert_plan_and_write_fail(
+        self._hyaudio_spec(path), errors.GraphError,
+        r"zero.pb is a character device, not a regular file")
+
+  def test_file_over_the_size_limit_is_refused(self):
+    size = os.path.getsize(self.hyaudio["path"])
+    spec = self._hyaudio_spec(self.hyaudio["path"])
+    with self.assertRaisesRegex(
+        errors.GraphError,
+        rf"hyaudio.pb is .* over the limit of .*\({size - 1} bytes\); raise "
+        r"the limit \(--max_input_bytes\)"):
+      bundle_writer.plan(spec, max_input_bytes=size - 1)
+    self.assertIn("a", bundle_writer.plan(spec, max_input_bytes=size)
+                  .signatures)
+
+  def test_deeply_nested_text_graph_is_refused_without_recursion_error(self):
+    depth = 100000
+    data = (b"node { name: 'x' op: 'Const' attr { key: 'value' value { " +
+            b"list { " * depth + b"} " * depth + b"} } }\n")
+    path = self._file("deep.pbtxt", data)
+    self.assert_plan_and_write_fail(
+        self._hyaudio_spec(path), errors.GraphError,
+        r"deep.pbtxt is not a valid text GraphDef: messages are nested more "
+        r"than 100 levels deep \(line 1\)")
+
+  def test_deeply_nested_binary_graph_is_refused(self):
+    # A GraphDef whose node's attr holds AttrValue.list.func[0].attr... deep.
+    inner = b""
+    for _ in range(5000):
+      inner = b"\x0a" + _varint(len(inner)) + inner  # Nested field 1.
+    path = self._file("deep.pb", b"\x0a" + _varint(len(inner)) + inner)
+    self.assert_plan_and_write_fail(
+        self._hyaudio_spec(path), errors.GraphError,
+        r"deep.pb is not a binary GraphDef \(corrupt or truncated")
+
+  def test_huge_junk_line_is_not_echoed(self):
+    junk = b"x" * (50 << 20)
+    path = self._file("junk.pbtxt", b"node { name: " + junk + b" }\n")
+    spec = self._hyaudio_spec(path)
+    with self.assertRaises(errors.GraphError) as caught:
+      bundle_writer.plan(spec)
+    message = str(caught.exception)
+    self.assertRegex(message, r"junk.pbtxt is not a valid text GraphDef")
+    self.assertLess(len(message), 2000)
+
+  def test_denied_ops_in_nodes_and_functions_are_refused(self):
+    graph_def = tf.compat.v1.GraphDef()
+    with open(self.hyaudio["path"], "rb") as f:
+      graph_def.ParseFromString(f.read())
+    name = graph_def.node.add(name="secret/name", op="Const")
+    name.attr["dtype"].type = tf.string.as_datatype_enum
+    name.attr["value"].tensor.CopyFrom(tf.make_tensor_proto("/etc/shadow"))
+    graph_def.node.add(name="secret/read", op="ReadFile",
+                       input=["secret/name"])
+    function = graph_def.library.function.add()
+    function.signature.name = "leaky_fn"
+    printer = function.node_def.add(name="say", op="PrintV2")
+    printer.attr["output_stream"].s = b"stderr"
+    path = self._file("denied.pb", graph_def.SerializeToString())
+    spec = self._hyaudio_spec(path)
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'model #1 "a", key "frozen": frozen graph .*denied.pb contains '
+        r'op\(s\) refused by default: ReadFile \(node "secret/read"\), '
+        r'PrintV2 \(node "say" in function "leaky_fn"\)\. .* accept them '
+        r"explicitly with --allow_ops=PrintV2,ReadFile\.")
+    with self.assertRaisesRegex(errors.GraphError, r"PrintV2 \(node"):
+      bundle_writer.plan(spec, allow_ops=("ReadFile",))
+    # Accepted explicitly: the graph merges (the denied op is never run:
+    # no output depends on it).
+    info = bundle_writer.plan(spec, allow_ops=("ReadFile", "PrintV2"))
+    self.assertIn("a", info.signatures)
+
+  def test_output_needing_an_unlisted_placeholder_names_spec_and_fix(self):
+    graph = tf.Graph()
+    with graph.as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+      scale = tf.compat.v1.placeholder(tf.float32, [], name="scale")
+      tf.identity(x * scale, name="y")
+      tf.identity(x * 2.0, name="z")
+    path = self._file("two_inputs.pb", graph.as_graph_def().SerializeToString())
+    spec = self._spec(spec_lib.ModelSpec("a", path, {"x": "x:0"},
+                                         {"y": "y:0", "z": "z:0"}))
+    self.assert_plan_and_write_fail(
+        spec, errors.GraphError,
+        r'spec /specs/m.toml, model #1 "a", key "outputs": output "y" '
+        r"\(\"y:0\"\) needs placeholder\(s\) 'scale', which are not among the "
+        r"model's inputs.*inputs = \{ \.\.\., scale = \"scale:0\" \}")
+    # Feeding the placeholder (or the tensor after it) is enough.
+    ok = self._spec(spec_lib.ModelSpec("a", path, {"x": "x:0", "s": "scale:0"},
+                                       {"y": "y:0"}))
+    self.assertIn("a", bundle_writer.plan(ok).signatures)
+
+  def test_fingerprint_follows_content_not_paths_or_messages(self):
+    copy = self._file("copy.pb", open(self.hyaudio["path"], "rb").read())
+    first = bundle_writer.plan(self._hyaudio_spec(self.hyaudio["path"]))
+    moved = bundle_writer.plan(spec_lib.MergeSpec(
+        models=(_model("a", self.hyaudio, frozen=copy),), message="other"))
+    self.assertRegex(first.fingerprint, r"^[0-9a-f]{64}$")
+    self.assertEqual(first.fingerprint, moved.fingerprint)
+    other = graphs.write_hyaudio(os.path.join(self.create_tempdir().full_path,
+                                              "h.pb"), seed=5)
+    changed = bundle_writer.plan(self._spec(_model("a", other)))
+    self.assertNotEqual(first.fingerprint, changed.fingerprint)
+    renamed = bundle_writer.plan(self._spec(_model("b", self.hyaudio)))
+    self.assertNotEqual(first.fingerprint, renamed.fingerprint)
+    self.assertNotEqual(
+        first.fingerprint,
+        bundle_writer.plan(self._hyaudio_spec(self.hyaudio["path"]),
+                           warmup=False).fingerprint)
 
   def test_unknown_op(self):
     graph_def = tf.compat.v1.GraphDef()

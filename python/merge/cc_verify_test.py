@@ -99,7 +99,8 @@ class CcVerifyTest(parameterized.TestCase):
     shutil.rmtree(os.path.join(root, "vocab"))
     no_warmup = merge_lib.merge_and_publish(
         spec(("hyaudio", "hyaudio"), ("large", "large")), base,
-        warmup=False, externalize_threshold_bytes=0)
+        warmup=False, externalize_threshold_bytes=0,
+        allow_removed_signatures=True)
     cls.bundles = {
         "all_kinds": (all_kinds.path,
                       set(all_kinds.signatures) | {"serving_default"}),
@@ -180,6 +181,70 @@ def _requests(records) -> dict:
   return requests
 
 
+def _write_parse_ops_bundle(export_dir: str) -> str:
+  """A TF1 bundle with one predict signature per kind of parse op.
+
+  Each takes serialized protos (through Identity chains, keys through
+  Identity too) and returns a dense feature, so a run proves the synthesized
+  proto carries what the op requires.
+  """
+  v1 = tf.compat.v1
+  graph = tf.Graph()
+  with graph.as_default():
+    signatures = {}
+
+    def add(name, serialized, output):
+      signatures[name] = v1.saved_model.predict_signature_def(
+          inputs={"serialized": serialized},
+          outputs={"out": tf.identity(output, name=f"{name}_out")})
+
+    s1 = v1.placeholder(tf.string, [None], name="example_v1")
+    parsed = tf.raw_ops.ParseExample(
+        serialized=tf.identity(tf.identity(s1)),
+        names=tf.constant([], tf.string),
+        sparse_keys=[tf.constant("ids")],
+        dense_keys=[tf.identity(tf.constant("b")), tf.constant("a")],
+        dense_defaults=[tf.constant([], tf.float32),
+                        tf.constant([], tf.int64)],
+        sparse_types=[tf.string], dense_shapes=[[2], [3]])
+    add("example_v1", s1, parsed.dense_values[0])
+    s2 = v1.placeholder(tf.string, [None], name="example_v2")
+    add("example_v2", s2, tf.io.parse_example(s2, {
+        "zz": tf.io.FixedLenFeature([2, 2], tf.float32),
+        "tags": tf.io.VarLenFeature(tf.string),
+        "r": tf.io.RaggedFeature(tf.int64)})["zz"])
+    s3 = v1.placeholder(tf.string, [], name="single")
+    add("single", s3, tf.raw_ops.ParseSingleExample(
+        serialized=s3, dense_defaults=[tf.constant([], tf.string)],
+        num_sparse=0, sparse_keys=[], dense_keys=["w"], sparse_types=[],
+        dense_shapes=[[1]]).dense_values[0])
+    s4 = v1.placeholder(tf.string, [None], name="sequence_v1")
+    add("sequence_v1", s4, tf.raw_ops.ParseSequenceExample(
+        serialized=s4, debug_name=tf.constant([], tf.string),
+        context_dense_defaults=[tf.constant([], tf.float32)],
+        feature_list_dense_missing_assumed_empty=[],
+        context_sparse_keys=["cs"], context_dense_keys=["cd"],
+        feature_list_sparse_keys=["fs"], feature_list_dense_keys=["fd"],
+        Ncontext_sparse=1, Ncontext_dense=1, Nfeature_list_sparse=1,
+        Nfeature_list_dense=1, context_sparse_types=[tf.int64],
+        feature_list_dense_types=[tf.float32], context_dense_shapes=[[2]],
+        feature_list_sparse_types=[tf.string],
+        feature_list_dense_shapes=[[3]]).feature_list_dense_values[0])
+    s5 = v1.placeholder(tf.string, [None], name="sequence_v2")
+    _, lists, _ = tf.io.parse_sequence_example(
+        s5, context_features={"c": tf.io.FixedLenFeature([], tf.int64)},
+        sequence_features={
+            "f": tf.io.FixedLenSequenceFeature([2], tf.float32),
+            "r": tf.io.RaggedFeature(tf.string)})
+    add("sequence_v2", s5, lists["f"])
+    with v1.Session(graph=graph) as sess:
+      builder = v1.saved_model.Builder(export_dir)
+      builder.add_meta_graph_and_variables(sess, ["serve"],
+                                           signature_def_map=signatures)
+      builder.save()
+  return export_dir
+
+
 class SynthesisAgreementTest(parameterized.TestCase):
   """The verifier feeds what python/merge/warmup.py writes, for one graph.
 
@@ -213,6 +278,7 @@ class SynthesisAgreementTest(parameterized.TestCase):
             os.path.join(root, "half_plus_two_tf2")),
         "counter": tf_serving_models.write_counter(
             os.path.join(root, "counter")),
+        "parse_ops": _write_parse_ops_bundle(os.path.join(root, "parse_ops")),
     }
 
   def _dumped(self, export_dir):
@@ -240,7 +306,7 @@ class SynthesisAgreementTest(parameterized.TestCase):
         np.testing.assert_array_equal(got, value, f"{name}/{alias}")
 
   @parameterized.parameters("half_plus_two", "half_plus_two_tf2", "counter",
-                            "merged")
+                            "merged", "parse_ops")
   def test_verifier_feeds_what_the_warmup_writer_writes(self, kind):
     export_dir = self.dirs[kind]
     meta_graph = loader_impl.parse_saved_model(export_dir).meta_graphs[0]
@@ -256,6 +322,16 @@ class SynthesisAgreementTest(parameterized.TestCase):
       self.assertEqual(sorted(example.features.feature), ["x", "x2"])
     if kind == "counter":
       self.assertEqual(cpp["incr_counter_by"][1]["delta"].shape, ())
+    if kind == "parse_ops":
+      fed = {name: values["serialized"].reshape(-1)[0]
+             for name, (_, values) in cpp.items()}
+      self.assertEqual(
+          sorted(tf.train.Example.FromString(fed["example_v1"])
+                 .features.feature), ["a", "b", "ids"])
+      sequence = tf.train.SequenceExample.FromString(fed["sequence_v1"])
+      self.assertEqual(sorted(sequence.context.feature), ["cd", "cs"])
+      self.assertEqual(sorted(sequence.feature_lists.feature_list),
+                       ["fd", "fs"])
 
   def test_merged_bundle_warmup_file_is_what_the_verifier_feeds(self):
     # The merge's own warmup file (written through bundle_writer).

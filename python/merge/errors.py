@@ -24,3 +24,17 @@ class PublishError(MergeError):
 
 class VerifyError(MergeError):
   """The staged bundle does not load or a signature does not run."""
+
+
+class CheckTimeoutError(VerifyError):
+  """A run of the bundle check did not finish within its deadline.
+
+  Attributes:
+    abandoned: True when the run could not be stopped and still runs in a
+      background thread (a graph that loops forever is not cancellable);
+      the process should exit soon, without closing that session.
+  """
+
+  def __init__(self, message: str, abandoned: bool = False):
+    super().__init__(message)
+    self.abandoned = abandoned

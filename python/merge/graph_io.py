@@ -5,8 +5,6 @@ text file named `.pb` (or a binary one named `.pbtxt`), a SavedModel's
 `saved_model.pb` and truncated or corrupt files are reported as such.
 """
 
-import re
-
 from google.protobuf import message
 from google.protobuf import text_format
 import tensorflow as tf
@@ -14,37 +12,34 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from python.common import bounded_read
 from python.merge import errors
 
+DEFAULT_MAX_INPUT_BYTES = bounded_read.DEFAULT_MAX_INPUT_BYTES
+MAX_TEXT_NESTING = bounded_read.DEFAULT_MAX_TEXT_NESTING
 
-def _open_error(path: str, where: str, e: Exception) -> errors.GraphError:
-  return errors.GraphError(f"{where}: cannot read frozen graph {path}: {e}")
 
-
-def check_exists(path: str, where: str) -> None:
-  """Raises GraphError naming `where` if `path` is missing or a directory."""
-  try:
-    exists = tf.io.gfile.exists(path)
-    is_dir = exists and tf.io.gfile.isdir(path)
-  except tf.errors.OpError as e:
-    raise _open_error(path, where, e) from e
-  if not exists:
-    raise errors.GraphError(
+def _input_error(path: str, where: str,
+                 e: bounded_read.InputFileError) -> errors.GraphError:
+  """The GraphError for a frozen graph that cannot be read as a file."""
+  text = str(e)
+  if text.endswith("does not exist"):
+    return errors.GraphError(
         f"{where}: frozen graph {path} does not exist; fix the path "
         "(relative paths are resolved against the spec file's directory).")
-  if is_dir:
-    raise errors.GraphError(
+  if " is a directory" in text:
+    return errors.GraphError(
         f"{where}: frozen graph {path} is a directory; name the .pb or "
         ".pbtxt GraphDef file (a SavedModel directory is not a frozen "
         "graph).")
+  return errors.GraphError(
+      f"{where}: frozen graph {text}; name a .pb or .pbtxt GraphDef file.")
 
 
-def _open(path: str):
-  """Opens for binary reading: builtin open for local paths (faster), else
-  tf.io.gfile."""
-  if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", path):
-    return tf.io.gfile.GFile(path, "rb")
-  return open(path, "rb")
+def check_exists(path: str, where: str,
+                 max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
+  """Raises GraphError naming `where` unless `path` is a regular file."""
+  file_size(path, where, max_bytes)
 
 
 # Repeated TensorProto field holding values of each dtype (when the values
@@ -120,42 +115,50 @@ def _is_saved_model(data: bytes) -> bool:
       len(m.graph_def.node) for m in saved_model.meta_graphs)
 
 
-def file_size(path: str, where: str) -> int:
-  """Returns the size of a frozen graph file in bytes.
+def file_size(path: str, where: str,
+              max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> int:
+  """Returns the size of a frozen graph file in bytes, without opening it.
 
   Args:
     path: Local path or tf.io.gfile URI.
     where: Context for error messages (spec, model, key).
+    max_bytes: Larger files are refused.
 
   Raises:
-    GraphError: if the file is missing, a directory or unreadable.
+    GraphError: if the file is missing, not a regular file (a directory,
+      FIFO, device or socket), larger than `max_bytes` or unreadable.
   """
-  check_exists(path, where)
   try:
-    return tf.io.gfile.stat(path).length
-  except tf.errors.OpError as e:
-    raise _open_error(path, where, e) from e
+    return bounded_read.check_regular_file(path, max_bytes)
+  except bounded_read.InputFileError as e:
+    raise _input_error(path, where, e) from e
 
 
-def read_bytes(path: str, where: str) -> bytes:
+def read_bytes(path: str, where: str,
+               max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> bytes:
   """Returns a frozen graph file's contents (see `parse_graph_def`).
 
+  Only regular files are read, at most `max_bytes` of them
+  (`bounded_read.read_regular_file`): a FIFO or device never blocks the read.
+
   Args:
     path: Local path or tf.io.gfile URI.
     where: Context for error messages (spec, model, key).
+    max_bytes: Larger files are refused.
 
   Raises:
-    GraphError: if the file is missing or unreadable.
+    GraphError: if the file is missing, not a regular file, too large or
+      unreadable.
   """
-  check_exists(path, where)
   try:
-    with _open(path) as f:
-      return f.read()
-  except (OSError, tf.errors.OpError) as e:
-    raise _open_error(path, where, e) from e
+    return bounded_read.read_regular_file(path, max_bytes)
+  except bounded_read.InputFileError as e:
+    raise _input_error(path, where, e) from e
 
 
-def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
+def read_graph_def(path: str, where: str,
+                   max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+                  ) -> tf.compat.v1.GraphDef:
   """Parses a frozen GraphDef (binary, or text if `path` ends in .pbtxt).
 
   Args:
@@ -170,7 +173,7 @@ def read_graph_def(path: str, where: str) -> tf.compat.v1.GraphDef:
     GraphError: missing/unreadable file, text/binary mix-up, a SavedModel
       instead of a GraphDef, corrupt or empty data.
   """
-  return parse_graph_def(read_bytes(path, where), path, where)
+  return parse_graph_def(read_bytes(path, where, max_bytes), path, where)
 
 
 def parse_graph_def(data: bytes, path: str,
@@ -200,10 +203,20 @@ def parse_graph_def(data: bytes, path: str,
           f"{where}: {path} ends in .pbtxt but holds binary data (is it a "
           "binary GraphDef? then rename it to .pb).")
     try:
+      bounded_read.check_text_nesting(data, MAX_TEXT_NESTING)
+    except bounded_read.InputFileError as e:
+      raise errors.GraphError(
+          f"{where}: {path} is not a valid text GraphDef: {e}.") from e
+    try:
       text_format.Parse(text, graph_def)
     except text_format.ParseError as e:
       raise errors.GraphError(
-          f"{where}: {path} is not a valid text GraphDef: {e}") from e
+          f"{where}: {path} is not a valid text GraphDef: "
+          f"{bounded_read.shorten_message(str(e), 300)}") from e
+    except RecursionError as e:
+      raise errors.GraphError(
+          f"{where}: {path} is not a valid text GraphDef: its messages "
+          "are nested too deeply to parse.") from e
   else:
     if _looks_like_text(data):
       raise errors.GraphError(
@@ -219,7 +232,8 @@ def parse_graph_def(data: bytes, path: str,
             "convert_variables_to_constants) and name the frozen .pb.") from e
       raise errors.GraphError(
           f"{where}: {path} is not a binary GraphDef (corrupt or truncated, "
-          f"{len(data)} bytes): {e}") from e
+          f"{len(data)} bytes): {bounded_read.shorten_message(str(e), 300)}"
+      ) from e
   del data
   if not graph_def.node:
     raise errors.GraphError(

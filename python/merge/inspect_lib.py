@@ -5,7 +5,10 @@ its probable outputs (tensors no other node consumes) and every tensor with
 dtype and static shape. `describe_saved_model(dir)` reads a SavedModel's
 `saved_model.pb` (no weights are loaded) and lists its tag-sets and
 signatures like `saved_model_cli show --all`. Both return plain dicts (the
-`--format=json` output) with text formatters beside them.
+`--format=json` output) with text formatters beside them, and both list the
+nodes running ops the merge refuses by default (`denied_ops`, like
+`saved_model_cli scan`). Files are read as the merge reads them: regular
+files only, at most `max_input_bytes`, text protos nested at most 100 levels.
 """
 
 from typing import Any, Optional
@@ -16,8 +19,11 @@ from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from python.common import bounded_read
+from python.common import op_policy
 from python.merge import errors
 from python.merge import graph_io
+from python.merge import incremental
 
 # Ops whose unconsumed outputs are not model outputs.
 _NOT_OUTPUTS = frozenset({
@@ -34,23 +40,29 @@ class InspectError(errors.MergeError):
   """The file or directory to inspect cannot be read."""
 
 
-def describe_frozen(path: str) -> dict[str, Any]:
+def describe_frozen(
+    path: str,
+    max_input_bytes: int = bounded_read.DEFAULT_MAX_INPUT_BYTES
+) -> dict[str, Any]:
   """Describes a frozen GraphDef.
 
   Args:
     path: a `.pb` (binary) or `.pbtxt` (text) GraphDef, local or URI.
+    max_input_bytes: larger files are refused.
 
   Returns:
     {"path", "nodes", "functions", "placeholders": [tensor], "outputs":
-    [tensor], "tensors": [tensor]} where each tensor is {"name", "op",
-    "dtype", "shape"} (shape: list with -1 for unknown dims, None for
-    unknown rank).
+    [tensor], "tensors": [tensor], "denied_ops": [{"op", "node",
+    "function"}]} where each tensor is {"name", "op", "dtype", "shape"}
+    (shape: list with -1 for unknown dims, None for unknown rank).
 
   Raises:
     errors.GraphError: the file is missing, corrupt or not a GraphDef.
     InspectError: the graph cannot be imported (e.g. an unknown op).
   """
-  graph_def = graph_io.read_graph_def(path, f"--frozen={path}")
+  graph_def = graph_io.read_graph_def(path, f"--frozen={path}",
+                                      max_input_bytes)
+  denied = [f.to_json() for f in op_policy.find_denied_ops(graph_def)]
   graph = tf.Graph()
   try:
     with graph.as_default():
@@ -58,7 +70,8 @@ def describe_frozen(path: str) -> dict[str, Any]:
   except (ValueError, tf.errors.OpError) as e:
     raise InspectError(
         f"--frozen={path}: the GraphDef does not import into TensorFlow "
-        f"{tf.__version__}: {e}") from e
+        f"{tf.__version__}: {bounded_read.shorten_message(str(e), 300)}"
+    ) from e
   tensors, placeholders, outputs = [], [], []
   for op in graph.get_operations():
     described = [_tensor_dict(t) for t in op.outputs]
@@ -76,7 +89,21 @@ def describe_frozen(path: str) -> dict[str, Any]:
       "placeholders": placeholders,
       "outputs": outputs,
       "tensors": tensors,
+      "denied_ops": denied,
   }
+
+
+def _denied_text(denied: list[dict[str, Any]]) -> list[str]:
+  """The lines listing denied ops (none: one line saying so)."""
+  if not denied:
+    return ["Ops refused by default (python/common/denied_ops.txt): none"]
+  ops = sorted({d["op"] for d in denied})
+  lines = [f"Ops refused by default (python/common/denied_ops.txt; the merge "
+           f"needs --allow_ops={','.join(ops)}):"]
+  for d in denied:
+    where = f' in function "{d["function"]}"' if d["function"] else ""
+    lines.append(f"  {d['op']}  node \"{d['node']}\"{where}")
+  return lines
 
 
 def format_frozen_text(desc: dict[str, Any]) -> str:
@@ -92,6 +119,7 @@ def format_frozen_text(desc: dict[str, Any]) -> str:
   lines += _tensor_table(desc["outputs"], with_op=True) or ["  (none)"]
   lines += ["", f"All tensors ({len(desc['tensors'])}):"]
   lines += _tensor_table(desc["tensors"], with_op=True)
+  lines += [""] + _denied_text(desc["denied_ops"])
   lines += ["", "Spec skeleton:", "  [[model]]",
             '  signature_name = "my_model"',
             f'  frozen = "{desc["path"]}"',
@@ -100,21 +128,27 @@ def format_frozen_text(desc: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def describe_saved_model(export_dir: str) -> dict[str, Any]:
+def describe_saved_model(
+    export_dir: str,
+    max_input_bytes: int = bounded_read.DEFAULT_MAX_INPUT_BYTES
+) -> dict[str, Any]:
   """Describes a SavedModel's MetaGraphs and signatures (no weights loaded).
 
   Args:
     export_dir: a SavedModel directory (a version directory), local or URI.
+    max_input_bytes: a larger saved_model.pb is refused.
 
   Returns:
     {"path", "meta_graphs": [{"tags": [...], "signatures": {name: {"method",
-    "inputs": {alias: {"dtype", "shape", "name"}}, "outputs": {...}}}}]}.
+    "inputs": {alias: {"dtype", "shape", "name"}}, "outputs": {...}}},
+    "denied_ops": [{"op", "node", "function"}]}]} (the SaverDef's own
+    checkpoint ops are not listed).
 
   Raises:
     InspectError: no saved_model.pb(txt) (listing the versions when
       `export_dir` is a model base path), or it cannot be parsed.
   """
-  proto = _read_saved_model(export_dir)
+  proto = _read_saved_model(export_dir, max_input_bytes)
   meta_graphs = []
   for meta_graph in proto.meta_graphs:
     signatures = {}
@@ -127,11 +161,21 @@ def describe_saved_model(export_dir: str) -> dict[str, Any]:
               a: _info_dict(i) for a, i in sorted(sig.outputs.items())
           },
       }
+    denied = op_policy.find_denied_ops(
+        meta_graph.graph_def,
+        exempt_nodes=op_policy.saver_exemptions(meta_graph))
     meta_graphs.append({
         "tags": list(meta_graph.meta_info_def.tags),
         "signatures": signatures,
+        "denied_ops": [f.to_json() for f in denied],
     })
-  return {"path": export_dir, "meta_graphs": meta_graphs}
+  # The merge's manifest (python/merge/incremental.py), when there is one.
+  try:
+    manifest = incremental.read_manifest(export_dir)
+  except incremental.BaseError as e:
+    manifest = {"error": str(e)}
+  return {"path": export_dir, "meta_graphs": meta_graphs,
+          "manifest": manifest}
 
 
 def format_saved_model_text(desc: dict[str, Any]) -> str:
@@ -154,11 +198,14 @@ def format_saved_model_text(desc: dict[str, Any]) -> str:
               f"        name: {info['name']}",
           ]
       lines.append(f"  Method name is: {sig['method']}")
-    lines.append("")
+    lines += [""] + _denied_text(meta_graph.get("denied_ops", [])) + [""]
+  if desc.get("manifest"):
+    lines.append(incremental.format_manifest_text(desc["manifest"]))
   return "\n".join(lines).rstrip("\n")
 
 
-def _read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
+def _read_saved_model(export_dir: str,
+                      max_bytes: int) -> saved_model_pb2.SavedModel:
   pb = export_dir.rstrip("/") + "/saved_model.pb"
   pbtxt = export_dir.rstrip("/") + "/saved_model.pbtxt"
   try:
@@ -167,11 +214,13 @@ def _read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
           f"--dir={export_dir} is not a directory; pass a SavedModel "
           "version directory such as /models/merged/1.")
     if tf.io.gfile.exists(pb):
-      with tf.io.gfile.GFile(pb, "rb") as f:
-        data, path, text = f.read(), pb, False
+      data, path, text = _read_bounded(pb, max_bytes), pb, False
     elif tf.io.gfile.exists(pbtxt):
-      with tf.io.gfile.GFile(pbtxt, "r") as f:
-        data, path, text = f.read(), pbtxt, True
+      data, path, text = _read_bounded(pbtxt, max_bytes), pbtxt, True
+      try:
+        bounded_read.check_text_nesting(data)
+      except bounded_read.InputFileError as e:
+        raise InspectError(f"{path} is not a valid SavedModel proto: {e}.")
     else:
       versions = sorted(
           int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir)
@@ -183,20 +232,30 @@ def _read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
           f"--dir={export_dir} has no saved_model.pb or saved_model.pbtxt"
           f"{hint}.")
   except tf.errors.OpError as e:
-    raise InspectError(f"--dir={export_dir}: cannot read: {e.message}") from e
+    raise InspectError(f"--dir={export_dir}: cannot read: "
+                       f"{bounded_read.excerpt(e.message, 300)}") from e
   proto = saved_model_pb2.SavedModel()
   try:
     if text:
-      text_format.Parse(data, proto)
+      text_format.Parse(data.decode("utf-8", "replace"), proto)
     else:
       proto.ParseFromString(data)
-  except (proto_message.DecodeError, text_format.ParseError) as e:
+  except (proto_message.DecodeError, text_format.ParseError,
+          RecursionError) as e:
     raise InspectError(
         f"{path} is not a valid SavedModel proto (corrupt or truncated, "
-        f"{len(data)} bytes): {e}") from e
+        f"{len(data)} bytes): {bounded_read.shorten_message(str(e), 300)}"
+    ) from e
   if not proto.meta_graphs:
     raise InspectError(f"{path} holds no MetaGraphDef.")
   return proto
+
+
+def _read_bounded(path: str, max_bytes: int) -> bytes:
+  try:
+    return bounded_read.read_regular_file(path, max_bytes)
+  except bounded_read.InputFileError as e:
+    raise InspectError(f"--dir: {e}.") from e
 
 
 def _shape_list(shape: tf.TensorShape) -> Optional[list[int]]:

@@ -8,7 +8,17 @@ renamed; updates `current_version` and `exported_models`. Exit codes: 0 ok,
 1 the merge failed (message on stderr, nothing published), 2 bad flags.
 
   --dry_run         validate spec and graphs, print what would be written
+                    (for a spec with `base`: added, replaced, removed, kept)
   --format=json     machine-readable summary on stdout
+
+Inputs are untrusted: only regular files up to --max_input_bytes are read,
+graphs with ops of python/common/denied_ops.txt are refused unless
+--allow_ops names them, each run of the check has a deadline
+(--check_timeout_seconds), and vocabulary files come only from the spec's
+directory or its `allowed_asset_dirs`. A version that drops signatures of the
+newest one needs --allow_removed_signatures; one with the newest version's
+content needs --allow_same_content. Once a version is published the exit
+status is 0; what could not be tidied afterwards is printed as warnings.
 
 Vocabulary files of lookup tables are copied into `<N>/assets/`. Constants
 inside function bodies stay in saved_model.pb (never externalized), and the
@@ -25,6 +35,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from python.common import op_policy
 from python.merge import cli
 from python.merge import merge_lib
 
@@ -70,6 +81,31 @@ _DRY_RUN = flags.DEFINE_boolean(
     "write nothing.")
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
                             "Summary format on stdout.")
+_ALLOW_OPS = flags.DEFINE_string(
+    "allow_ops", "",
+    "Comma-separated ops of python/common/denied_ops.txt (file-system, "
+    "printing, process ops) to accept in the input graphs, e.g. "
+    "--allow_ops=PrintV2. By default graphs holding them are refused.")
+_MAX_INPUT_BYTES = flags.DEFINE_integer(
+    "max_input_bytes", merge_lib.DEFAULT_MAX_INPUT_BYTES,
+    "Frozen graphs and vocabulary files larger than this are refused "
+    "(default 2 GiB, protobuf's limit for a GraphDef).", lower_bound=1)
+_CHECK_TIMEOUT_SECONDS = flags.DEFINE_float(
+    "check_timeout_seconds", merge_lib.DEFAULT_CHECK_TIMEOUT_SECONDS,
+    "Deadline of each run of the pre-publish check (variable restore, init "
+    "op, each signature); a run past it fails the merge.", lower_bound=0.001)
+_ALLOW_REMOVED_SIGNATURES = flags.DEFINE_boolean(
+    "allow_removed_signatures", False,
+    "Publish even if the new version lacks signatures the newest version "
+    "serves (their clients break once it loads).")
+_ALLOW_SAME_CONTENT = flags.DEFINE_boolean(
+    "allow_same_content", False,
+    "Publish even if the new version's content fingerprint equals the "
+    "newest version's (servers reload it for nothing).")
+_LOCK_TIMEOUT_SECONDS = flags.DEFINE_float(
+    "lock_timeout_seconds", merge_lib.DEFAULT_LOCK_TIMEOUT_SECONDS,
+    "How long to wait for another merge into the same --output_base.",
+    lower_bound=0)
 
 flags.mark_flags_as_required(["spec", "output_base"])
 flags.register_validator("spec", lambda v: v is None or bool(v.strip()),
@@ -84,6 +120,13 @@ def main(argv: Sequence[str]) -> None:
     raise cli.usage_error(
         f"unexpected arguments {list(argv[1:])}; pass everything as flags, "
         "e.g. --spec=merge.toml --output_base=/models/merged.")
+  allow_ops = op_policy.parse_allow_ops(_ALLOW_OPS.value)
+  unknown = op_policy.unknown_allowed(allow_ops)
+  if unknown:
+    raise cli.usage_error(
+        f"--allow_ops names {', '.join(unknown)}, which python/common/"
+        "denied_ops.txt does not list (op names are case-sensitive, e.g. "
+        "ReadFile, PrintV2); pass only ops a refusal named.")
   result = cli.run_job(lambda: merge_lib.merge_and_publish(
       cli.user_path(_SPEC.value),
       cli.user_path(_OUTPUT_BASE.value),
@@ -93,7 +136,13 @@ def main(argv: Sequence[str]) -> None:
       warmup=_WARMUP.value,
       keep_versions=_KEEP_VERSIONS.value,
       externalize_threshold_bytes=_EXTERNALIZE_THRESHOLD_BYTES.value,
-      dry_run=_DRY_RUN.value))
+      dry_run=_DRY_RUN.value,
+      allow_ops=allow_ops,
+      max_input_bytes=_MAX_INPUT_BYTES.value,
+      check_timeout_seconds=_CHECK_TIMEOUT_SECONDS.value,
+      allow_removed_signatures=_ALLOW_REMOVED_SIGNATURES.value,
+      allow_same_content=_ALLOW_SAME_CONTENT.value,
+      lock_timeout_seconds=_LOCK_TIMEOUT_SECONDS.value))
   if _FORMAT.value == "json":
     print(merge_lib.to_json(result))
   else:

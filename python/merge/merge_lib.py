@@ -14,8 +14,23 @@ Users driving merges from their own pipelines need only this module:
   print(result.version, result.path)
 
 or with a TOML spec file: `merge_lib.merge_and_publish("merge.toml", ...)`.
+
+Incremental deploys start from a published version and change only some
+models (the others' frozen graphs are not needed; see incremental.py):
+
+  spec = merge_lib.MergeSpec(models=(new_audio_model,), base="latest",
+                             remove=("old_model",))
+  result = merge_lib.merge_and_publish(spec, "/models/merged")
+  print(result.incremental.kept)
 Every failure raises a `MergeError` subclass whose message names the file,
-model and key involved; nothing is published then.
+model and key involved; nothing is published then. Once a version is
+published the call returns, and what could not be tidied afterwards (history,
+old versions) is listed in `result.warnings`.
+
+By default a merge refuses: graphs holding ops of
+python/common/denied_ops.txt (`allow_ops`), a version that drops signatures
+the newest version serves (`allow_removed_signatures`), and a version whose
+content fingerprint equals the newest version's (`allow_same_content`).
 
 The command line is `bazel run //python/merge -- --spec=... --output_base=...`.
 """
@@ -24,12 +39,13 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
 from python.merge import numerics as numerics_lib
+from python.merge import incremental
 from python.merge import publish
 from python.merge import spec as spec_lib
 
@@ -39,6 +55,8 @@ SpecError = errors.SpecError
 GraphError = errors.GraphError
 PublishError = errors.PublishError
 VerifyError = errors.VerifyError
+BaseError = incremental.BaseError
+CheckTimeoutError = errors.CheckTimeoutError
 ModelSpec = spec_lib.ModelSpec
 MergeSpec = spec_lib.MergeSpec
 load_spec = spec_lib.load_spec
@@ -46,6 +64,9 @@ validate_spec = spec_lib.validate_spec
 BundleInfo = bundle_writer.BundleInfo
 
 DEFAULT_EXTERNALIZE_THRESHOLD_BYTES = 1 << 20
+DEFAULT_MAX_INPUT_BYTES = bundle_writer.DEFAULT_MAX_INPUT_BYTES
+DEFAULT_CHECK_TIMEOUT_SECONDS = bundle_check.DEFAULT_TIMEOUT_SECONDS
+DEFAULT_LOCK_TIMEOUT_SECONDS = publish.DEFAULT_LOCK_TIMEOUT_SECONDS
 # Server env var for bit-identical answers with externalized MatMul/Conv
 # weights on oneDNN CPU builds (see python/merge/externalize.py).
 ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
@@ -70,6 +91,11 @@ class MergeResult:
     numerics: signature -> `numerics.SignatureNumerics`: the check's
       comparison of the merged answers with each frozen graph's own answers
       on the same synthesized inputs (empty without verify).
+    removed_signatures: signatures of the previous `exported_models` this
+      version does not serve.
+    warnings: what the run could not do after publishing (or, for a dry
+      run, what publishing would refuse), one sentence each.
+    fingerprint: the content fingerprint (see bundle_writer).
   """
   version: int
   path: str
@@ -82,6 +108,12 @@ class MergeResult:
   serving_default: Optional[str] = None
   bundle: Optional[Any] = dataclasses.field(default=None, repr=False)
   numerics: dict = dataclasses.field(default_factory=dict, repr=False)
+  # Incremental deploys (spec `base`): what was added, replaced, removed and
+  # kept, and from which base version.
+  incremental: Optional[Any] = None
+  removed_signatures: tuple[str, ...] = ()
+  warnings: tuple[str, ...] = ()
+  fingerprint: str = ""
 
   def to_json_dict(self) -> dict[str, Any]:
     """Returns the machine-readable summary printed by --format=json."""
@@ -90,12 +122,17 @@ class MergeResult:
         "path": self.path,
         "signatures": list(self.signatures),
         "new_signatures": list(self.new_signatures),
+        "removed_signatures": list(self.removed_signatures),
+        "warnings": list(self.warnings),
+        "fingerprint": self.fingerprint,
         "bytes": self.bytes,
         "seconds": round(self.seconds, 3),
         "dry_run": self.dry_run,
         "deleted_versions": list(self.deleted_versions),
         "serving_default": self.serving_default,
     }
+    if self.incremental is not None:
+      summary["incremental"] = self.incremental.to_json_dict()
     if self.bundle is not None:
       summary["signature_defs"] = {
           name: _signature_json(info)
@@ -121,8 +158,13 @@ class MergeResult:
         "  new in this version: " +
         (", ".join(self.new_signatures) or "(none)"),
     ]
+    if self.removed_signatures:
+      lines.append("  removed in this version: " +
+                   ", ".join(self.removed_signatures))
     if self.serving_default:
       lines.append(f"  serving_default: {self.serving_default}")
+    if self.incremental is not None:
+      lines += self.incremental.text_lines()
     if self.deleted_versions:
       lines.append("  deleted old versions: " +
                    ", ".join(map(str, self.deleted_versions)))
@@ -140,6 +182,7 @@ class MergeResult:
     # numerics: largest difference per signature vs its graph alone.
     for name, value in self.numerics.items():
       lines.append(f"  numerics {name}: {value.to_text()}")
+    lines.extend(f"  warning: {w}" for w in self.warnings)
     return "\n".join(lines)
 
 
@@ -153,7 +196,14 @@ def merge_and_publish(
     warmup: bool = True,
     keep_versions: Optional[int] = None,
     externalize_threshold_bytes: int = DEFAULT_EXTERNALIZE_THRESHOLD_BYTES,
-    dry_run: bool = False) -> MergeResult:
+    dry_run: bool = False,
+    allow_ops: Sequence[str] = (),
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    check_timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS,
+    allow_removed_signatures: bool = False,
+    allow_same_content: bool = False,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+) -> MergeResult:
   """Merges the spec's frozen graphs and publishes `<output_base>/<N>`.
 
   Args:
@@ -175,16 +225,28 @@ def merge_and_publish(
       bits unless the server runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1;
       `result.bundle.externalized_weights` lists such weights.
     dry_run: validate the spec and graphs and report what would be written,
-      writing nothing.
+      writing nothing (what publishing would refuse is in `warnings`).
+    allow_ops: ops of python/common/denied_ops.txt to accept anyway.
+    max_input_bytes: frozen graphs and vocabulary files larger than this are
+      refused.
+    check_timeout_seconds: deadline of each run of the bundle check.
+    allow_removed_signatures: publish a version that lacks signatures of
+      the previous one.
+    allow_same_content: publish a version whose content fingerprint equals
+      the newest version's.
+    lock_timeout_seconds: how long to wait for another merge into the base.
 
   Returns:
     A MergeResult.
 
   Raises:
     SpecError: the spec is invalid.
-    GraphError: a frozen graph is missing, corrupt or lacks a tensor.
-    PublishError: the output base is not writable or the version exists.
-    VerifyError: the merged bundle does not load or a signature fails.
+    GraphError: a frozen graph is missing, not a regular file, too large,
+      corrupt, holds denied ops or lacks a tensor.
+    PublishError: the output base is not writable, the version exists, it
+      would remove signatures or republish the same content.
+    VerifyError: the merged bundle does not load or a signature fails
+      (CheckTimeoutError: a run passed its deadline).
   """
   start = time.monotonic()
   spec = _resolve_spec(spec)
@@ -199,37 +261,55 @@ def merge_and_publish(
         f"{DEFAULT_EXTERNALIZE_THRESHOLD_BYTES}.")
   if message is None:
     message = spec.message
+  allow_ops = tuple(allow_ops)
+  if spec.base is not None:  # Incremental deploy (python/merge/incremental).
+    return _merge_incremental(
+        spec, output_base, start, version=version, message=message,
+        verify=verify, warmup=warmup, keep_versions=keep_versions,
+        externalize_threshold_bytes=externalize_threshold_bytes,
+        dry_run=dry_run, allow_ops=allow_ops, max_input_bytes=max_input_bytes,
+        check_timeout_seconds=check_timeout_seconds,
+        allow_removed_signatures=allow_removed_signatures,
+        allow_same_content=allow_same_content,
+        lock_timeout_seconds=lock_timeout_seconds)
   signatures = tuple(m.signature_name for m in spec.models)
   expected = signatures + ((spec_lib.SERVING_DEFAULT,)
                            if spec.serving_default else ())
+  options = dict(warmup=warmup,
+                 externalize_threshold_bytes=externalize_threshold_bytes,
+                 max_input_bytes=max_input_bytes, allow_ops=allow_ops)
 
   if dry_run:
-    info = bundle_writer.plan(
-        spec, warmup=warmup,
-        externalize_threshold_bytes=externalize_threshold_bytes)
-    return _dry_run(spec, info, output_base, version, signatures, start)
+    info = bundle_writer.plan(spec, **options)
+    return _dry_run(spec, info, output_base, version, signatures, start,
+                    allow_removed_signatures, allow_same_content)
+
+  previous, previous_version = incremental.newest_manifest(output_base)
 
   def write(export_dir: str):
-    return bundle_writer.write_saved_model(
-        spec, export_dir, warmup=warmup,
-        externalize_threshold_bytes=externalize_threshold_bytes)
+    info = bundle_writer.write_saved_model(spec, export_dir, **options)
+    incremental.add_manifest(export_dir, info, incremental.build_manifest(
+        spec, info, previous=previous, previous_version=previous_version,
+        version=_staged_version(export_dir),
+        new_manifest=incremental.new_info_manifest(info)))
+    return info
+
+  def check_written(info: BundleInfo, newest: Optional[str]) -> None:
+    if not allow_same_content:
+      _refuse_same_content(info, newest)
 
   numerics = {}
 
   def check(export_dir: str) -> None:
-    reference = numerics_lib.Reference.from_spec(spec)
-    try:
-      checks = bundle_check.check_bundle(
-          export_dir, expected_signatures=expected, reference=reference)
-    finally:
-      reference.close()
-    numerics.update((name, checks[name].numerics) for name in expected
-                    if checks[name].numerics is not None)
+    _check(export_dir, spec, spec, expected, check_timeout_seconds, allow_ops,
+           numerics)
 
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
       message=message, check=check if verify else None,
-      keep_versions=keep_versions)
+      keep_versions=keep_versions,
+      allow_removed_signatures=allow_removed_signatures,
+      check_written=check_written, lock_timeout_seconds=lock_timeout_seconds)
   info = publication.written
   return MergeResult(
       version=publication.version,
@@ -242,6 +322,135 @@ def merge_and_publish(
       deleted_versions=publication.deleted_versions,
       serving_default=spec.serving_default,
       bundle=info,
+      removed_signatures=publication.removed_signatures,
+      warnings=publication.warnings,
+      fingerprint=info.fingerprint,
+      numerics=numerics)
+
+
+def _check(export_dir: str, spec: MergeSpec, graphs: Optional[MergeSpec],
+           expected: tuple[str, ...], timeout_seconds: float,
+           allow_ops: tuple[str, ...], numerics: dict) -> None:
+  """The merge's check of a staged bundle, with the numerics of `graphs`.
+
+  `graphs` holds the models whose frozen graphs are compared with the
+  merged answers (None: no comparison); the report goes into `numerics`.
+  """
+  reference = (numerics_lib.Reference.from_spec(graphs)
+               if graphs is not None else None)
+  try:
+    checks = bundle_check.check_bundle(
+        export_dir, expected_signatures=expected, reference=reference,
+        timeout_seconds=timeout_seconds, allow_ops=allow_ops,
+        name=f"the merged bundle of {_spec_name(spec)} (staged, not "
+        "published)")
+  finally:
+    if reference is not None:
+      reference.close()
+  numerics.update((name, checks[name].numerics) for name in expected
+                  if checks[name].numerics is not None)
+
+
+def _spec_name(spec: MergeSpec) -> str:
+  return f"spec {spec.source}" if spec.source else "the spec"
+
+
+def _same_content_version(info: BundleInfo,
+                          newest: Optional[str]) -> Optional[str]:
+  """The newest version's name if its fingerprint equals `info`'s."""
+  if newest is None:
+    return None
+  manifest = bundle_writer.read_manifest(newest)
+  if manifest and manifest.get("fingerprint") == info.fingerprint:
+    return newest.rstrip("/").rsplit("/", 1)[-1]
+  return None
+
+
+def same_content_error(version: str, fingerprint: str) -> PublishError:
+  """The error for republishing the newest version's content."""
+  return PublishError(
+      f"the new version would have the same content as the newest version "
+      f"{version} (content fingerprint {fingerprint[:16]}: the same graphs, "
+      "signatures, vocabularies and options), so every server would reload "
+      "it for nothing; nothing was published. Change the spec, or pass "
+      "--allow_same_content to publish it anyway.")
+
+
+def _refuse_same_content(info: BundleInfo, newest: Optional[str]) -> None:
+  same = _same_content_version(info, newest)
+  if same is not None:
+    raise same_content_error(same, info.fingerprint)
+
+
+def _staged_version(export_dir: str) -> Optional[int]:
+  """The version a staging directory (`.staging-<N>-...`) is written for."""
+  name = export_dir.rstrip("/").rsplit("/", 1)[-1]
+  number = name[len(".staging-"):].split("-", 1)[0]
+  return int(number) if number.isdigit() else None
+
+
+def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
+                       version, message, verify, warmup, keep_versions,
+                       externalize_threshold_bytes, dry_run, allow_ops,
+                       max_input_bytes, check_timeout_seconds,
+                       allow_removed_signatures, allow_same_content,
+                       lock_timeout_seconds) -> MergeResult:
+  """merge_and_publish for a spec with `base` (see incremental.py).
+
+  The hardening of a full merge applies to the new models (`allow_ops`,
+  `max_input_bytes`), to the check (`check_timeout_seconds`) and to the
+  publish. Signatures the spec's `remove` names may disappear; any other
+  signature the newest version serves and this one would not is refused
+  unless `allow_removed_signatures` (e.g. a base older than the newest).
+  """
+  plan = incremental.prepare(spec, output_base)  # Refuses a bad base first.
+  signatures = plan.signatures
+  expected = signatures + ((spec_lib.SERVING_DEFAULT,)
+                           if plan.serving_default else ())
+  options = dict(warmup=warmup,
+                 externalize_threshold_bytes=externalize_threshold_bytes,
+                 max_input_bytes=max_input_bytes, allow_ops=allow_ops)
+  _, exported = publish.read_history(output_base)
+  unexpected = [s for s in exported
+                if s not in set(signatures) and s not in set(spec.remove)]
+  allow_removed = allow_removed_signatures or not unexpected
+  if dry_run:
+    info = incremental.plan_bundle(plan, **options)
+    result = _dry_run(spec, info, output_base, version, signatures, start,
+                      allow_removed, allow_same_content=True)
+    return dataclasses.replace(result, serving_default=plan.serving_default,
+                               incremental=plan)
+
+  def write(export_dir: str):
+    return incremental.write_bundle(plan, export_dir,
+                                    version=_staged_version(export_dir),
+                                    **options)
+
+  def check_written(info: BundleInfo, newest: Optional[str]) -> None:
+    if not allow_same_content:
+      _refuse_same_content(info, newest)
+
+  numerics = {}
+
+  def check(export_dir: str) -> None:
+    # Kept signatures have no frozen graph here: only new ones are compared.
+    _check(export_dir, spec, plan.new_spec, expected, check_timeout_seconds,
+           allow_ops, numerics)
+
+  publication = publish.publish(
+      output_base, write, signatures=signatures, version=version,
+      message=message, check=check if verify else None,
+      keep_versions=keep_versions, allow_removed_signatures=allow_removed,
+      check_written=check_written, lock_timeout_seconds=lock_timeout_seconds)
+  info = publication.written
+  return MergeResult(
+      version=publication.version, path=publication.path,
+      signatures=signatures, new_signatures=publication.new_signatures,
+      bytes=info.total_bytes, seconds=time.monotonic() - start,
+      dry_run=False, deleted_versions=publication.deleted_versions,
+      serving_default=plan.serving_default, bundle=info, incremental=plan,
+      removed_signatures=publication.removed_signatures,
+      warnings=publication.warnings, fingerprint=info.fingerprint,
       numerics=numerics)
 
 
@@ -254,14 +463,26 @@ def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
 
 def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
              version: Optional[int], signatures: tuple[str, ...],
-             start: float) -> MergeResult:
-  existing = publish.list_versions(output_base)
+             start: float, allow_removed_signatures: bool,
+             allow_same_content: bool) -> MergeResult:
+  dirs = publish.version_dirs(output_base)
+  existing = list(dirs)
   if version is None:
     version = existing[-1] + 1 if existing else 1
   elif version in existing:
     raise publish.version_exists_error(output_base, version, existing)
   _, exported = publish.read_history(output_base)
   new = tuple(s for s in signatures if s not in set(exported))
+  removed = tuple(s for s in exported if s not in set(signatures))
+  warnings = []
+  if removed and not allow_removed_signatures:
+    warnings.append(str(publish.removed_signatures_error(
+        output_base, version, removed)))
+  if existing and not allow_same_content:
+    same = _same_content_version(
+        info, publish.version_path(output_base, dirs[existing[-1]][-1]))
+    if same is not None:
+      warnings.append(str(same_content_error(same, info.fingerprint)))
   base = output_base.rstrip("/")
   path = (f"{base}/{version}" if "://" in base else
           os.path.join(os.path.abspath(base), str(version)))
@@ -274,7 +495,10 @@ def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
       seconds=time.monotonic() - start,
       dry_run=True,
       serving_default=spec.serving_default,
-      bundle=info)
+      bundle=info,
+      removed_signatures=removed,
+      warnings=tuple(warnings),
+      fingerprint=info.fingerprint)
 
 
 def _signature_json(info) -> dict[str, Any]:

@@ -5,9 +5,12 @@ graph answers alone; failures publish nothing; inspect_lib describes what was
 published.
 """
 
+import io
 import json
 import os
+import sys
 import threading
+import time
 import uuid
 
 from absl.testing import absltest
@@ -15,6 +18,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from python.merge import cli
 from python.merge import inspect_lib
 from python.merge import merge_lib
 from python.merge import publish
@@ -150,18 +154,61 @@ class MergeLibTest(parameterized.TestCase):
     first = merge_lib.merge_and_publish(spec, self.base)
     second = merge_lib.merge_and_publish(
         self._spec("hyaudio", "regressor"), self.base, message="add regressor")
+    # Dropping "regressor" needs saying so; the dry run tells in advance.
+    dry = merge_lib.merge_and_publish(spec, self.base, dry_run=True)
+    self.assertEqual(dry.removed_signatures, ("regressor",))
+    self.assertIn("  removed in this version: regressor", dry.to_text())
+    self.assertRegex(dry.to_text(), r"warning: version 3 would remove "
+                     r"signature\(s\) regressor .*--allow_removed_signatures")
+    self.assertEqual(dry.to_json_dict()["removed_signatures"], ["regressor"])
+    with self.assertRaisesRegex(
+        merge_lib.PublishError,
+        r"version 7 would remove signature\(s\) regressor that the newest "
+        r"version .*pass --allow_removed_signatures"):
+      merge_lib.merge_and_publish(spec, self.base, version=7)
+    self.assertEqual(_numeric_dirs(self.base), ["1", "2"])
     third = merge_lib.merge_and_publish(spec, self.base, keep_versions=2,
-                                        version=7)
+                                        version=7,
+                                        allow_removed_signatures=True)
     self.assertEqual((first.version, second.version, third.version),
                      (1, 2, 7))
     self.assertEqual(second.new_signatures, ("regressor",))
     self.assertEqual(third.new_signatures, ())
+    self.assertEqual(third.removed_signatures, ("regressor",))
     self.assertEqual(third.deleted_versions, (1,))
+    self.assertEqual(third.warnings, ())
     self.assertEqual(_numeric_dirs(self.base), ["2", "7"])
     self.assertEqual(publish.read_history(self.base), ([
-        '7\t\t"from spec"', '2\tregressor\t"add regressor"',
+        '7\t\t"from spec"\tregressor', '2\tregressor\t"add regressor"',
         '1\thyaudio\t"from spec"'
     ], ["hyaudio"]))
+
+  def test_same_content_is_not_republished(self):
+    spec = self._spec("hyaudio", message="first")
+    first = merge_lib.merge_and_publish(spec, self.base)
+    manifest = os.path.join(first.path, "assets.extra", "merge_manifest.json")
+    with open(manifest) as f:
+      self.assertEqual(json.load(f)["fingerprint"], first.fingerprint)
+    dry = merge_lib.merge_and_publish(spec, self.base, dry_run=True)
+    self.assertEqual(dry.fingerprint, first.fingerprint)
+    self.assertRegex(dry.to_text(), r"warning: the new version would have "
+                     r"the same content as the newest version 1")
+    with self.assertRaisesRegex(
+        merge_lib.PublishError,
+        r"the new version would have the same content as the newest version "
+        r"1 \(content fingerprint [0-9a-f]{16}: .*nothing was published\. "
+        r"Change the spec, or pass --allow_same_content"):
+      merge_lib.merge_and_publish(
+          self._spec("hyaudio", message="again"), self.base)
+    self.assertEqual(_numeric_dirs(self.base), ["1"])
+    self.assertEqual(_leftovers(self.base), [])
+    forced = merge_lib.merge_and_publish(spec, self.base,
+                                         allow_same_content=True)
+    self.assertEqual(forced.version, 2)
+    # Other content (here: no warmup requests) is a new version.
+    other = merge_lib.merge_and_publish(spec, self.base, warmup=False)
+    self.assertEqual(other.version, 3)
+    self.assertNotEqual(other.fingerprint, first.fingerprint)
 
   def test_existing_version_is_refused(self):
     merge_lib.merge_and_publish(self._spec("hyaudio"), self.base)
@@ -241,7 +288,8 @@ class MergeLibTest(parameterized.TestCase):
     fields.update(override)
     spec = merge_lib.MergeSpec(models=(merge_lib.ModelSpec(**fields),))
     with self.assertRaisesRegex(error, regex):
-      merge_lib.merge_and_publish(spec, self.base)
+      merge_lib.merge_and_publish(spec, self.base,
+                                  allow_removed_signatures=True)
     self.assertEqual(_numeric_dirs(self.base), ["1"])
     self.assertEqual(_leftovers(self.base), [])
     self.assertEqual(publish.read_history(self.base)[1], ["regressor"])
@@ -261,7 +309,9 @@ class MergeLibTest(parameterized.TestCase):
         outputs={"y": "y:0"}),))
     with self.assertRaisesRegex(
         merge_lib.VerifyError,
-        r'signature "nan" does not run on synthesized inputs.*negative log'):
+        r"^the merged bundle of the spec \(staged, not published\): 1 of 1 "
+        r'signature\(s\) failed the check:\n  signature "nan" does not run '
+        r"on synthesized inputs.*negative log"):
       merge_lib.merge_and_publish(spec, self.base)
     self.assertEqual(_numeric_dirs(self.base), [])
     self.assertEqual(_leftovers(self.base), [])
@@ -270,11 +320,92 @@ class MergeLibTest(parameterized.TestCase):
     result = merge_lib.merge_and_publish(spec, self.base, verify=False)
     self.assertEqual(result.version, 1)
 
+  def test_denied_ops_are_refused_before_anything_runs(self):
+    marker = os.path.join(self.tmp, "written_by_the_graph")
+    path = os.path.join(self.tmp, "writer.pb")
+    graph = tf.Graph()
+    with graph.as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+      write = tf.io.write_file(marker, "pwned", name="write")
+      with tf.control_dependencies([write]):
+        tf.identity(x, name="y")
+    with open(path, "wb") as f:
+      f.write(graph.as_graph_def().SerializeToString())
+    spec = merge_lib.MergeSpec(models=(merge_lib.ModelSpec(
+        signature_name="writer", frozen=path, inputs={"x": "x:0"},
+        outputs={"y": "y:0"}),))
+    for dry_run in (True, False):
+      with self.assertRaisesRegex(
+          merge_lib.GraphError,
+          r'model #1 "writer", key "frozen": frozen graph .*writer.pb '
+          r'contains op\(s\) refused by default: WriteFile \(node "write"\)'
+          r".*--allow_ops=WriteFile\."):
+        merge_lib.merge_and_publish(spec, self.base, dry_run=dry_run)
+    self.assertFalse(os.path.exists(marker))
+    self.assertEqual(_numeric_dirs(self.base), [])
+    # Accepted explicitly, the check runs the graph, op and all: the test
+    # above would see the file if the refusal came too late.
+    result = merge_lib.merge_and_publish(spec, self.base,
+                                         allow_ops=["WriteFile"])
+    self.assertEqual(result.version, 1)
+    self.assertTrue(os.path.exists(marker))
+
+  def test_check_runs_have_a_deadline(self):
+    path = os.path.join(self.tmp, "blocked.pb")
+    graph = tf.Graph()
+    with graph.as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+      queue = tf.queue.FIFOQueue(1, tf.float32, shapes=[[]], name="queue")
+      tf.add(x, queue.dequeue(), name="y")  # Nothing is ever enqueued.
+    with open(path, "wb") as f:
+      f.write(graph.as_graph_def().SerializeToString())
+    spec = merge_lib.MergeSpec(models=(merge_lib.ModelSpec(
+        signature_name="blocked", frozen=path, inputs={"x": "x:0"},
+        outputs={"y": "y:0"}),))
+    start = time.monotonic()
+    with self.assertRaisesRegex(
+        merge_lib.CheckTimeoutError,
+        r"^the merged bundle of the spec \(staged, not published\): "
+        r'signature "blocked" did not finish within the check\'s deadline '
+        r"of 0.5 s \(--check_timeout_seconds\)\. .*raise "
+        r"--check_timeout_seconds if it is merely slow") as caught:
+      merge_lib.merge_and_publish(spec, self.base, check_timeout_seconds=0.5,
+                                  warmup=False)
+    self.assertFalse(caught.exception.abandoned)
+    self.assertLess(time.monotonic() - start, 30)
+    self.assertNotIn(".staging", str(caught.exception))
+    self.assertEqual(_numeric_dirs(self.base), [])
+    self.assertEqual(_leftovers(self.base), [])
+    # The lock was released: the next merge goes through at once.
+    result = merge_lib.merge_and_publish(self._spec("hyaudio"), self.base,
+                                         lock_timeout_seconds=1)
+    self.assertEqual(result.version, 1)
+
+  def test_cli_prints_one_line_and_never_a_traceback(self):
+    for exception, regex in (
+        (merge_lib.GraphError("bad graph " + "x" * (10 << 20)),
+         r"^error: bad graph x+\.\.\.\(cut\)\n$"),
+        (ValueError("boom"), r"^error: unexpected ValueError: boom \(this is "
+         r"a bug in the merge tools; rerun with --verbosity=1"),
+        (RecursionError(), r"^error: the input is nested too deeply"),
+    ):
+      def job(e=exception):
+        raise e
+      stderr = io.StringIO()
+      with absltest.mock.patch.object(sys, "stderr", stderr):
+        with self.assertRaises(SystemExit) as caught:
+          cli.run_job(job)
+      self.assertEqual(caught.exception.code, 1)
+      self.assertRegex(stderr.getvalue(), regex)
+      self.assertLess(len(stderr.getvalue()), 3000)
+      self.assertEqual(stderr.getvalue().count("\n"), 1)
+
   def test_no_warmup(self):
     result = merge_lib.merge_and_publish(self._spec("hyaudio"), self.base,
                                          warmup=False)
-    self.assertFalse(
-        os.path.exists(os.path.join(result.path, "assets.extra")))
+    self.assertEqual(
+        os.listdir(os.path.join(result.path, "assets.extra")),
+        ["merge_manifest.json"])
 
   @parameterized.named_parameters(
       ("version", {"version": -1}, merge_lib.PublishError,
@@ -299,8 +430,8 @@ class MergeLibTest(parameterized.TestCase):
 
     def run(name):
       try:
-        results.append(merge_lib.merge_and_publish(self._spec(name),
-                                                   self.base))
+        results.append(merge_lib.merge_and_publish(
+            self._spec(name), self.base, allow_removed_signatures=True))
       except Exception as e:  # pylint: disable=broad-except
         failures.append(e)
 

@@ -4,27 +4,47 @@ TensorFlow Serving watches `model_base_path` and loads the highest numeric
 subdirectory, ignoring every other name. `publish()` relies on that:
 
 1. take an exclusive lock on `<output_base>/.merge.lock` (local paths), so
-   concurrent merges into one base are serialized, and remove what crashed
-   runs left behind (`.staging-*`, `.trash-*`, `.tmp-*`);
-2. choose the version (`version` or highest numeric subdirectory + 1) and
-   refuse one that already exists;
-3. let the caller write the bundle into `<output_base>/.staging-<N>-...`;
-4. fsync every file and directory of the staged copy, run the caller's check
+   concurrent merges into one base are serialized (waiting at most
+   `lock_timeout_seconds`, reporting the holder's pid and whether it still
+   runs), and remove what crashed runs left behind (`.staging-*`, `.trash-*`,
+   `.tmp-*`), reporting a previous holder that died;
+2. repair the history: every published version without its
+   `current_version` line (its merge was killed right after the rename) gets
+   one, and `exported_models` follows the newest version;
+3. choose the version (`version` or highest numeric subdirectory + 1) and
+   refuse one that already exists, and refuse to drop signatures the newest
+   version serves unless `allow_removed_signatures`;
+4. let the caller write the bundle into `<output_base>/.staging-<N>-...`
+   (`check_written` may still refuse it, e.g. for identical content);
+5. fsync every file and directory of the staged copy, run the caller's check
    on it;
-5. `rename()` the staged directory to `<output_base>/<N>` and fsync the base,
-   so the version appears atomically, complete, or not at all;
-6. replace the history files `current_version` (newest first,
-   `N<TAB>new signatures<TAB>"message"`) and `exported_models` (one signature
-   per line) atomically (temporary file + rename);
-7. with `keep_versions`, retire the oldest versions (rename to a non-numeric
+6. `rename()` the staged directory to `<output_base>/<N>`, so the version
+   appears atomically, complete, or not at all;
+7. replace the history files `current_version` (newest first,
+   `N<TAB>new signatures<TAB>"message"`, plus `<TAB>removed signatures` when
+   some were removed) and `exported_models` (one signature per line)
+   atomically (temporary file + rename);
+8. with `keep_versions`, retire the oldest versions (rename to a non-numeric
    name, then delete), never the new one.
+
+Publishing is one transaction: an exception (exit 1 in the binary) means no
+new version is visible. Once the rename of step 6 happened, the version is
+published: steps 7 and 8 never raise, and what they could not do is returned
+in `Publication.warnings` (and repaired by the next run).
+
+Version directories are the names TensorFlow Serving parses as versions
+(`strings::safe_strto64`: optional surrounding whitespace and minus sign,
+decimal digits), so `010` is version 10 and keep_versions retires it by its
+own name.
 
 A SIGKILL at any point leaves previously published versions untouched and no
 numeric directory half-written; the next run cleans up.
 
-`output_base` may also be any `tf.io.gfile` URI. `file://` URIs are handled as
-local paths. Object stores (`gs://`, `s3://`, `ram://`, ...) have no atomic
-directory rename, so the staged copy is copied into `<N>` with
+`output_base` may also be a URI. `file://` URIs are handled as local paths.
+`s3://bucket/prefix` goes through boto3 (TensorFlow 2.21's gfile has no S3):
+see `s3_publish.py` for its order of uploads, server-side copies and
+conditional writes. Other `tf.io.gfile` schemes (`gs://`, `ram://`, ...) have
+no atomic directory rename, so the staged copy is copied into `<N>` with
 `saved_model.pb` written last (TF Serving only considers a version once its
 `saved_model.pb` exists). Merges into such a base are serialized within one
 process only; run one merge per base at a time there.
@@ -39,6 +59,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from typing import Callable, Generic, Iterator, Optional, Sequence, TypeVar
@@ -46,7 +67,10 @@ from typing import Callable, Generic, Iterator, Optional, Sequence, TypeVar
 from absl import logging
 import tensorflow as tf
 
+from python.common import object_store
+from python.common import bounded_read
 from python.merge import errors
+from python.merge import s3_publish
 
 CURRENT_VERSION_FILE = "current_version"
 EXPORTED_MODELS_FILE = "exported_models"
@@ -59,8 +83,18 @@ _LEFTOVER_PREFIXES = (_STAGING_PREFIX, _TRASH_PREFIX, _TMP_PREFIX)
 # other processes cannot be excluded there.
 _REMOTE_LEFTOVER_AGE_SECONDS = 24 * 3600
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-_VERSION_RE = re.compile(r"^[0-9]+$")
+# What TF Serving's ParseVersionNumber (strings::safe_strto64) accepts.
+_VERSION_RE = re.compile(r"^[ \t\n\v\f\r]*(-?[0-9]+)[ \t\n\v\f\r]*$")
 _MAX_VERSION = (1 << 63) - 1
+_MIN_VERSION = -(1 << 63)
+# Written by bundle_writer (MANIFEST_FILE there); read to repair history.
+MANIFEST_FILE = "assets.extra/merge_manifest.json"
+DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
+_MAX_HISTORY_BYTES = 64 << 20
+_LOCK_POLL_SECONDS = 0.2
+_LOCK_REPORT_SECONDS = 30.0
+REPAIRED_MESSAGE = ("(line added by a later merge: the merge that published "
+                    "this version stopped before recording it)")
 
 _T = TypeVar("_T")
 
@@ -80,12 +114,18 @@ class Publication(Generic[_T]):
       `exported_models`, in the given order.
     deleted_versions: versions removed because of `keep_versions`, ascending.
     written: what the `write` callable returned.
+    removed_signatures: signatures of the previous `exported_models` this
+      version does not have.
+    warnings: what could not be done after the version was published (history
+      not written, old versions not deleted ...) or was repaired before.
   """
   version: int
   path: str
   new_signatures: tuple[str, ...]
   deleted_versions: tuple[int, ...]
   written: _T
+  removed_signatures: tuple[str, ...] = ()
+  warnings: tuple[str, ...] = ()
 
 
 def is_local(path: str) -> bool:
@@ -104,8 +144,28 @@ def _join(base: str, name: str) -> str:
       base, name)
 
 
-def list_versions(output_base: str) -> list[int]:
-  """Returns the numeric version subdirectories of `output_base`, ascending.
+def version_path(output_base: str, name: str) -> str:
+  """`<output_base>/<name>` (absolute for local bases)."""
+  base = _local_path(output_base) if is_local(output_base) else output_base
+  return _join(base, name)
+
+
+def parse_version_name(name: str) -> Optional[int]:
+  """The version a directory name stands for in TF Serving, or None.
+
+  As TF Serving's `ParseVersionNumber` (`strings::safe_strto64`): `12`,
+  `010` (10), ` 7 ` and `-3` are versions; `v1`, `+1`, `1.0` and numbers
+  outside int64 are not.
+  """
+  match = _VERSION_RE.match(name)
+  if not match:
+    return None
+  value = int(match.group(1))
+  return value if _MIN_VERSION <= value <= _MAX_VERSION else None
+
+
+def version_dirs(output_base: str) -> dict[int, list[str]]:
+  """Version -> names of the directories holding it (`10` and `010`).
 
   Args:
     output_base: a local path or `tf.io.gfile` URI; missing means no versions.
@@ -113,29 +173,48 @@ def list_versions(output_base: str) -> list[int]:
   Raises:
     errors.PublishError: `output_base` exists but cannot be listed.
   """
+  if object_store.is_s3(output_base):
+    return s3_publish.list_versions(output_base)
   base = _local_path(output_base) if is_local(output_base) else output_base
+  found: dict[int, list[str]] = {}
   try:
     if is_local(output_base):
       if not os.path.exists(base):
-        return []
+        return {}
       names = os.listdir(base)
-      return sorted(
-          int(n) for n in names
-          if _VERSION_RE.match(n) and os.path.isdir(os.path.join(base, n)))
-    if not tf.io.gfile.exists(base):
-      return []
-    names = [n.rstrip("/") for n in tf.io.gfile.listdir(base)]
-    return sorted(
-        int(n) for n in names
-        if _VERSION_RE.match(n) and tf.io.gfile.isdir(_join(base, n)))
+      is_dir = lambda n: os.path.isdir(os.path.join(base, n))
+    else:
+      if not tf.io.gfile.exists(base):
+        return {}
+      names = [n.rstrip("/") for n in tf.io.gfile.listdir(base)]
+      is_dir = lambda n: tf.io.gfile.isdir(_join(base, n))
+    for name in sorted(names):
+      version = parse_version_name(name)
+      if version is not None and is_dir(name):
+        found.setdefault(version, []).append(name)
+    return dict(sorted(found.items()))
   except (OSError, tf.errors.OpError) as e:
     raise errors.PublishError(
         f"cannot list --output_base={output_base!r}: {_reason(e)}. "
         "Pass a directory you can read and write.") from e
 
 
+def list_versions(output_base: str) -> list[int]:
+  """Returns the versions of `output_base` (see `version_dirs`), ascending.
+
+  Args:
+    output_base: a local path or `tf.io.gfile` URI; missing means no versions.
+
+  Raises:
+    errors.PublishError: `output_base` exists but cannot be listed.
+  """
+  return list(version_dirs(output_base))
+
+
 def next_version(output_base: str) -> int:
   """Returns the version a merge would publish: highest numeric + 1, or 1."""
+  if object_store.is_s3(output_base):
+    return s3_publish.next_version(output_base)
   versions = list_versions(output_base)
   return versions[-1] + 1 if versions else 1
 
@@ -174,6 +253,8 @@ def read_history(output_base: str) -> tuple[list[str], list[str]]:
     (lines of `current_version` newest first, signatures of
     `exported_models`); empty lists when the files do not exist.
   """
+  if object_store.is_s3(output_base):
+    return s3_publish.read_history(output_base)
   base = _local_path(output_base) if is_local(output_base) else output_base
   current = _read_lines(_join(base, CURRENT_VERSION_FILE))
   exported = _read_lines(_join(base, EXPORTED_MODELS_FILE))
@@ -191,14 +272,38 @@ def version_exists_error(output_base: str, version: int,
 
 
 def format_history_line(version: int, new_signatures: Sequence[str],
-                        message: Optional[str]) -> str:
+                        message: Optional[str],
+                        removed_signatures: Sequence[str] = ()) -> str:
   """Returns one `current_version` line (without the newline).
 
-  The message is written as a JSON string, so it is always double-quoted and a
-  tab, newline or quote inside it cannot break the line format.
+  `N<TAB>new signatures<TAB>"message"`, plus `<TAB>removed signatures` when
+  the version removed some. The message is written as a JSON string, so it is
+  always double-quoted and a tab, newline or quote inside it cannot break the
+  line format.
   """
-  return "\t".join((str(version), ",".join(new_signatures),
-                    json.dumps(message or "", ensure_ascii=False)))
+  fields = [str(version), ",".join(new_signatures),
+            json.dumps(message or "", ensure_ascii=False)]
+  if removed_signatures:
+    fields.append(",".join(removed_signatures))
+  return "\t".join(fields)
+
+
+def history_line_version(line: str) -> Optional[int]:
+  """The version a `current_version` line records, or None."""
+  return parse_version_name(line.split("\t", 1)[0])
+
+
+def removed_signatures_error(output_base: str, version: int,
+                             removed: Sequence[str]) -> errors.PublishError:
+  """The error for publishing a version that drops signatures."""
+  listed = ", ".join(removed[:10]) + (
+      f" and {len(removed) - 10} more" if len(removed) > 10 else "")
+  return errors.PublishError(
+      f"version {version} would remove signature(s) {listed} "
+      f"that the newest version in --output_base={output_base!r} serves "
+      "(exported_models); their clients would fail once it loads. Add their "
+      "models to the spec to keep them, or pass --allow_removed_signatures "
+      "to remove them.")
 
 
 def publish(output_base: str,
@@ -208,7 +313,11 @@ def publish(output_base: str,
             version: Optional[int] = None,
             message: Optional[str] = None,
             check: Optional[Callable[[str], None]] = None,
-            keep_versions: Optional[int] = None) -> Publication[_T]:
+            keep_versions: Optional[int] = None,
+            allow_removed_signatures: bool = False,
+            check_written: Optional[Callable[[_T, Optional[str]], None]] = None,
+            lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+            ) -> Publication[_T]:
   """Publishes a bundle written by `write` as `<output_base>/<version>`.
 
   Args:
@@ -226,14 +335,22 @@ def publish(output_base: str,
       is published; raise (e.g. errors.VerifyError) to abort publishing.
     keep_versions: if set, keep only this many newest versions (the new one
       always stays) and delete the older ones.
+    allow_removed_signatures: publish even if signatures of the previous
+      `exported_models` are missing from `signatures`.
+    check_written: called under the lock with what `write` returned and the
+      directory of the newest published version (None if there is none);
+      raise to abort publishing (e.g. identical content).
+    lock_timeout_seconds: how long to wait for another merge's lock.
 
   Returns:
     A Publication.
 
   Raises:
-    errors.PublishError: the base is not writable, the version exists or the
-      bundle cannot be moved into place. Nothing is published.
-    Whatever `write` or `check` raise; nothing is published then either.
+    errors.PublishError: the base is not writable, the version exists, it
+      would remove signatures, or the bundle cannot be moved into place.
+      Nothing is published.
+    Whatever `write`, `check_written` or `check` raise; nothing is published
+      then either.
   """
   validate_version(version)
   validate_keep_versions(keep_versions)
@@ -241,20 +358,72 @@ def publish(output_base: str,
     raise errors.PublishError(
         f"output_base={output_base!r} must name a directory or URI, e.g. "
         "/models/merged.")
+  if object_store.is_s3(output_base):
+    # Delimited S3 branch: local staging, conditional-write version claims,
+    # server-side copy with saved_model.pb last (s3_publish.py).
+    (published, path, new_signatures, deleted, written,
+     removed) = s3_publish.publish(
+         output_base, write, signatures=tuple(signatures), version=version,
+         message=message, check=check, keep_versions=keep_versions,
+         allow_removed_signatures=allow_removed_signatures,
+         check_written=check_written)
+    return Publication(version=published, path=path,
+                       new_signatures=new_signatures,
+                       deleted_versions=deleted, written=written,
+                       removed_signatures=removed)
   if is_local(output_base):
-    return _LocalPublisher(_local_path(output_base)).run(
-        write, signatures=tuple(signatures), version=version,
-        message=message, check=check, keep_versions=keep_versions)
-  return _RemotePublisher(output_base.rstrip("/")).run(
+    publisher = _LocalPublisher(_local_path(output_base),
+                                lock_timeout_seconds)
+  else:
+    publisher = _RemotePublisher(output_base.rstrip("/"),
+                                 lock_timeout_seconds)
+  return publisher.run(
       write, signatures=tuple(signatures), version=version, message=message,
-      check=check, keep_versions=keep_versions)
+      check=check, keep_versions=keep_versions,
+      allow_removed_signatures=allow_removed_signatures,
+      check_written=check_written)
+
+
+def _signatures_of(path: str) -> Optional[list[str]]:
+  """The model signatures of a published version, None if unknown.
+
+  From the merge manifest, else from saved_model.pb (without the
+  `serving_default` alias when it duplicates another signature).
+  """
+  try:
+    manifest = json.loads(bounded_read.read_regular_file(
+        _join(path, MANIFEST_FILE), _MAX_HISTORY_BYTES))
+    names = manifest.get("signatures")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+      return names
+  except (bounded_read.InputFileError, ValueError, AttributeError):
+    pass
+  try:
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(bounded_read.read_regular_file(
+        _join(path, "saved_model.pb")))
+    if not saved_model.meta_graphs:
+      return None
+    defs = saved_model.meta_graphs[0].signature_def
+    names = sorted(n for n in defs if not n.startswith("__"))
+    default = defs.get("serving_default")
+    if default is not None and any(
+        defs[n] == default for n in names if n != "serving_default"):
+      names.remove("serving_default")
+    return names
+  except Exception:  # pylint: disable=broad-except
+    return None
 
 
 class _Publisher:
   """Steps shared by local and remote publishing; subclasses do the I/O."""
 
-  def __init__(self, base: str):
+  def __init__(self, base: str,
+               lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS):
     self.base = base
+    self.lock_timeout_seconds = lock_timeout_seconds
+    self.warnings: list[str] = []
 
   # --- I/O primitives, overridden per filesystem kind. ---
   def prepare_base(self) -> None:
@@ -275,6 +444,9 @@ class _Publisher:
   def move_into_place(self, staging: str, final: str) -> None:
     raise NotImplementedError
 
+  def sync_base(self) -> None:
+    """Makes the rename durable (fsync of the base directory)."""
+
   def remove_tree(self, path: str) -> None:
     raise NotImplementedError
 
@@ -284,18 +456,28 @@ class _Publisher:
   def replace_file(self, path: str, text: str) -> None:
     raise NotImplementedError
 
+  def warn(self, text: str) -> None:
+    logging.warning("%s", text)
+    self.warnings.append(text)
+
   # --- The recipe. ---
   def run(self, write: Callable[[str], _T], *, signatures: tuple[str, ...],
           version: Optional[int], message: Optional[str],
           check: Optional[Callable[[str], None]],
-          keep_versions: Optional[int]) -> Publication[_T]:
+          keep_versions: Optional[int],
+          allow_removed_signatures: bool = False,
+          check_written: Optional[Callable[[_T, Optional[str]], None]] = None
+          ) -> Publication[_T]:
     """Runs every publishing step under the lock; see publish()."""
     self.prepare_base()
     with self.lock():
       self.remove_leftovers()
-      existing = list_versions(self.base)
+      self._repair_history()
+      dirs = version_dirs(self.base)
+      existing = list(dirs)
       if version is None:
         version = existing[-1] + 1 if existing else 1
+      validate_version(version)
       final = _join(self.base, str(version))
       if version in existing or self.exists(final):
         raise version_exists_error(self.base, version, existing)
@@ -304,6 +486,11 @@ class _Publisher:
             "Publishing version %d below the highest existing version %d: "
             "TensorFlow Serving keeps serving version %d.", version,
             existing[-1], existing[-1])
+      _, exported = read_history(self.base)
+      removed = tuple(s for s in exported if s not in set(signatures))
+      if removed and not allow_removed_signatures:
+        raise removed_signatures_error(self.base, version, removed)
+      newest = _join(self.base, dirs[existing[-1]][-1]) if existing else None
       staging = _join(
           self.base,
           f"{_STAGING_PREFIX}{version}-{os.getpid()}-{int(time.time())}-"
@@ -315,6 +502,8 @@ class _Publisher:
           raise errors.PublishError(
               f"the bundle writer did not create the staging directory "
               f"{staging!r}; nothing to publish.")
+        if check_written is not None:
+          check_written(written, newest)
         self.flush(staging)
         if check is not None:
           logging.info("Checking staged bundle %s", staging)
@@ -323,37 +512,119 @@ class _Publisher:
       finally:
         if self.exists(staging):
           self.remove_tree(staging)
+      # Published: from here on nothing raises (exit 1 would be a lie).
       logging.info("Published version %d at %s", version, final)
-      new_signatures = self._update_history(version, signatures, message)
-      deleted = self._apply_keep_versions(version, keep_versions)
+      new_signatures = tuple(s for s in signatures if s not in set(exported))
+      self._after_publish(version, signatures, new_signatures, removed,
+                          message, keep_versions)
+      deleted = self._deleted
     return Publication(version=version, path=final,
                        new_signatures=new_signatures,
-                       deleted_versions=deleted, written=written)
+                       deleted_versions=deleted, written=written,
+                       removed_signatures=removed,
+                       warnings=tuple(self.warnings))
+
+  def _after_publish(self, version, signatures, new_signatures, removed,
+                     message, keep_versions) -> None:
+    self._deleted = ()
+    try:
+      self.sync_base()
+    except Exception as e:  # pylint: disable=broad-except
+      self.warn(f"version {version} is published, but flushing "
+                f"{self.base!r} failed ({_reason(e)}); a power loss now could "
+                "lose the rename.")
+    try:
+      self._update_history(version, signatures, new_signatures, removed,
+                           message)
+    except Exception as e:  # pylint: disable=broad-except
+      self.warn(f"version {version} is published, but its history was not "
+                f"recorded: {_reason(e)}. The next merge into this base adds "
+                "the missing current_version line.")
+    try:
+      self._deleted = self._apply_keep_versions(version, keep_versions)
+    except Exception as e:  # pylint: disable=broad-except
+      self.warn(f"version {version} is published, but old versions were not "
+                f"deleted for --keep_versions: {_reason(e)}.")
 
   def _update_history(self, version: int, signatures: tuple[str, ...],
-                      message: Optional[str]) -> tuple[str, ...]:
-    current, exported = read_history(self.base)
-    previous = set(exported)
-    new_signatures = tuple(s for s in signatures if s not in previous)
-    line = format_history_line(version, new_signatures, message)
+                      new_signatures: tuple[str, ...],
+                      removed: tuple[str, ...],
+                      message: Optional[str]) -> None:
+    current, _ = read_history(self.base)
+    line = format_history_line(version, new_signatures, message, removed)
     self.replace_file(_join(self.base, CURRENT_VERSION_FILE),
                       "".join(f"{l}\n" for l in [line] + current))
     self.replace_file(_join(self.base, EXPORTED_MODELS_FILE),
                       "".join(f"{s}\n" for s in signatures))
-    return new_signatures
+
+  def _repair_history(self) -> None:
+    """Adds the lines of published versions the history lacks.
+
+    A merge killed (or failing to write) right after its rename leaves a
+    version without a `current_version` line and a stale `exported_models`.
+    """
+    try:
+      dirs = version_dirs(self.base)
+      current, exported = read_history(self.base)
+      recorded = {history_line_version(l) for l in current}
+      missing = [v for v in dirs if v not in recorded]
+      if not missing:
+        return
+      known = {v: _signatures_of(_join(self.base, names[-1]))
+               for v, names in dirs.items()}
+      # exported_models holds the signatures of the newest recorded version.
+      last_recorded = max((v for v in recorded if v in dirs), default=None)
+      if last_recorded is not None and known[last_recorded] is None:
+        known[last_recorded] = list(exported)
+      lines = list(current)
+      for version in missing:
+        below = [v for v in dirs if v < version and known[v] is not None]
+        sigs = known[version] or []
+        previous = known[below[-1]] if below else []
+        new = [s for s in sigs if s not in set(previous)]
+        removed = [s for s in previous if s not in set(sigs)]
+        line = format_history_line(version, new, REPAIRED_MESSAGE, removed)
+        at = next((i for i, l in enumerate(lines)
+                   if (history_line_version(l) or 0) < version), len(lines))
+        lines.insert(at, line)
+      self.replace_file(_join(self.base, CURRENT_VERSION_FILE),
+                        "".join(f"{l}\n" for l in lines))
+      newest = list(dirs)[-1]
+      if newest in missing and known[newest] is not None and (
+          known[newest] != exported):
+        self.replace_file(_join(self.base, EXPORTED_MODELS_FILE),
+                          "".join(f"{s}\n" for s in known[newest]))
+      self.warn(
+          f"repaired the history of {self.base!r}: version(s) "
+          f"{', '.join(map(str, missing))} were published without their "
+          "current_version line (an earlier merge stopped after publishing); "
+          "added them.")
+    except Exception as e:  # pylint: disable=broad-except
+      self.warn(f"could not check the history of {self.base!r}: "
+                f"{_reason(e)}.")
 
   def _apply_keep_versions(self, version: int,
                            keep_versions: Optional[int]) -> tuple[int, ...]:
     if keep_versions is None:
       return ()
-    versions = list_versions(self.base)
+    dirs = version_dirs(self.base)
+    versions = list(dirs)
     keep = set(versions[-keep_versions:]) | {version}
-    deleted = tuple(v for v in versions if v not in keep)
-    for v in deleted:
-      logging.info("Deleting version %d (--keep_versions=%d)", v,
-                   keep_versions)
-      self.retire(_join(self.base, str(v)), v)
-    return deleted
+    deleted = []
+    for v in versions:
+      if v in keep:
+        continue
+      for name in dirs[v]:
+        logging.info("Deleting version %d (%s, --keep_versions=%d)", v, name,
+                     keep_versions)
+        try:
+          self.retire(_join(self.base, name), v)
+        except errors.PublishError as e:
+          self.warn(f"version {version} is published, but {e}")
+          break
+      else:
+        deleted.append(v)
+    return tuple(deleted)
 
 
 class _LocalPublisher(_Publisher):
@@ -375,29 +646,65 @@ class _LocalPublisher(_Publisher):
   def lock(self) -> Iterator[None]:
     path = os.path.join(self.base, LOCK_FILE)
     try:
-      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as e:
       raise errors.PublishError(
           f"cannot create the lock file {path!r}: {_reason(e)}. Pass an "
           "--output_base you can write to.") from e
     try:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip()
-        logging.info(
-            "Waiting for another merge into %s to finish (lock %s held by "
-            "%s)", self.base, path, holder or "an unknown process")
-        fcntl.flock(fd, fcntl.LOCK_EX)
+      if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise errors.PublishError(
+            f"the lock file {path!r} is not a regular file; remove it (the "
+            "merge creates it).")
+      self._acquire(fd, path)
+      previous = _lock_holder(fd)
+      if previous and previous[0] != os.getpid() and not _pid_alive(
+          previous[0]):
+        self._stale_holder = previous
       os.ftruncate(fd, 0)
-      os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-      yield
+      os.pwrite(fd, f"pid {os.getpid()}\nstarted {int(time.time())}\n"
+                .encode(), 0)
+      try:
+        yield
+      finally:
+        os.ftruncate(fd, 0)  # Ended without dying: no holder to report.
     finally:
       os.close(fd)  # Releases the flock.
+
+  def _acquire(self, fd: int, path: str) -> None:
+    """Takes the flock, waiting at most lock_timeout_seconds."""
+    start = time.monotonic()
+    reported = None
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+      except BlockingIOError:
+        pass
+      waited = time.monotonic() - start
+      holder = _describe_holder(_lock_holder(fd))
+      if waited >= self.lock_timeout_seconds:
+        raise errors.PublishError(
+            f"another merge into {self.base!r} holds the lock {path!r} "
+            f"({holder}); gave up after {waited:.0f} s. Wait for it to "
+            "finish (or stop it), or raise --lock_timeout_seconds.")
+      if reported is None or time.monotonic() - reported >= (
+          _LOCK_REPORT_SECONDS):
+        logging.warning("Waiting for another merge into %s to finish (lock "
+                        "%s held by %s)", self.base, path, holder)
+        reported = time.monotonic()
+      time.sleep(min(_LOCK_POLL_SECONDS,
+                     max(self.lock_timeout_seconds - waited, 0.01)))
 
   def remove_leftovers(self) -> None:
     # Every staging directory is written under the lock we hold, so whatever
     # exists now was left by a run that died.
+    stale = getattr(self, "_stale_holder", None)
+    if stale:
+      self.warn(
+          f"the previous merge into {self.base!r} (pid {stale[0]}) died "
+          "while holding the lock (killed or crashed); its lock was "
+          "released and its leftovers are removed.")
     for name in os.listdir(self.base):
       if name.startswith(_LEFTOVER_PREFIXES):
         path = os.path.join(self.base, name)
@@ -423,11 +730,13 @@ class _LocalPublisher(_Publisher):
     # existing one (rename() would silently replace an empty directory).
     try:
       os.rename(staging, final)
-      _fsync_path(self.base, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
       raise errors.PublishError(
           f"cannot rename the staged bundle {staging!r} to {final!r}: "
           f"{_reason(e)}.") from e
+
+  def sync_base(self) -> None:
+    _fsync_path(self.base, os.O_RDONLY | os.O_DIRECTORY)
 
   def remove_tree(self, path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
@@ -559,6 +868,40 @@ class _RemotePublisher(_Publisher):
           f"cannot write the history file {path!r}: {_reason(e)}.") from e
 
 
+def _lock_holder(fd: int) -> Optional[tuple[int, Optional[int]]]:
+  """(pid, start time) recorded in the lock file, if any."""
+  try:
+    text = os.pread(fd, 256, 0).decode("utf-8", "replace")
+  except OSError:
+    return None
+  pid = re.search(r"^pid (\d+)$", text, re.M)
+  started = re.search(r"^started (\d+)$", text, re.M)
+  if not pid:
+    return None
+  return int(pid.group(1)), int(started.group(1)) if started else None
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _describe_holder(holder: Optional[tuple[int, Optional[int]]]) -> str:
+  if holder is None:
+    return "an unknown process"
+  pid, started = holder
+  since = (f", for {time.time() - started:.0f} s" if started else "")
+  if _pid_alive(pid):
+    return f"pid {pid}, running{since}"
+  return (f"recorded holder pid {pid} is not running{since}; the lock is "
+          "held by a process it started or that shares its file")
+
+
 def _fsync_path(path: str, flags: int) -> None:
   fd = os.open(path, flags)
   try:
@@ -572,14 +915,20 @@ def _fsync_path(path: str, flags: int) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
+  """The non-blank lines of a history file; [] when it does not exist.
+
+  Read as a bounded regular file: a FIFO or device planted as history must
+  not hang the merge.
+  """
   try:
-    with tf.io.gfile.GFile(path, "r") as f:
-      text = f.read()
-  except tf.errors.NotFoundError:
-    return []
-  except tf.errors.OpError as e:
+    data = bounded_read.read_regular_file(path, _MAX_HISTORY_BYTES)
+  except bounded_read.InputFileError as e:
+    if str(e).endswith("does not exist"):
+      return []
     raise errors.PublishError(
-        f"cannot read the history file {path!r}: {_reason(e)}.") from e
+        f"cannot read the history file {path!r}: {e}. Move it away (the "
+        "merge writes a new one).") from e
+  text = data.decode("utf-8", "replace")
   return [line for line in text.splitlines() if line.strip()]
 
 

@@ -4,7 +4,10 @@ These drive `publish.publish` with a small directory-writing callable; the
 real merge is exercised through it in merge_lib_test and merge_test.
 """
 
+import fcntl
+import json
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -68,16 +71,27 @@ class PublishTest(parameterized.TestCase):
 
   def test_next_version_and_new_signatures_newest_first(self):
     publish.publish(self.base, _writer(), signatures=["a", "b"], message="m1")
-    pub = publish.publish(self.base, _writer(), signatures=["b", "c", "d"])
+    with self.assertRaisesRegex(
+        errors.PublishError,
+        r"version 2 would remove signature\(s\) a that the newest version "
+        r"in --output_base=.* serves \(exported_models\); .*Add their models "
+        r"to the spec to keep them, or pass --allow_removed_signatures"):
+      publish.publish(self.base, _writer(), signatures=["b", "c", "d"])
+    self.assertEqual(publish.list_versions(self.base), [1])
+    self.assertEqual(_read(os.path.join(self.base, "exported_models")),
+                     "a\nb\n")
+    pub = publish.publish(self.base, _writer(), signatures=["b", "c", "d"],
+                          allow_removed_signatures=True)
     self.assertEqual(pub.version, 2)
     self.assertEqual(pub.new_signatures, ("c", "d"))
+    self.assertEqual(pub.removed_signatures, ("a",))
     self.assertEqual(
         _read(os.path.join(self.base, "current_version")).splitlines(),
-        ['2\tc,d\t""', '1\ta,b\t"m1"'])
+        ['2\tc,d\t""\ta', '1\ta,b\t"m1"'])
     self.assertEqual(_read(os.path.join(self.base, "exported_models")),
                      "b\nc\nd\n")
     self.assertEqual(publish.read_history(self.base),
-                     (['2\tc,d\t""', '1\ta,b\t"m1"'], ["b", "c", "d"]))
+                     (['2\tc,d\t""\ta', '1\ta,b\t"m1"'], ["b", "c", "d"]))
 
   def test_version_follows_highest_numeric_directory_ignoring_others(self):
     for name in ("3", "12", "7", "backup", "13.old", ".hidden"):
@@ -313,10 +327,175 @@ class PublishTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.PublishError, "version 1 already"):
       publish.publish(base, _writer(), signatures=["a"], version=1)
     pub = publish.publish(base, _writer(), signatures=["a", "c"],
-                          keep_versions=1)
+                          keep_versions=1, allow_removed_signatures=True)
     self.assertEqual((pub.version, pub.new_signatures, pub.deleted_versions),
                      (2, ("c",), (1,)))
     self.assertEqual(publish.list_versions(base), [2])
+
+
+class TransactionTest(parameterized.TestCase):
+  """Exit 1 means nothing new is visible; once renamed, the run completes."""
+
+  def setUp(self):
+    super().setUp()
+    self.base = os.path.join(self.create_tempdir().full_path, "models")
+
+  @parameterized.named_parameters(
+      ("plain", "12", 12), ("zero_padded", "010", 10), ("zero", "0", 0),
+      ("spaces", " 7 ", 7), ("negative", "-3", -3),
+      ("letters", "v1", None), ("plus", "+1", None), ("decimal", "1.0", None),
+      ("empty", "", None), ("overflow", "9223372036854775808", None),
+      ("staging", ".staging-3-1-2-ab", None))
+  def test_version_names_as_tf_serving_parses_them(self, name, version):
+    self.assertEqual(publish.parse_version_name(name), version)
+
+  def test_keep_versions_retires_zero_padded_directories(self):
+    for name in ("008", "010"):
+      _writer()(os.path.join(self.base, name))
+    pub = publish.publish(self.base, _writer(), signatures=["a"],
+                          keep_versions=1)
+    self.assertEqual(pub.version, 11)
+    self.assertEqual(pub.deleted_versions, (8, 10))
+    self.assertEqual(pub.warnings[-1:], pub.warnings[-1:])
+    self.assertEqual(sorted(n for n in os.listdir(self.base)
+                            if n[0].isdigit()), ["11"])
+    with self.assertRaisesRegex(errors.PublishError, "version 11 already"):
+      _writer()(os.path.join(self.base, "0011"))
+      publish.publish(self.base, _writer(), signatures=["a"], version=11)
+
+  def test_history_failure_after_the_rename_is_a_warning(self):
+    publish.publish(self.base, _writer(), signatures=["a"], message="one")
+    real = publish._LocalPublisher.replace_file
+
+    def failing(self_, path, text):
+      raise errors.PublishError(f"cannot write the history file {path!r}: "
+                                "No space left on device.")
+
+    with absltest.mock.patch.object(publish._LocalPublisher, "replace_file",
+                                    failing):
+      pub = publish.publish(self.base, _writer(), signatures=["a", "b"],
+                            message="two", keep_versions=5)
+    del real
+    self.assertEqual(pub.version, 2)
+    self.assertTrue(os.path.isfile(os.path.join(self.base, "2",
+                                                "saved_model.pb")))
+    self.assertLen(pub.warnings, 1)
+    self.assertRegex(pub.warnings[0],
+                     r"version 2 is published, but its history was not "
+                     r"recorded: .*No space left on device.*The next merge "
+                     r"into this base adds the missing current_version line")
+    # The next run repairs the history, then records its own version.
+    self.assertEqual(publish.read_history(self.base)[0], ['1\ta\t"one"'])
+    pub = publish.publish(self.base, _writer(), signatures=["a", "b"],
+                          message="three")
+    self.assertRegex(pub.warnings[0], r"repaired the history .*version\(s\) "
+                     r"2 were published without their current_version line")
+    current, _ = publish.read_history(self.base)
+    self.assertEqual([l.split("\t")[0] for l in current], ["3", "2", "1"])
+    self.assertEqual(current[1].split("\t")[2],
+                     '"' + publish.REPAIRED_MESSAGE + '"')
+
+  def test_repair_uses_the_manifest_signatures(self):
+    publish.publish(self.base, _writer(), signatures=["a", "b"])
+    # A version published by a merge killed right after its rename.
+    killed = os.path.join(self.base, "2")
+    _writer()(killed)
+    os.makedirs(os.path.join(killed, "assets.extra"))
+    with open(os.path.join(killed, publish.MANIFEST_FILE), "w") as f:
+      json.dump({"signatures": ["b", "c"]}, f)
+    pub = publish.publish(self.base, _writer(), signatures=["b", "c"])
+    self.assertEqual((pub.version, pub.new_signatures, pub.removed_signatures),
+                     (3, (), ()))
+    current, exported = publish.read_history(self.base)
+    self.assertEqual(current[1], "2\tc\t" + json.dumps(
+        publish.REPAIRED_MESSAGE) + "\ta")
+    self.assertEqual(exported, ["b", "c"])
+
+  def test_keep_versions_failure_after_the_rename_is_a_warning(self):
+    publish.publish(self.base, _writer(), signatures=["a"])
+
+    def failing(self_, path, version):
+      raise errors.PublishError(f"cannot delete old version {path!r} for "
+                                "--keep_versions: Permission denied.")
+
+    with absltest.mock.patch.object(publish._LocalPublisher, "retire",
+                                    failing):
+      pub = publish.publish(self.base, _writer(), signatures=["a"],
+                            keep_versions=1)
+    self.assertEqual((pub.version, pub.deleted_versions), (2, ()))
+    self.assertRegex(pub.warnings[0], r"version 2 is published, but cannot "
+                     r"delete old version .*Permission denied")
+    self.assertEqual(publish.list_versions(self.base), [1, 2])
+
+  def test_failed_rename_publishes_nothing(self):
+    with absltest.mock.patch.object(os, "rename",
+                                    side_effect=OSError(28, "No space")):
+      with self.assertRaisesRegex(errors.PublishError,
+                                  r"cannot rename the staged bundle"):
+        publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(publish.list_versions(self.base), [])
+    self.assertFalse(os.path.exists(os.path.join(self.base,
+                                                 "current_version")))
+
+  def test_check_written_refusal_publishes_nothing(self):
+    seen = []
+
+    def refuse(written, newest):
+      seen.append((written, newest))
+      raise errors.PublishError("same content")
+
+    publish.publish(self.base, _writer("one"), signatures=["a"])
+    with self.assertRaisesRegex(errors.PublishError, "same content"):
+      publish.publish(self.base, _writer("two"), signatures=["a"],
+                      check_written=refuse)
+    self.assertEqual(seen, [("two", os.path.join(self.base, "1"))])
+    self.assertEqual(publish.list_versions(self.base), [1])
+    self.assertFalse([n for n in os.listdir(self.base)
+                      if n.startswith(".staging")])
+
+  def test_lock_wait_has_a_deadline_and_names_the_holder(self):
+    os.makedirs(self.base)
+    fd = os.open(os.path.join(self.base, publish.LOCK_FILE),
+                 os.O_RDWR | os.O_CREAT)
+    self.addCleanup(os.close, fd)
+    os.write(fd, f"pid {os.getpid()}\nstarted {int(time.time())}\n".encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    start = time.monotonic()
+    with self.assertRaisesRegex(
+        errors.PublishError,
+        rf"another merge into .* holds the lock .*\(pid {os.getpid()}, "
+        r"running, for \d+ s\); gave up after \d+ s\. .*raise "
+        r"--lock_timeout_seconds"):
+      publish.publish(self.base, _writer(), signatures=["a"],
+                      lock_timeout_seconds=0.5)
+    self.assertLess(time.monotonic() - start, 5)
+    self.assertEqual(publish.list_versions(self.base), [])
+
+  def test_lock_file_that_is_a_fifo_is_refused(self):
+    os.makedirs(self.base)
+    os.mkfifo(os.path.join(self.base, publish.LOCK_FILE))
+    with self.assertRaisesRegex(errors.PublishError,
+                                r"the lock file .* is not a regular file"):
+      publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(publish.list_versions(self.base), [])
+
+  def test_lock_left_by_a_dead_merge_is_reported(self):
+    os.makedirs(self.base)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(os.path.join(self.base, publish.LOCK_FILE), "w") as f:
+      f.write(f"pid {dead.pid}\nstarted {int(time.time()) - 60}\n")
+    os.makedirs(os.path.join(self.base, ".staging-1-x"))
+    pub = publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(pub.version, 1)
+    self.assertRegex(pub.warnings[0],
+                     rf"previous merge into .* \(pid {dead.pid}\) died while "
+                     "holding the lock")
+    self.assertEqual(sorted(os.listdir(self.base)), [
+        ".merge.lock", "1", "current_version", "exported_models"])
+    # Released cleanly: the next run has nothing to report.
+    pub = publish.publish(self.base, _writer(), signatures=["a"])
+    self.assertEqual(pub.warnings, ())
 
 
 if __name__ == "__main__":

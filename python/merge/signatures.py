@@ -103,9 +103,14 @@ class Skeleton:
   Attributes:
     graph_def: The serialized GraphDef, large Consts replaced by Placeholders.
     node_names: Every node name in it.
+    inputs_of: Node name -> names of the nodes it reads (data and control).
+    placeholders: Names of the input graph's own Placeholder nodes (not the
+      ones standing in for large constants).
   """
   graph_def: bytes
   node_names: frozenset
+  inputs_of: dict = dataclasses.field(default_factory=dict, compare=False)
+  placeholders: frozenset = frozenset()
 
 
 def where(model: spec_lib.ModelSpec, index: int, source: Optional[str],
@@ -133,8 +138,55 @@ def _skeleton(graph_def: tf.compat.v1.GraphDef) -> Skeleton:
       placeholder.attr["shape"].shape.CopyFrom(tensor.tensor_shape)
     else:
       skeleton.node.add().CopyFrom(node)
-  return Skeleton(graph_def=skeleton.SerializeToString(),
-                  node_names=frozenset(n.name for n in skeleton.node))
+  return Skeleton(
+      graph_def=skeleton.SerializeToString(),
+      node_names=frozenset(n.name for n in skeleton.node),
+      inputs_of={n.name: tuple(_node_of(i) for i in n.input)
+                 for n in graph_def.node},
+      placeholders=frozenset(n.name for n in graph_def.node
+                             if n.op == "Placeholder"))
+
+
+def _node_of(tensor_or_input: str) -> str:
+  return tensor_or_input.lstrip("^").partition(":")[0]
+
+
+def _unfed_placeholders(skeleton: Skeleton, output: str,
+                        fed: set) -> list[str]:
+  """Placeholders `output` depends on without passing a fed node."""
+  found, seen = [], set()
+  stack = [_node_of(output)]
+  while stack:
+    name = stack.pop()
+    if name in seen or name in fed:
+      continue
+    seen.add(name)
+    if name in skeleton.placeholders:
+      found.append(name)
+    stack.extend(skeleton.inputs_of.get(name, ()))
+  return sorted(found)
+
+
+def _check_inputs_cover_outputs(skeleton: Skeleton,
+                                model: spec_lib.ModelSpec,
+                                context: str) -> None:
+  """Refuses an output that needs a placeholder the spec does not list.
+
+  No request can feed such a placeholder, so the signature would fail on
+  every request (and the bundle check would fail on a staged copy).
+  """
+  fed = {_node_of(t) for t in model.inputs.values()}
+  for alias, tensor in model.outputs.items():
+    missing = _unfed_placeholders(skeleton, tensor, fed)
+    if missing:
+      example = ", ".join(
+          f'{name.rsplit("/", 1)[-1]} = "{name}:0"' for name in missing[:3])
+      raise errors.GraphError(
+          f'{context}, key "outputs": output "{alias}" ("{tensor}") needs '
+          f"placeholder(s) {', '.join(repr(m) for m in missing[:5])}, which "
+          "are not among the model's inputs, so no request could feed them. "
+          f"Add them to the model's inputs (e.g. inputs = {{ ..., {example} "
+          "}) or choose outputs that do not depend on them.")
 
 
 def _import(skeleton: Skeleton, op_names: set, path: str,
@@ -462,6 +514,8 @@ def resolve(skeleton: Skeleton, scope: str,
     }
     _refine_unknown(skeleton, list(resolved_out.values()))
     _check_method(model, resolved_in, resolved_out, context)
+    if skeleton.inputs_of:
+      _check_inputs_cover_outputs(skeleton, model, context)
     infos_in = {a: tensor_info(f"{scope}/{r.name}", r.dtype, r.shape)
                 for a, r in resolved_in.items()}
     infos_out = {a: tensor_info(f"{scope}/{r.name}", r.dtype, r.shape)

@@ -6,6 +6,7 @@ output tensor aliases and its method. Format (see DESIGN.md):
 
   message = "add hyaudio"            # optional
   serving_default = "hyaudio_1"      # optional
+  allowed_asset_dirs = ["/data/vocab"]  # optional, relative to the spec file
 
   [[model]]
   signature_name = "hyaudio_1"
@@ -13,6 +14,14 @@ output tensor aliases and its method. Format (see DESIGN.md):
   inputs = { inputs = "hyaudio/vggish_input:0" }
   outputs = { probs = "hyaudio/predict_probs:0" }
   method = "predict"                 # predict | classify | regress
+
+Incremental deploys (see `incremental.py`) start from a published version:
+
+  base = "latest"                    # or a version number, or a version dir
+  remove = ["old_model"]             # signatures of the base to drop
+
+and then need no `[[model]]` at all; a `[[model]]` whose name is in the base
+replaces that signature, any other adds one.
 
 A spec is data: `load_spec` parses it with `tomllib` and never executes it.
 """
@@ -22,8 +31,9 @@ import difflib
 import os
 import re
 import tomllib
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
+from python.common import bounded_read
 from python.merge import errors
 
 PREDICT = "predict"
@@ -49,7 +59,15 @@ SERVING_DEFAULT = "serving_default"
 # Name scope the merger uses for its own nodes (restore ops, init op).
 RESERVED_SCOPE = "merge_internal"
 
-_TOP_KEYS = ("message", "serving_default", "model")
+_TOP_KEYS = ("message", "serving_default", "base", "remove",
+             "allowed_asset_dirs", "model")
+# --- incremental deploys (issue 14): `base` and `remove` -------------------
+# `base = "latest"` is the newest version of the output base; an int (or a
+# string of digits) a version number there; any other string a version
+# directory (relative paths are resolved against the spec file).
+BASE_LATEST = "latest"
+# A spec is a small text file; anything larger is not one.
+MAX_SPEC_BYTES = 16 << 20
 _MODEL_KEYS = ("signature_name", "frozen", "inputs", "outputs", "method")
 _REQUIRED_MODEL_KEYS = ("signature_name", "frozen", "inputs", "outputs")
 # A signature name becomes a name scope: it must be one valid node-name
@@ -91,15 +109,47 @@ class MergeSpec:
     message: Recorded in `current_version` for this export.
     serving_default: Signature name also exported as "serving_default".
     source: Path of the spec file it was loaded from (for messages), if any.
+    base: Incremental deploy: the version to start from ("latest", a version
+      number, or the absolute path / URI of a version directory); its
+      signatures are kept unless removed or replaced. None: a full merge.
+    remove: Signatures of the base to drop (a list is stored as a tuple).
+    allowed_asset_dirs: Directories (absolute paths or URIs) besides the
+      spec file's own from which vocabulary files of lookup tables may be
+      copied into the bundle. A spec built in Python without `source` may
+      read them from the directories of its frozen graphs and these.
   """
   models: tuple[ModelSpec, ...]
   message: Optional[str] = None
   serving_default: Optional[str] = None
   source: Optional[str] = None
+  base: Optional[Union[str, int]] = None
+  remove: tuple[str, ...] = ()
+  allowed_asset_dirs: tuple[str, ...] = ()
 
   def __post_init__(self):
     if isinstance(self.models, list):
       object.__setattr__(self, "models", tuple(self.models))
+    if isinstance(self.remove, list):
+      object.__setattr__(self, "remove", tuple(self.remove))
+    if isinstance(self.base, os.PathLike):
+      object.__setattr__(self, "base", os.fspath(self.base))
+    if isinstance(self.allowed_asset_dirs, (list, str)):
+      dirs = self.allowed_asset_dirs
+      object.__setattr__(self, "allowed_asset_dirs",
+                         (dirs,) if isinstance(dirs, str) else tuple(dirs))
+
+
+def asset_dirs(spec: MergeSpec) -> list[str]:
+  """Directories vocabulary files may be read from (see MergeSpec)."""
+  if spec.source:
+    if is_uri(spec.source):
+      own = [spec.source.rsplit("/", 1)[0]]
+    else:
+      own = [os.path.dirname(os.path.abspath(spec.source))]
+  else:
+    own = [m.frozen.rsplit("/", 1)[0] if is_uri(m.frozen) else
+           os.path.dirname(os.path.abspath(m.frozen)) for m in spec.models]
+  return list(dict.fromkeys(own + list(spec.allowed_asset_dirs)))
 
 
 def is_uri(path: str) -> bool:
@@ -233,9 +283,78 @@ def _validate_method_structure(model: ModelSpec, where: str) -> None:
           f"{sorted(model.outputs)}.")
 
 
+# --- incremental deploys (issue 14) ----------------------------------------
+def _validate_incremental(spec: MergeSpec, require_absolute: bool) -> None:
+  """Checks `base` and `remove`; their meaning is `incremental.prepare`'s."""
+  source = spec.source
+  base = spec.base
+  if base is not None:
+    where = _where(source, None, None, "base")
+    if isinstance(base, bool) or not isinstance(base, (str, int)):
+      raise errors.SpecError(
+          f'{where}: must be "{BASE_LATEST}", a version number or the path '
+          f"of a version directory; got {type(base).__name__} {base!r}.")
+    if isinstance(base, int) and base < 0:
+      raise errors.SpecError(
+          f"{where}: version {base} is negative; versions are numbers >= 0.")
+    if isinstance(base, str):
+      if not base.strip():
+        raise errors.SpecError(
+            f'{where}: is empty; use base = "{BASE_LATEST}", a version '
+            "number or the path of a version directory.")
+      if (require_absolute and base != BASE_LATEST and not base.isdigit()
+          and not os.path.isabs(base) and not is_uri(base)):
+        raise errors.SpecError(
+            f'{where}: "{base}" must be "{BASE_LATEST}", a version number, '
+            "an absolute path or a URI; pass os.path.abspath(path).")
+  remove = spec.remove
+  where = _where(source, None, None, "remove")
+  if not isinstance(remove, (tuple, list)):
+    raise errors.SpecError(
+        f'{where}: must be a list of signature names, e.g. remove = '
+        f'["old_model"]; got {type(remove).__name__} {remove!r}.')
+  seen = set()
+  for name in remove:
+    if not isinstance(name, str) or not _SIGNATURE_RE.match(name):
+      raise errors.SpecError(
+          f"{where}: {name!r} is not a signature name.")
+    if name in seen:
+      raise errors.SpecError(f'{where}: "{name}" is listed twice.')
+    seen.add(name)
+  models = {m.signature_name for m in spec.models
+            if isinstance(m, ModelSpec)}
+  both = sorted(seen & models)
+  if both:
+    raise errors.SpecError(
+        f"{where}: {both} also have a [[model]] entry; a [[model]] replaces "
+        "a signature of the same name, so drop them from `remove` to "
+        "replace them, or drop their [[model]] to remove them.")
+  if spec.serving_default is not None and spec.serving_default in seen:
+    raise errors.SpecError(
+        f'{_where(source, None, None, "serving_default")}: '
+        f'"{spec.serving_default}" is also in `remove`; name a signature the '
+        "new version keeps.")
+
+
+def _parse_base(value: Any, source: str, base_dir: Optional[str]) -> Any:
+  """The `base` value of a TOML spec, relative paths resolved."""
+  if isinstance(value, str) and value.isdigit():
+    return int(value)
+  if (isinstance(value, str) and value and value != BASE_LATEST and
+      base_dir is not None and not os.path.isabs(value) and
+      not is_uri(value)):
+    return (base_dir.rstrip("/") + "/" + value if is_uri(base_dir) else
+            os.path.normpath(os.path.join(base_dir, value)))
+  del source
+  return value
+# --- end incremental deploys -------------------------------------------------
+
+
 def _validate(spec: MergeSpec, require_absolute: bool) -> None:
   source = spec.source
-  if not isinstance(spec.models, (tuple, list)) or not spec.models:
+  _validate_incremental(spec, require_absolute)
+  if not isinstance(spec.models, (tuple, list)) or (
+      not spec.models and spec.base is None):
     raise errors.SpecError(
         f"{_where(source, None)}: no models; add at least one [[model]] table "
         "with signature_name, frozen, inputs and outputs.")
@@ -253,12 +372,25 @@ def _validate(spec: MergeSpec, require_absolute: bool) -> None:
           f"#{seen[model.signature_name] + 1}); signature names must be "
           "unique.")
     seen[model.signature_name] = index
+  for directory in spec.allowed_asset_dirs:
+    if (not isinstance(directory, str) or not directory or
+        not (os.path.isabs(directory) or is_uri(directory))):
+      raise errors.SpecError(
+          f'{_where(source, None, None, "allowed_asset_dirs")}: '
+          f"{directory!r} must be a directory path (relative to the spec "
+          "file) or URI, e.g. allowed_asset_dirs = [\"vocab\"].")
   if spec.message is not None and not isinstance(spec.message, str):
     raise errors.SpecError(
         f'{_where(source, None, None, "message")}: must be a string; got '
         f"{spec.message!r}.")
   if spec.serving_default is not None:
-    if spec.serving_default not in seen:
+    if spec.base is not None:
+      # Checked against the base's signatures by `incremental.prepare`.
+      if not isinstance(spec.serving_default, str):
+        raise errors.SpecError(
+            f'{_where(source, None, None, "serving_default")}: must be a '
+            f"signature name string; got {spec.serving_default!r}.")
+    elif spec.serving_default not in seen:
       hint = closest(str(spec.serving_default), seen)
       raise errors.SpecError(
           f'{_where(source, None, None, "serving_default")}: '
@@ -298,17 +430,12 @@ def _reject_unknown(table: Mapping[str, Any], allowed, where: str) -> None:
 
 
 def _read_text(path: str) -> str:
-  # Local import keeps `spec` light for callers that only build specs.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    if is_uri(path):
-      with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    else:
-      with open(path, "rb") as f:
-        data = f.read()
-  except (OSError, tf.errors.OpError) as e:
-    raise errors.SpecError(f"cannot read spec file {path}: {e}") from e
+    data = bounded_read.read_regular_file(path, MAX_SPEC_BYTES)
+  except bounded_read.InputFileError as e:
+    raise errors.SpecError(
+        f"cannot read spec file: {e}; pass --spec=<path to merge.toml>."
+    ) from e
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -335,9 +462,16 @@ def parse_spec(text: str, source: str, base_dir: Optional[str]) -> MergeSpec:
   try:
     doc = tomllib.loads(text)
   except tomllib.TOMLDecodeError as e:
-    raise errors.SpecError(f"spec {source}: invalid TOML: {e}") from e
+    raise errors.SpecError(
+        f"spec {source}: invalid TOML: "
+        f"{bounded_read.shorten_message(str(e), 300)}") from e
+  except RecursionError as e:
+    raise errors.SpecError(
+        f"spec {source}: invalid TOML: nested too deeply to parse.") from e
   _reject_unknown(doc, _TOP_KEYS, f"spec {source}")
   raw_models = doc.get("model")
+  if raw_models is None and "base" in doc:
+    raw_models = []  # Incremental deploy: removing only.
   if raw_models is None:
     raise errors.SpecError(
         f'spec {source}: missing key "model"; add at least one [[model]] '
@@ -376,11 +510,29 @@ def parse_spec(text: str, source: str, base_dir: Optional[str]) -> MergeSpec:
             outputs=dict(raw["outputs"]) if isinstance(raw["outputs"], dict)
             else raw["outputs"],
             method=raw.get("method", PREDICT)))
+  raw_dirs = doc.get("allowed_asset_dirs", [])
+  if not isinstance(raw_dirs, list) or not all(
+      isinstance(d, str) and d for d in raw_dirs):
+    raise errors.SpecError(
+        f'spec {source}, key "allowed_asset_dirs": must be a list of '
+        'directory paths, e.g. allowed_asset_dirs = ["vocab"]; got '
+        f"{bounded_read.excerpt(repr(raw_dirs))}.")
+  dirs = []
+  for directory in raw_dirs:
+    if base_dir is not None and not os.path.isabs(directory) and not is_uri(
+        directory):
+      directory = (base_dir.rstrip("/") + "/" + directory if is_uri(base_dir)
+                   else os.path.normpath(os.path.join(base_dir, directory)))
+    dirs.append(directory)
   spec = MergeSpec(
       models=tuple(models),
       message=doc.get("message"),
       serving_default=doc.get("serving_default"),
-      source=source)
+      source=source,
+      base=_parse_base(doc.get("base"), source, base_dir),
+      remove=(tuple(doc["remove"]) if isinstance(doc.get("remove"), list)
+              else doc.get("remove", ())),
+      allowed_asset_dirs=tuple(dirs))
   _validate(spec, require_absolute=False)
   return spec
 

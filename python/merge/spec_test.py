@@ -60,7 +60,8 @@ class LoadSpecTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ("unknown_top_key", [_model()], {"mesage": "x"},
        r'merge\.toml: unknown key "mesage"; did you mean "message"\? '
-       r"Valid keys: message, serving_default, model"),
+       r"Valid keys: message, serving_default, base, remove, "
+       r"allowed_asset_dirs, model"),
       ("unknown_model_key", [_model(output={"a": "b:0"})], {},
        r'model #1 "hyaudio_1": unknown key "output"; did you mean '
        r'"outputs"\?'),

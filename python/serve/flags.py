@@ -1,16 +1,14 @@
 """Every flag of tensorflow_model_server, with its name, type and default.
 
 The list follows tensorflow_serving/model_servers/main.cc (and the defaults of
-`Server::Options` in server.h). Each flag is in one of four groups:
+`Server::Options` in server.h). Each flag is in one of three groups:
 
 * implemented: behaves as in TF Serving;
-* `PENDING`: part of a capability that is still being built here (batching,
-  REST, monitoring); a non-default value is accepted and logs one line saying
-  what happens instead, never an "unknown flag" crash;
 * `IGNORED`: cannot apply on this runtime (TPU, GPU, TFLite, XLA, ALTS,
   profiler, ...); a non-default value is accepted and logs one line saying
   that it is ignored and why;
-* this server's own additions (`--host`, `--drain_timeout_seconds`).
+* this server's own additions (`--host`, `--drain_timeout_seconds`,
+  `--model_cache_dir`).
 
 The README's flag table lists every flag with its status.
 """
@@ -225,62 +223,41 @@ DRAIN_TIMEOUT_SECONDS = flags.DEFINE_float(
     'On SIGTERM/SIGINT, how long in-flight requests may take to finish '
     'before they are cancelled. A second signal exits at once.',
     lower_bound=0.0)
-
-# Flags of capabilities still being built here: flag -> what happens instead.
-# They are accepted (TF Serving's own suite passes them) and a non-default
-# value logs one warning line; the answers are the same as without them.
-PENDING: List[Tuple[flags.FlagHolder, str]] = [
-    (ENABLE_BATCHING,
-     'server-side batching is not implemented by python/serve yet; each '
-     'request runs on its own, with the same answers'),
-    (BATCHING_PARAMETERS_FILE,
-     'server-side batching is not implemented by python/serve yet; the file '
-     'is only checked to be readable'),
-    (ENABLE_PER_MODEL_BATCHING_PARAMETERS,
-     'server-side batching is not implemented by python/serve yet'),
-    (REST_API_PORT,
-     'the HTTP/REST API is not served by this build of python/serve yet; '
-     'serving gRPC only'),
-    (MONITORING_CONFIG_FILE,
-     'monitoring (Prometheus) is not served by this build of python/serve '
-     'yet'),
-]
+MODEL_CACHE_DIR = flags.DEFINE_string(
+    'model_cache_dir', '',
+    'Where versions of s3:// base paths are downloaded before they are '
+    'loaded (deleted again once unloaded). Default: a temporary directory '
+    'removed at shutdown. One server per directory.')
 
 # Flags that cannot apply on this runtime: flag -> why a non-default value
 # is ignored.
 IGNORED: List[Tuple[flags.FlagHolder, str]] = [
     (USE_ALTS_CREDENTIALS, 'ALTS needs Google infrastructure; use '
-                          '--ssl_config_file for TLS'),
+                           '--ssl_config_file for TLS'),
     (PER_PROCESS_GPU_MEMORY_FRACTION, 'this server runs on the CPU only'),
     (PREFER_TFLITE_MODEL, 'TensorFlow Lite models are not served here; the '
-                         'SavedModel is used'),
+                          'SavedModel is used'),
     (USE_TFLITE_MODEL, 'TensorFlow Lite models are not served here; the '
-                      'SavedModel is used'),
+                       'SavedModel is used'),
     (NUM_TFLITE_POOLS, 'TensorFlow Lite models are not served here'),
     (NUM_TFLITE_INTERPRETERS_PER_POOL, 'TensorFlow Lite models are not served '
-                                      'here'),
+                                       'here'),
     (XLA_CPU_COMPILATION_ENABLED, 'XLA JIT is not enabled by this runtime; '
-                                 'graphs run with the standard kernels'),
+                                  'graphs run with the standard kernels'),
     (XLA_GPU_COMPILATION_ENABLED, 'this server runs on the CPU only'),
     (ENABLE_PROFILER, 'the TensorFlow profiler service is not served here'),
     (MIXED_PRECISION, 'mixed precision rewriting needs a GPU or TPU'),
     (SKIP_INITIALIZE_TPU, 'there is no TPU'),
     (THREAD_POOL_FACTORY_CONFIG_FILE, 'custom thread pool factories are a '
-                                     'C++ extension point'),
+                                      'C++ extension point'),
     (FLUSH_FILESYSTEM_CACHES, 'the Python runtime keeps no file-system cache '
-                             'to flush'),
+                              'to flush'),
 ]
 
 
 def is_default(holder: flags.FlagHolder) -> bool:
   """Whether a flag still has its default value."""
   return holder.value == holder.default
-
-
-def pending_notes() -> List[str]:
-  """One line per pending flag set to a non-default value."""
-  return [f'--{holder.name}={holder.value}: {why}.'
-          for holder, why in PENDING if not is_default(holder)]
 
 
 def ignored_notes() -> List[str]:

@@ -148,6 +148,97 @@ def _output_aliases(signature, output_filter: Sequence[str]) -> List[str]:
   return list(output_filter)
 
 
+class _PredictPlan:
+  """What Predict needs of one signature, computed once per servable.
+
+  The sorted aliases with their feed names and dtypes, the feeds in the
+  sorted-name order the session callable takes, and for requests without
+  an output_filter the output aliases and the distinct fetches.
+  """
+
+  __slots__ = ('signature', 'inputs', 'expected', 'has_defaults',
+               'feed_order', 'aliases', 'fetches', 'unique', 'positions')
+
+  def __init__(self, signature):
+    self.signature = signature
+    self.expected = frozenset(signature.inputs)
+    self.has_defaults = bool(signature.defaults)
+    # (index, alias, feed name, dtype) in sorted alias order.
+    self.inputs = tuple(
+        (i, alias, signature.inputs[alias].name, signature.inputs[alias].dtype)
+        for i, alias in enumerate(sorted(signature.inputs)))
+    names = [name for _, _, name, _ in self.inputs]
+    # Positions of the inputs in sorted feed-name order (None when two
+    # aliases share a tensor, which the generic path handles).
+    self.feed_order = (tuple(sorted(range(len(names)),
+                                    key=lambda i: names[i]))
+                       if len(set(names)) == len(names) else None)
+    self.aliases, self.fetches, self.unique, self.positions = (
+        _fetch_plan(signature, sorted(signature.outputs)))
+
+
+def _fetch_plan(signature, aliases: Sequence[str]):
+  fetches = [signature.outputs[alias].name for alias in aliases]
+  unique = tuple(sorted(set(fetches)))
+  index = {name: i for i, name in enumerate(unique)}
+  return list(aliases), fetches, unique, [index[n] for n in fetches]
+
+
+def _predict_plan(servable: _Servable, signature_name: str) -> _PredictPlan:
+  plan = servable.plans.get(signature_name)
+  if plan is None:
+    plan = _PredictPlan(servable.signatures[signature_name])
+    servable.plans[signature_name] = plan
+  return plan
+
+
+def prepare(servable: _Servable) -> None:
+  """Does at load what every request would: plans and session callables.
+
+  Args:
+    servable: A freshly loaded version, before warmup.
+  """
+  for name in servable.signatures:
+    plan = _predict_plan(servable, name)
+    feeds = tuple(sorted({n for _, _, n, _ in plan.inputs}))
+    try:
+      servable.callable_for(feeds, plan.unique)
+    except Exception:  # pylint: disable=broad-except
+      # A signature the graph cannot run as declared fails on its request,
+      # with the runtime's message, as TF Serving's does.
+      pass
+
+
+def _plan_feeds(plan: _PredictPlan, request: predict_pb2.PredictRequest
+               ) -> Optional[Tuple[Tuple[str, ...], list]]:
+  """The fast path of `_parse_predict_inputs`: every alias sent, once."""
+  if plan.feed_order is None:
+    return None
+  inputs = request.inputs
+  if len(inputs) != len(plan.inputs):
+    return None
+  values = []
+  for index, alias, name, dtype in plan.inputs:
+    if alias not in inputs:
+      return None
+    tensor_proto = inputs[alias]
+    try:
+      value = tensor_codec.to_ndarray(tensor_proto)
+    except tensor_codec.TensorParseError as e:
+      raise serving_error.invalid_argument(
+          f'tensor parsing error: {alias} ({e})') from e
+    if dtype and tensor_proto.dtype != dtype:
+      raise serving_error.invalid_argument(
+          f'Expects arg[{index}] to be '
+          f'{tensor_codec.cpp_dtype_name(dtype)} but '
+          f'{tensor_codec.cpp_dtype_name(tensor_proto.dtype)} is provided '
+          f'(input alias "{alias}", feed name {name})')
+    values.append(value)
+  order = plan.feed_order
+  return (tuple(plan.inputs[i][2] for i in order),
+          [values[i] for i in order])
+
+
 def predict(servable: _Servable, request: predict_pb2.PredictRequest,
             timeout_s: Optional[float] = None) -> predict_pb2.PredictResponse:
   """Runs a PredictRequest like TF Serving's RunPredict.
@@ -166,16 +257,25 @@ def predict(servable: _Servable, request: predict_pb2.PredictRequest,
   """
   signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
   signature = _get_signature_for_predict(servable, signature_name)
-  feeds = _parse_predict_inputs(signature, request)
-  aliases = _output_aliases(signature, request.output_filter)
-  fetches = [signature.outputs[alias].name for alias in aliases]
-  unique = sorted(set(fetches))
-  values = dict(zip(unique, servable.run(feeds, unique, timeout_s)))
+  plan = _predict_plan(servable, signature_name)
+  fed = _plan_feeds(plan, request)
+  if fed is None:
+    feeds = _parse_predict_inputs(signature, request)
+    names = tuple(sorted(feeds))
+    fed = (names, [feeds[n] for n in names])
+  if request.output_filter:
+    aliases, fetches, unique, positions = _fetch_plan(
+        signature, _output_aliases(signature, request.output_filter))
+  else:
+    aliases, fetches, unique, positions = (plan.aliases, plan.fetches,
+                                           plan.unique, plan.positions)
+  values = servable.run_sorted(fed[0], fed[1], unique, timeout_s)
   response = predict_pb2.PredictResponse()
   as_content = servable.options.serialize_as_tensor_content
-  for alias, name in zip(aliases, fetches):
-    response.outputs[alias].CopyFrom(
-        tensor_codec.from_ndarray(values[name], as_content))
+  outputs = response.outputs
+  for alias, position in zip(aliases, positions):
+    outputs[alias].CopyFrom(
+        tensor_codec.from_ndarray(values[position], as_content))
   make_model_spec(request.model_spec.name, signature_name, servable.version,
                   response.model_spec)
   return response

@@ -11,6 +11,7 @@ import tempfile
 from absl.testing import absltest
 import grpc
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2
@@ -190,9 +191,8 @@ class HalfPlusTwoTest(absltest.TestCase):
     self.assertIn('Serving signature key "nope" not found',
                   ctx.exception.message)
 
-  def test_predict_on_classify_signature_and_method_name_check(self):
-    # A classify signature answers Predict (any method is accepted unless
-    # --enable_signature_method_name_check); garbage examples get
+  def test_garbage_examples_get_tensorflows_parse_error(self):
+    # A classify signature answers Predict; garbage examples get
     # TensorFlow's parse error, not a Python UTF-8 error.
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = 'classify_x_to_y'
@@ -256,6 +256,34 @@ class HalfPlusTwoTest(absltest.TestCase):
       inference.predict(fresh, _predict_x(), timeout_s=5.0)
     inference.predict(fresh, _predict_x())
     self.assertLen(fresh._callables, 2)
+
+
+class MethodNameCheckTest(absltest.TestCase):
+
+  def test_unknown_method_name_runs_unless_the_check_is_on(self):
+    export_dir = f'{_TMP}/custom_method/1'
+    graph = tf.Graph()
+    with graph.as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [None], name='x')
+      y = tf.identity(x * 2.0, name='y')
+      signature = tf.compat.v1.saved_model.build_signature_def(
+          {'x': tf.compat.v1.saved_model.build_tensor_info(x)},
+          {'y': tf.compat.v1.saved_model.build_tensor_info(y)},
+          'custom/method')
+      with tf.compat.v1.Session(graph=graph) as sess:
+        builder = tf.compat.v1.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(
+            sess, ['serve'], signature_def_map={'serving_default': signature})
+        builder.save()
+    request = _predict_x(output_filter=())
+    answer = inference.predict(_load(export_dir), request)
+    self.assertEqual(list(answer.outputs['y'].float_val), [4.0])
+    with self.assertRaises(serving_error.ServingError) as ctx:
+      inference.predict(
+          _load(export_dir, enable_signature_method_name_check=True), request)
+    self.assertEqual(ctx.exception.code, grpc.StatusCode.INTERNAL)
+    self.assertIn('Expected prediction signature method_name to be one of',
+                  ctx.exception.message)
 
 
 class CounterTest(absltest.TestCase):

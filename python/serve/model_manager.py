@@ -6,7 +6,11 @@ ServerCore, in one class:
 
 * Discovery: each model's `base_path` is listed every
   `file_system_poll_wait_seconds`; only all-digit child names are versions
-  (staging folders such as `.tmp-3` are ignored). The model's
+  (staging folders such as `.tmp-3` are ignored). An `s3://` base path is
+  listed through boto3 instead (a version counts once its `saved_model.pb`
+  exists) and each version is downloaded to a local cache before it is
+  loaded, and deleted from it once unloaded (object_store_cache.py). The
+  model's
   `model_version_policy` (latest{num_versions}, all, specific{versions}) picks
   the aspired versions.
 * Transitions: the highest new aspired version is loaded (and warmed up)
@@ -37,6 +41,10 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from python.common import object_store
+from python.serve import object_store_cache
+from python.serve import batching
+from python.serve import inference
 from python.serve import servable as servable_lib
 from python.serve import serving_error
 from python.serve import warmup
@@ -76,6 +84,28 @@ class ManagerOptions:
   num_unload_threads: int = 0
   runtime: servable_lib.RuntimeOptions = dataclasses.field(
       default_factory=servable_lib.RuntimeOptions)
+  # --model_cache_dir: where versions of s3:// base paths are downloaded
+  # ('' = a temporary directory removed at shutdown).
+  model_cache_dir: str = ''
+  # --enable_batching: the server's BatchingParameters message
+  # (batching.parse_batching_parameters); None runs every request alone.
+  batching_parameters: Optional[object] = None
+  # --enable_per_model_batching_parameters: each version's
+  # batching_params.pbtxt replaces the queue options of
+  # `batching_parameters` (a version without one is not batched); the pool of
+  # batch threads stays the server's.
+  enable_per_model_batching_parameters: bool = False
+  # Slow ModelService calls (HandleReloadConfigRequest) that may wait at
+  # once; more are refused with RESOURCE_EXHAUSTED instead of taking the
+  # threads that serve requests and health checks.
+  max_concurrent_control_calls: int = 16
+  # A python.serve.metrics.Metrics recording load and warmup attempts
+  # (record_load, record_warmup); None records nothing. (issue 12)
+  metrics: Optional[object] = None
+
+
+class ControlCallsExhaustedError(RuntimeError):
+  """Too many slow control calls are already waiting."""
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -243,7 +273,6 @@ class ModelManager:
     # name -> version -> (state, error); kept after unload (END).
     self._states: Dict[str, Dict[int, Tuple[
         int, Optional[serving_error.ServingError]]]] = {}
-    self._listeners: List[Callable[[str], None]] = []
     self._load_pool = None
     if options.num_load_threads > 0:
       self._load_pool = concurrent.futures.ThreadPoolExecutor(
@@ -256,24 +285,36 @@ class ModelManager:
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._config_lock = threading.Lock()
+    self._object_cache: Optional[object_store_cache.VersionCache] = None
+    self._object_cache_lock = threading.Lock()
+    self._control_slots = threading.BoundedSemaphore(
+        max(1, options.max_concurrent_control_calls))
+    self.batch_scheduler: Optional[batching.SharedBatchScheduler] = None
+    if options.batching_parameters is not None:
+      # Checked here so that a bad file fails the start, not every load.
+      batching.queue_options(options.batching_parameters)
+      self.batch_scheduler = batching.SharedBatchScheduler(
+          batching.scheduler_options(options.batching_parameters))
+
+  @contextlib.contextmanager
+  def control_call(self) -> Iterator[None]:
+    """Holds one of the slots of slow control calls while the block runs.
+
+    Raises:
+      ControlCallsExhaustedError: every slot is taken (no waiting: a waiting
+        call would hold a thread that serves requests).
+    """
+    if not self._control_slots.acquire(blocking=False):  # pylint: disable=consider-using-with
+      raise ControlCallsExhaustedError(
+          f'{self._options.max_concurrent_control_calls} model-config reloads '
+          'are already waiting for their models; retry when one has '
+          'finished (GetModelStatus shows the loading versions).')
+    try:
+      yield
+    finally:
+      self._control_slots.release()
 
   # --- lifecycle -----------------------------------------------------------
-
-  def add_listener(self, listener: Callable[[str], None]) -> None:
-    """Calls `listener(model_name)` after any version of it changes state."""
-    with self._cond:
-      self._listeners.append(listener)
-
-  def models(self) -> List[str]:
-    """The configured model names."""
-    with self._cond:
-      return self._known_models()
-
-  def has_available_version(self, name: str) -> bool:
-    """Whether model `name` is configured and serves some version."""
-    with self._cond:
-      model = self._models.get(name)
-      return bool(model and not model.removed and model.available)
 
   def start(self) -> None:
     """Starts the background discovery/loading thread."""
@@ -325,6 +366,9 @@ class ModelManager:
             harness.servable.in_use, timeout_s)
         return False
       self._set_state(name, harness.version, State.END)
+    self._close_object_cache()
+    if self.batch_scheduler is not None:
+      self.batch_scheduler.stop()
     return True
 
   # --- configuration -------------------------------------------------------
@@ -347,7 +391,14 @@ class ModelManager:
         version that is not available.
     """
     validate_config_list(config_list)
-    with self._config_lock:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if not self._config_lock.acquire(  # pylint: disable=consider-using-with
+        timeout=-1 if timeout_s is None else max(0.0, timeout_s)):
+      raise ModelsUnavailableError(
+          f'Another config reload was still waiting for its models after '
+          f'{timeout_s}s; nothing changed. Retry later, or fix the model the '
+          'other reload waits for (see GetModelStatus).')
+    try:
       with self._cond:
         new_names = set()
         wanted = {c.name: c for c in config_list.config}
@@ -366,8 +417,10 @@ class ModelManager:
             new_names.add(name)
           model.config.CopyFrom(config)
       self._wake.set()
-      self._wait_until_available(new_names, timeout_s)
+      self._wait_until_available(new_names, _remaining(deadline))
       self._install_labels(config_list)
+    finally:
+      self._config_lock.release()
 
   def _install_labels(self, config_list: ModelConfigList) -> None:
     with self._cond:
@@ -489,6 +542,17 @@ class ModelManager:
           f'model {name}: {sorted(model.available)}.')
     return servable
 
+  def model_availability(self) -> Dict[str, bool]:
+    """Configured model name -> whether it has an available version."""
+    with self._cond:
+      return {name: bool(model.available)
+              for name, model in self._models.items() if not model.removed}
+
+  def unready_models(self) -> List[str]:
+    """Configured models that have no available version, sorted."""
+    return sorted(name for name, available in
+                  self.model_availability().items() if not available)
+
   def _known_models(self) -> List[str]:
     return sorted(n for n, m in self._models.items() if not m.removed)
 
@@ -528,9 +592,6 @@ class ModelManager:
     with self._cond:
       self._states.setdefault(name, {})[version] = (state, error)
       self._cond.notify_all()
-      listeners = list(self._listeners)
-    for listener in listeners:
-      listener(name)
 
   def _run(self) -> None:
     poll_wait = self._options.file_system_poll_wait_seconds
@@ -586,8 +647,10 @@ class ModelManager:
       config = ModelConfig()
       config.CopyFrom(model.config)
     try:
-      on_disk = list_versions(config.base_path)
-    except (FileNotFoundError, tf.errors.OpError) as e:
+      on_disk = self._list_versions(config.base_path)
+    except (FileNotFoundError, tf.errors.OpError,
+            object_store.ObjectStoreError,
+            object_store_cache.CacheError) as e:
       message = (f'Could not find base path {config.base_path} for servable '
                  f'{name}: {e}')
       logging.error(message)
@@ -639,21 +702,39 @@ class ModelManager:
                      '%d)', name, version, attempt, attempts - 1)
         if self._stop.wait(self._options.load_retry_interval_seconds):
           break
+      start = time.monotonic()
       try:
-        loaded = servable_lib.load(name, version, path,
+        loaded = servable_lib.load(name, version, self._local_copy(path),
                                    self._options.saved_model_tags,
                                    self._options.session_config,
                                    self._options.runtime)
       except servable_lib.LoadError as e:
+        self._record('record_load', path, False, time.monotonic() - start)
         error = serving_error.ServingError(e.code, str(e))
         logging.error('%s', error.message)
+        self._evict_copy(path)
         continue
+      try:
+        self._prepare(loaded)
+      except servable_lib.LoadError as e:
+        loaded.close()
+        self._record('record_load', path, False, time.monotonic() - start)
+        error = serving_error.ServingError(e.code, str(e))
+        logging.error('%s', error.message)
+        self._evict_copy(path)
+        continue
+      self._record('record_load', path, True, time.monotonic() - start)
+      start = time.monotonic()
       try:
         if self._options.enable_model_warmup and not self._stop.is_set():
           warmup.run_warmup(loaded,
                             self._options.num_request_iterations_for_warmup)
+          self._record('record_warmup', path, grpc.StatusCode.OK,
+                        time.monotonic() - start)
       except servable_lib.LoadError as e:
+        self._record('record_warmup', path, e.code, time.monotonic() - start)
         loaded.close()
+        self._evict_copy(path)
         error = serving_error.ServingError(
             e.code,
             f'Failed to warm up {{name: {name} version: {version}}}: {e}')
@@ -676,6 +757,41 @@ class ModelManager:
           grpc.StatusCode.CANCELLED, 'load cancelled: server stopping')
     self._set_state(name, version, State.END, harness.error)
 
+  def _prepare(self, loaded: servable_lib.Servable) -> None:
+    """Per-signature request plans and callables, then batching if on.
+
+    Raises:
+      LoadError: the version's batching parameters are invalid.
+    """
+    inference.prepare(loaded)
+    common = self._options.batching_parameters
+    if common is None:
+      return
+    try:
+      params = batching.per_model_batching_parameters(
+          loaded.path, common,
+          self._options.enable_per_model_batching_parameters)
+      if params is None:
+        logging.info('No %s in %s: version %d of %s is not batched.',
+                     batching.PER_MODEL_FILENAME, loaded.path,
+                     loaded.version, loaded.name)
+        return
+      source = (f'{loaded.path}/{batching.PER_MODEL_FILENAME}'
+                if params is not common else '--batching_parameters_file')
+      options = batching.queue_options(params, source)
+    except batching.BatchingConfigError as e:
+      raise servable_lib.LoadError(
+          f'Failed to set up batching for {{name: {loaded.name} version: '
+          f'{loaded.version}}}: {e}', grpc.StatusCode.INVALID_ARGUMENT) from e
+    loaded.enable_batching(self.batch_scheduler, options)
+    logging.info('Wrapping session to perform batch processing: {name: %s '
+                 'version: %d} (max_batch_size %d, batch_timeout_micros %d)',
+                 loaded.name, loaded.version, options.max_batch_size,
+                 options.batch_timeout_micros)
+  def _record(self, method: str, *args) -> None:
+    if self._options.metrics is not None:
+      getattr(self._options.metrics, method)(*args)
+
   def _unload(self, name: str, model: _Model, version: int) -> None:
     with self._cond:
       harness = model.harnesses[version]
@@ -689,6 +805,7 @@ class ModelManager:
 
     def finish():
       harness.servable.close()
+      self._evict_copy(harness.path)
       self._set_state(name, version, State.END)
       logging.info('Done unloading servable version {name: %s version: %d}',
                    name, version)
@@ -698,3 +815,45 @@ class ModelManager:
     else:
       self._unload_pool.submit(finish)
 
+
+  # --- s3:// base paths (python/serve/object_store_cache.py) ---------------
+
+  def _cache(self) -> object_store_cache.VersionCache:
+    with self._object_cache_lock:
+      if self._object_cache is None:
+        self._object_cache = object_store_cache.VersionCache(
+            self._options.model_cache_dir)
+        logging.info('Caching versions of s3:// base paths in %s',
+                     self._object_cache.directory)
+      return self._object_cache
+
+  def _list_versions(self, base_path: str) -> Dict[int, str]:
+    if object_store.is_s3(base_path):
+      return self._cache().list_versions(base_path)
+    return list_versions(base_path)
+
+  def _local_copy(self, path: str) -> str:
+    """The directory to load `path` from (downloaded first for s3://)."""
+    if not object_store.is_s3(path):
+      return path
+    try:
+      return self._cache().fetch(path)
+    except (object_store.ObjectStoreError,
+            object_store_cache.CacheError) as e:
+      raise servable_lib.LoadError(
+          f'Failed to download {path} to the model cache: {e}',
+          grpc.StatusCode.UNAVAILABLE) from e
+    except OSError as e:
+      raise servable_lib.LoadError(
+          f'Failed to download {path} to the model cache: {e}. Check the '
+          'free space of --model_cache_dir.') from e
+
+  def _evict_copy(self, path: str) -> None:
+    if object_store.is_s3(path) and self._object_cache is not None:
+      self._object_cache.evict(path)
+
+  def _close_object_cache(self) -> None:
+    with self._object_cache_lock:
+      if self._object_cache is not None:
+        self._object_cache.close()
+        self._object_cache = None

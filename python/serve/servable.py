@@ -9,8 +9,11 @@ path TF Serving's `Session::Run` takes: feeds are checked against the graph
 by the executor (dtype), not by Python's `Session.run`, which also refuses a
 value whose shape differs from the Placeholder's declared shape (TF Serving
 feeds `x` of shape [1] into a [None, 1] placeholder and answers). Callables
-are built once per (feeds, fetches, deadline bucket) and cached. They release
-the GIL, so many request threads can run one servable at once. A reference
+are built once per (feeds, fetches, deadline bucket) and cached; the ones of
+each signature's full inputs/outputs are built at load (`inference.prepare`).
+They release the GIL, so many request threads can run one servable at once.
+With --enable_batching, runs go through a `batching.BatchingSession` (one
+queue per feeds/fetches set, a shared pool of batch threads). A reference
 count lets the manager unload a version only after every request holding it
 has finished.
 """
@@ -26,10 +29,11 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from python.serve import batching as batching_lib
 from python.serve import serving_error
 
-# Callables kept per servable; the least recently used one is released past
-# this many (each holds a pruned executor of the graph).
+# Callables kept per servable; the oldest built is released past this many
+# (each holds a pruned executor of the graph). Lookups take no lock.
 MAX_CALLABLES = 256
 
 
@@ -114,15 +118,43 @@ class Servable:
     self._callables_lock = threading.Lock()
     self._callables: 'collections.OrderedDict[Tuple, object]' = (
         collections.OrderedDict())
+    self._batching: Optional[batching_lib.BatchingSession] = None
+    # Per-signature request plans (inference.py fills it at load).
+    self.plans: dict = {}
+
+  def enable_batching(self, scheduler: batching_lib.SharedBatchScheduler,
+                      options: batching_lib.QueueOptions) -> None:
+    """Routes every run through a BatchingSession on `scheduler`.
+
+    Creates the queue of each signature's (inputs, outputs) set now; other
+    sets (output filters, MultiInference) get theirs on first use.
+    """
+    session = batching_lib.BatchingSession(
+        scheduler, options, self._run_direct,
+        name=f'{{name: {self.name} version: {self.version}}}')
+    for signature in self.signatures.values():
+      feeds = tuple(sorted({t.name for t in signature.inputs.values()}))
+      fetches = tuple(sorted({t.name for t in signature.outputs.values()}))
+      if feeds:
+        session.add_signature(feeds, fetches)
+    self._batching = session
+
+  @property
+  def batching(self) -> Optional[batching_lib.BatchingSession]:
+    """The BatchingSession of this version, or None when not batched."""
+    return self._batching
+
+  def callable_for(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
+                   timeout_s: Optional[float] = None):
+    """Builds (or finds) the session callable of a feeds/fetches set."""
+    return self._callable(feeds, fetches, _timeout_bucket_ms(timeout_s))
 
   def _callable(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
                 timeout_ms: int):
     key = (feeds, fetches, timeout_ms)
-    with self._callables_lock:
-      run = self._callables.get(key)
-      if run is not None:
-        self._callables.move_to_end(key)
-        return run
+    run = self._callables.get(key)
+    if run is not None:
+      return run
     options = config_pb2.CallableOptions(feed=list(feeds),
                                          fetch=list(fetches))
     if timeout_ms:
@@ -132,7 +164,7 @@ class Servable:
     with self._callables_lock:
       self._callables[key] = run
       while len(self._callables) > MAX_CALLABLES:
-        self._callables.popitem(last=False)
+        self._callables.popitem(last=False)  # The oldest built.
     return run
 
   def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str],
@@ -152,10 +184,27 @@ class Servable:
         TensorFlow status code and message.
     """
     names = tuple(sorted(feeds))
+    return self.run_sorted(names, [feeds[n] for n in names], tuple(fetches),
+                           timeout_s)
+
+  def run_sorted(self, names: Tuple[str, ...], values: list,
+                 fetches: Tuple[str, ...],
+                 timeout_s: Optional[float] = None) -> list:
+    """`run` with feeds already as sorted names and values in that order.
+
+    With batching enabled the call waits in its signature's queue and gets
+    its rows of a batched run.
+    """
+    if self._batching is not None:
+      return self._batching.run(names, values, fetches, timeout_s)
+    return self._run_direct(names, values, fetches, timeout_s)
+
+  def _run_direct(self, names: Tuple[str, ...], values: list,
+                  fetches: Tuple[str, ...],
+                  timeout_s: Optional[float]) -> list:
     try:
-      run = self._callable(names, tuple(fetches),
-                           _timeout_bucket_ms(timeout_s))
-      return run(*[feeds[n] for n in names])
+      run = self._callable(names, fetches, _timeout_bucket_ms(timeout_s))
+      return run(*values)
     except tf.errors.OpError as e:
       raise serving_error.ServingError(
           serving_error.status_code_from_tf(e.error_code),
@@ -198,6 +247,8 @@ class Servable:
       if self._closed:
         return True
       self._closed = True
+    if self._batching is not None:
+      self._batching.close()
     self._session.close()
     return True
 

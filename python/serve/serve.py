@@ -1,4 +1,4 @@
-r"""Serves SavedModels over TF Serving's gRPC API, like tensorflow_model_server.
+r"""Serves SavedModels over TF Serving's gRPC and REST APIs, like its server.
 
 Every flag of tensorflow_model_server, with its name, type and default (see
 python/serve/flags.py and the README's flag table), plus --host and
@@ -8,6 +8,8 @@ python/serve/flags.py and the README's flag table), plus --host and
       --model_base_path=/abs/path/to/m
   bazel run //python/serve -- --model_config_file=/abs/models.config
   bazel run //python/serve -- ... --ssl_config_file=/abs/ssl.config  # TLS
+  bazel run //python/serve -- ... --rest_api_port=8501 \
+      --monitoring_config_file=/abs/monitoring.config  # REST + Prometheus
 
 SIGTERM or SIGINT stops accepting requests, drains the ones in flight (for up
 to --drain_timeout_seconds) and exits 0; during start-up it abandons the
@@ -33,6 +35,7 @@ from google.protobuf import text_format
 import tensorflow as tf
 
 from python.common import cli
+from python.serve import batching
 from python.serve import flags as serve_flags
 from python.serve import model_manager
 from python.serve import servable as servable_lib
@@ -71,6 +74,34 @@ def _session_config() -> tf.compat.v1.ConfigProto:
   return config
 
 
+# --- batching (python/serve/batching.py) -----------------------------------
+def _batching_parameters():
+  """The server's BatchingParameters, as server.cc builds them, or None.
+
+  Raises:
+    server_lib.ServerError: unreadable or invalid file, or a file without
+      --enable_batching (TF Serving refuses that too).
+  """
+  f = serve_flags
+  path = cli.user_path(f.BATCHING_PARAMETERS_FILE.value)
+  if not f.ENABLE_BATCHING.value:
+    if path:
+      raise server_lib.ServerError(
+          'server_options.batching_parameters_file is set without setting '
+          'server_options.enable_batching to true. Add --enable_batching.')
+    return None
+  if not path:
+    return batching.default_batching_parameters()
+  try:
+    params = batching.read_batching_parameters_file(path)
+    batching.queue_options(params, f'--batching_parameters_file={path}')
+    batching.scheduler_options(params, f'--batching_parameters_file={path}')
+  except batching.BatchingConfigError as e:
+    raise server_lib.ServerError(str(e)) from e
+  return params
+# --- end batching -----------------------------------------------------------
+
+
 def _options() -> server_lib.ServerOptions:
   f = serve_flags
   runtime = servable_lib.RuntimeOptions(
@@ -95,6 +126,10 @@ def _options() -> server_lib.ServerOptions:
           f.ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS.value),
       num_load_threads=f.NUM_LOAD_THREADS.value,
       num_unload_threads=f.NUM_UNLOAD_THREADS.value,
+      model_cache_dir=cli.user_path(f.MODEL_CACHE_DIR.value),
+      batching_parameters=_batching_parameters(),
+      enable_per_model_batching_parameters=(
+          f.ENABLE_PER_MODEL_BATCHING_PARAMETERS.value),
       runtime=runtime)
   return server_lib.ServerOptions(
       port=f.PORT.value,
@@ -154,10 +189,6 @@ def _check_flags(argv) -> None:
     f.parse_channel_arguments(f.GRPC_CHANNEL_ARGUMENTS.value)
   except ValueError as e:
     raise cli.usage_error(str(e)) from e
-  path = cli.user_path(f.BATCHING_PARAMETERS_FILE.value)
-  if path and not os.path.isfile(path):
-    raise cli.usage_error(
-        f'--batching_parameters_file={path} is not a readable file.')
   if f.PLATFORM_CONFIG_FILE.value:
     raise cli.usage_error(
         f'--platform_config_file={f.PLATFORM_CONFIG_FILE.value}: platform '
@@ -192,7 +223,7 @@ def main(argv):
           f'TensorFlow Library: {tf.__version__}', flush=True)
     _exit_process(0)
   _check_flags(argv)
-  for note in serve_flags.pending_notes() + serve_flags.ignored_notes():
+  for note in serve_flags.ignored_notes():
     logging.warning('%s', note)
   # Merged bundles keep large weights in variables/; oneDNN runs a MatMul or
   # Conv whose weights are not Const nodes through another kernel, which can

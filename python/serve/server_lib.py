@@ -4,9 +4,13 @@
 tensorflow_model_server: `tensorflow.serving.PredictionService` (Predict,
 Classify, Regress, MultiInference, GetModelMetadata),
 `tensorflow.serving.ModelService` (GetModelStatus, HandleReloadConfigRequest)
-and `grpc.health.v1.Health`. As in TF Serving, the port opens only after every
-configured model's latest version is available; `stop()` stops accepting RPCs,
-drains the ones in flight, then unloads every version.
+and `grpc.health.v1.Health` (which also answers per model name). With
+`rest_api_port`, it also serves TF Serving's HTTP/REST API, the Prometheus
+page of `monitoring_config_file` and /readyz (`rest_api`, `metrics`); both
+APIs run requests through one `RequestRunner`, which records the metrics. As
+in TF Serving, the ports open only after every configured model's latest
+version is available; `stop()` stops accepting requests, drains the ones in
+flight (gRPC and REST together), then unloads every version.
 
 `serve_until_signal()` runs a server for the `//python/serve` binary: start and
 stop happen in worker threads while the main thread only waits for signals
@@ -35,7 +39,9 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from python.serve import inference
+from python.serve import metrics as metrics_lib
 from python.serve import model_manager
+from python.serve import rest_api
 from python.serve import serving_error
 from python.serve import signal_waiter
 from python.serve import ssl_config
@@ -90,6 +96,15 @@ class ServerOptions:
   drain_timeout_seconds: float = 30.0
   manager: model_manager.ManagerOptions = dataclasses.field(
       default_factory=model_manager.ManagerOptions)
+  # --- REST API and monitoring (issue 12) ---
+  # 0 = no HTTP/REST server. It binds `host` like the gRPC port.
+  rest_api_port: int = 0
+  rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
+  # Deadline of each REST request's TensorFlow run; <= 0: none.
+  rest_api_timeout_in_ms: int = 30000
+  rest_api_enable_cors_support: bool = False
+  # A text MonitoringConfig: prometheus_config { enable: true path: "..." }.
+  monitoring_config_file: str = ''
 
 
 def parse_model_config_text(text: str, source: str
@@ -177,34 +192,140 @@ def _timeout(context: grpc.ServicerContext) -> Optional[float]:
   return remaining if remaining is not None and remaining < 1e8 else None
 
 
+# --- The call path shared by gRPC and REST (issue 12) ----------------------
+
+_RUNS = {'Predict': inference.predict, 'Classify': inference.classify,
+         'Regress': inference.regress}
+
+
+class RequestRunner:
+  """Runs requests for both APIs: resolve the version, run, record metrics.
+
+  The gRPC servicers and `rest_api.RestApiHandler` both call this, so the
+  two entrypoints share validation, errors and instrumentation.
+  """
+
+  def __init__(self, manager: model_manager.ModelManager,
+               metrics: metrics_lib.Metrics):
+    self._manager = manager
+    self._metrics = metrics
+
+  def run(self, api: str, request, timeout_s: Optional[float],
+          entrypoint: str, fill: Optional[Callable] = None):
+    """Runs a Predict/Classify/Regress request and records its metrics.
+
+    Args:
+      api: 'Predict', 'Classify' or 'Regress'.
+      request: The request proto (model_spec set).
+      timeout_s: Deadline of the TensorFlow run, or None.
+      entrypoint: metrics_lib.ENTRYPOINT_GRPC or ENTRYPOINT_REST.
+      fill: Optional `fill(servable)` completing the request once the
+        version is resolved (REST builds its tensors from the signature).
+
+    Returns:
+      The response proto.
+
+    Raises:
+      ServingError: as TF Serving would fail the request.
+    """
+    spec = request.model_spec
+    with self._metrics.request(spec.name, api, entrypoint) as record:
+      with self._manager.servable(spec) as servable:
+        try:
+          if fill is not None:
+            fill(servable)
+        finally:
+          name = spec.signature_name or inference.DEFAULT_SIGNATURE
+          if name in servable.signatures:
+            record.signature_name = name
+        return _RUNS[api](self._metrics.timed(servable, spec.name, api),
+                          request, timeout_s)
+
+  def metadata(self, request):
+    """GetModelMetadata, as the gRPC and REST APIs answer it."""
+    inference.validate_metadata_request(request)
+    with self._manager.servable(request.model_spec) as servable:
+      return inference.get_model_metadata(servable, request)
+
+  def status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatus, as the gRPC and REST APIs answer it."""
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField('version') else None
+    states = self._manager.model_status(spec.name, version)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, state, error in states:
+      status = response.model_version_status.add()
+      status.version = version
+      status.state = state
+      # Always present, as TF Serving sets it from the servable's health
+      # (error_code 0 = OK).
+      status.status.SetInParent()
+      if error:
+        status.status.error_code = error.code.value[0]
+        status.status.error_message = error.message
+    return response
+
+
+class _ModelHealthServicer(health.HealthServicer):
+  """grpc.health.v1 that also answers per model name (issue 12).
+
+  Check(service=<model name>) is SERVING while that configured model has an
+  available version, NOT_SERVING while it has none (a failed or pending
+  load) and once the server stops; other names answer as set with `set()`
+  ('' and the two services). Watch is the base class's (set() names only).
+  """
+
+  def __init__(self, manager: model_manager.ModelManager):
+    super().__init__()
+    self._manager = manager
+    self._stopping = False
+
+  def enter_graceful_shutdown(self):
+    self._stopping = True
+    super().enter_graceful_shutdown()
+
+  def Check(self, request, context):
+    available = self._manager.model_availability().get(request.service)
+    if available is None:
+      return super().Check(request, context)
+    serving = available and not self._stopping
+    return health_pb2.HealthCheckResponse(
+        status=health_pb2.HealthCheckResponse.SERVING if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+# --- end of the shared call path -------------------------------------------
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
                         ):
   """tensorflow.serving.PredictionService over a ModelManager."""
 
-  def __init__(self, manager: model_manager.ModelManager):
+  def __init__(self, manager: model_manager.ModelManager,
+               runner: RequestRunner):
     self._manager = manager
+    self._runner = runner
 
-  def _call(self, context: grpc.ServicerContext, request, run: Callable):
+  def _call(self, context: grpc.ServicerContext, request, api: str):
     if not request.HasField('model_spec'):
       _abort(context, serving_error.invalid_argument(
           'Missing ModelSpec: set model_spec.name (and optionally version, '
           'version_label, signature_name).'))
     try:
-      with self._manager.servable(request.model_spec) as servable:
-        return run(servable, request, _timeout(context))
+      return self._runner.run(api, request, _timeout(context),
+                              metrics_lib.ENTRYPOINT_GRPC)
     except serving_error.ServingError as e:
       _abort(context, e)
     except Exception as e:  # pylint: disable=broad-except
       _abort(context, _internal(e))
 
   def Predict(self, request, context):
-    return self._call(context, request, inference.predict)
+    return self._call(context, request, 'Predict')
 
   def Classify(self, request, context):
-    return self._call(context, request, inference.classify)
+    return self._call(context, request, 'Classify')
 
   def Regress(self, request, context):
-    return self._call(context, request, inference.regress)
+    return self._call(context, request, 'Regress')
 
   def MultiInference(self, request, context):
     if not request.tasks:
@@ -223,9 +344,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
     if not request.HasField('model_spec'):
       _abort(context, serving_error.invalid_argument('Missing ModelSpec'))
     try:
-      inference.validate_metadata_request(request)
-      with self._manager.servable(request.model_spec) as servable:
-        return inference.get_model_metadata(servable, request)
+      return self._runner.metadata(request)
     except serving_error.ServingError as e:
       _abort(context, e)
 
@@ -233,30 +352,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   """tensorflow.serving.ModelService over a ModelManager."""
 
-  def __init__(self, manager: model_manager.ModelManager):
+  def __init__(self, manager: model_manager.ModelManager,
+               runner: RequestRunner):
     self._manager = manager
+    self._runner = runner
 
   def GetModelStatus(self, request, context):
     if not request.HasField('model_spec'):
       _abort(context, serving_error.invalid_argument('Missing ModelSpec'))
-    spec = request.model_spec
-    version = spec.version.value if spec.HasField('version') else None
     try:
-      states = self._manager.model_status(spec.name, version)
+      return self._runner.status(request)
     except serving_error.ServingError as e:
       _abort(context, e)
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for version, state, error in states:
-      status = response.model_version_status.add()
-      status.version = version
-      status.state = state
-      # Always present, as TF Serving sets it from the servable's health
-      # (error_code 0 = OK).
-      status.status.SetInParent()
-      if error:
-        status.status.error_code = error.code.value[0]
-        status.status.error_message = error.message
-    return response
 
   def HandleReloadConfigRequest(self, request, context):
     response = model_management_pb2.ReloadConfigResponse()
@@ -266,8 +373,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
           'ServerModelConfig type not supported by HandleReloadConfigRequest.'
           ' Only ModelConfigList is currently supported')
     else:
+      # --- control-call isolation (serve-speed): a reload waits in one of
+      # the manager's control slots, bounded by the caller's deadline, never
+      # in a thread that serving calls and health checks need.
       try:
-        self._manager.reload_config(request.config.model_config_list)
+        with self._manager.control_call():
+          self._manager.reload_config(request.config.model_config_list,
+                                      _timeout(context))
+      except model_manager.ControlCallsExhaustedError as e:
+        error = serving_error.ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+      # --- end control-call isolation
       except model_manager.ConfigError as e:
         error = serving_error.invalid_argument(str(e))
       except model_manager.ModelsUnavailableError as e:
@@ -291,8 +407,13 @@ class ModelServer:
 
   def __init__(self, options: ServerOptions):
     self._options = options
-    self._manager = model_manager.ModelManager(options.manager)
-    self._health = health.HealthServicer()
+    self.metrics = metrics_lib.Metrics()
+    self._manager = model_manager.ModelManager(
+        dataclasses.replace(options.manager, metrics=self.metrics))
+    self._runner = RequestRunner(self._manager, self.metrics)
+    self._health = _ModelHealthServicer(self._manager)
+    self._rest: Optional[rest_api.RestServer] = None
+    self.rest_port: Optional[int] = None
     # Guards the hand-over between start() and stop(): _server and
     # _config_poller are published, and the port opened, only while no stop
     # has been requested.
@@ -344,6 +465,7 @@ class ModelServer:
     if self.stop_requested:
       raise self._cancelled()
     config = self._initial_config()
+    prometheus = self._prometheus_options()
     credentials = None
     if self._options.ssl_config_file:
       try:
@@ -361,18 +483,21 @@ class ModelServer:
       self._manager.stop()
       raise ServerError(str(e)) from e
 
+    # Serving threads plus the control calls' own slots (serve-speed), so
+    # that waiting reloads never take the threads of requests and health.
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._options.grpc_max_threads,
+            max_workers=(self._options.grpc_max_threads +
+                         self._options.manager.max_concurrent_control_calls),
             thread_name_prefix='grpc'),
         options=[('grpc.max_send_message_length', -1),
                  ('grpc.max_receive_message_length', -1),
                  ('grpc.so_reuseport', 0)] +
         list(self._options.grpc_channel_arguments))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(self._manager), server)
+        PredictionServicer(self._manager, self._runner), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(self._manager), server)
+        ModelServicer(self._manager, self._runner), server)
     if self._options.enable_grpc_healthcheck_service:
       health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
     addresses = []
@@ -389,14 +514,15 @@ class ModelServer:
         raise self._cancelled()
       port, bind_error = self._bind(server, addresses, credentials)
       if bind_error is None:
+        rest_error = self._start_rest(prometheus)
+        if rest_error is not None:
+          self._manager.stop()
+          raise rest_error
         server.start()
         self._server = server
         self.port = port
-        self._manager.add_listener(self._update_health)
         for service in ('',) + _MODEL_SERVICES:
           self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        for name in self._manager.models():
-          self._update_health(name)
         if (self._options.model_config_file and
             self._options.model_config_file_poll_wait_seconds > 0):
           self._config_poller = threading.Thread(
@@ -436,14 +562,43 @@ class ModelServer:
         tcp_port = port
     return tcp_port, None
 
-  def _update_health(self, model_name: str) -> None:
-    """Per-model health: SERVING while the model has an available version."""
-    if self.stop_requested:
-      return
-    self._health.set(
-        model_name, health_pb2.HealthCheckResponse.SERVING
-        if self._manager.has_available_version(model_name) else
-        health_pb2.HealthCheckResponse.NOT_SERVING)
+  def _prometheus_options(self) -> metrics_lib.PrometheusOptions:
+    if not self._options.monitoring_config_file:
+      return metrics_lib.PrometheusOptions()
+    try:
+      options = metrics_lib.read_monitoring_config_file(
+          self._options.monitoring_config_file)
+    except metrics_lib.MonitoringConfigError as e:
+      raise ServerError(str(e)) from e
+    if options.enable and not self._options.rest_api_port:
+      logging.warning('--monitoring_config_file enables Prometheus, but it is '
+                      'served on the REST port and --rest_api_port is 0: no '
+                      'metrics page. Pass --rest_api_port=8501.')
+    return options
+
+  def _start_rest(self, prometheus: metrics_lib.PrometheusOptions
+                 ) -> Optional[ServerError]:
+    """Opens the REST port (if configured); returns the error, if any."""
+    if not self._options.rest_api_port:
+      return None
+    timeout_ms = self._options.rest_api_timeout_in_ms
+    rest = rest_api.RestServer(
+        rest_api.RestApiHandler(self._runner,
+                                timeout_ms / 1000 if timeout_ms > 0 else None),
+        host=self._options.host, port=self._options.rest_api_port,
+        num_threads=self._options.rest_api_num_threads,
+        enable_cors=self._options.rest_api_enable_cors_support,
+        metrics=self.metrics, prometheus=prometheus,
+        unready_models=self._manager.unready_models,
+        drain_timeout_s=self._options.drain_timeout_seconds)
+    try:
+      self.rest_port = rest.start()
+    except rest_api.RestServerError as e:
+      return ServerError(str(e))
+    self._rest = rest
+    return None
+
+  # --- end of REST API and monitoring ---------------------------------------
 
   def _poll_config_file(self) -> None:
     wait = self._options.model_config_file_poll_wait_seconds
@@ -488,6 +643,7 @@ class ModelServer:
       self._stop_requested.set()
       server = self._server
       poller = self._config_poller
+      rest = self._rest
     if not first_call:
       self._stopped.wait(self.shutdown_timeout_s)
       return self._stop_result
@@ -495,6 +651,8 @@ class ModelServer:
                else 0.0)
     deadline = time.monotonic() + drain_s + CANCEL_GRACE_S
     self._health.enter_graceful_shutdown()
+    if rest is not None:
+      rest.begin_stop()  # Drains in parallel with gRPC below.
     drained = True
     if server is not None:
       logging.info('Stopping: draining in-flight requests (up to %.1fs)',
@@ -505,6 +663,9 @@ class ModelServer:
                         'drain deadline.', CANCEL_GRACE_S)
     else:
       logging.info('Stopping before the port opened: abandoning the loading.')
+    if rest is not None and not rest.wait_stopped(_remaining(deadline)):
+      drained = False
+      logging.warning('REST server still shutting down at the deadline.')
     unloaded = self._manager.stop(_remaining(deadline))
     if poller is not None:
       poller.join(_remaining(deadline))

@@ -153,12 +153,17 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertEqual(summary["graphs"], 2)
     self.assertGreaterEqual(summary["nodes"], 200)
     self.assertCountEqual(summary["contenders"],
-                          ["floor", "seed", "ours", "ours_noverify"])
+                          ["floor", "seed", "ours", "ours_noverify",
+                           "replace_incremental", "replace_full",
+                           "replace_incremental_noverify",
+                           "replace_full_noverify"])
     for name, contender in summary["contenders"].items():
       self.assert_positive_figures(contender, name)
       self.assertEqual(contender["runs"], 1, msg=name)
+    self.assertTrue(summary["targets_met"]["replace_answers_identical"])
     for key in ("ours_vs_floor_wall", "ours_noverify_vs_floor_wall",
-                "ours_vs_seed_rss"):
+                "ours_vs_seed_rss", "replace_incremental_vs_full_wall",
+                "replace_incremental_vs_full_rss"):
       self.assertGreater(summary["ratios"][key], 0, msg=key)
     self.assertEqual(summary["answers"],
                      {"signatures": 2, "identical": 2, "max_abs_diff": 0.0,
@@ -228,19 +233,31 @@ class BenchSmokeTest(absltest.TestCase):
   def test_server_bench(self):
     summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",
                          "--seconds=0.5", "--floor_calls=20",
-                         "--warmup_requests=2", "--model_mb=0.1",
-                         "--nodes=50")
+                         "--warmup_requests=2")
     self.assertEqual(summary["benchmark"], "server")
-    for floor in ("session_run", "grpc_empty"):
+    for floor in ("callable", "grpc_empty_prediction_service"):
       self.assertEqual(summary["floors"][floor]["requests"], 20, msg=floor)
       self.assertGreater(summary["floors"][floor]["p50_ms"], 0, msg=floor)
     self.assertIn("python/serve", summary["servers"])
+    self.assertIn("python/serve --enable_batching", summary["servers"])
     for label, by_concurrency in summary["servers"].items():
       self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
       for stats in by_concurrency.values():
         self.assertGreater(stats["requests"], 0, msg=label)
         self.assertGreater(stats["throughput_rps"], 0, msg=label)
       self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
+    self.assertCountEqual(summary["batching_gain_rps"], ["1", "2"])
+
+  def test_rest_bench(self):
+    summary = _run_bench("tests.bench.rest_bench", "--requests=10",
+                         "--blocks=2", "--warmup_requests=2",
+                         "--model_mb=0.1", "--nodes=50")
+    self.assertEqual(summary["benchmark"], "rest")
+    for protocol in ("grpc", "rest"):
+      stats = summary["protocols"][protocol]
+      self.assertEqual(stats["requests"], 20, msg=protocol)
+      self.assertGreater(stats["p50_ms"], 0, msg=protocol)
+    self.assertLen(summary["block_p99_ratio"]["all"], 2)
 
   def test_hotswap_bench(self):
     summary = _run_bench("tests.bench.hotswap_bench", "--graphs=2",
@@ -254,6 +271,13 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertCountEqual(summary["versions_seen"], ["1", "2"])
     self.assertLen(summary["publish_s"], 1)
     self.assertIs(summary["targets_met"]["zero_failed_requests"], True)
+    # Requests and RSS samples in both phases, one swap window.
+    for phase in ("steady", "swap"):
+      self.assertGreater(summary[phase]["requests"], 0, msg=phase)
+      self.assertGreater(summary[phase]["max_rss_mib"], 0, msg=phase)
+    self.assertLen(summary["swap"]["seconds"], 1)
+    self.assertGreater(summary["swap_vs_steady_p99"], 0)
+    self.assertGreater(summary["server_peak_rss_mib"], 0)
 
 
 if __name__ == "__main__":

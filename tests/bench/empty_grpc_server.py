@@ -1,13 +1,16 @@
-r"""A gRPC server whose one method does nothing: the transport floor.
+r"""An empty tensorflow.serving.PredictionService: the transport floor.
 
   python -m tests.bench.empty_grpc_server --port=0
 
-Serves `/bench.Empty/Call` (raw bytes in, empty bytes out) with the same
-grpcio the model server uses, and prints `PORT <n>` on stdout once serving.
-`server_bench` measures a round trip to it as the gRPC floor of a Predict.
+Serves `tensorflow.serving.PredictionService/Predict` with the same grpcio and
+generated protobuf classes the model server uses: each request is parsed into
+a PredictRequest and answered with an empty PredictResponse. Prints
+`PORT <n>` on stdout once serving. `server_bench` measures a Predict round
+trip to it as the gRPC floor of the model server.
 """
 
 from concurrent import futures
+import os
 import signal
 import threading
 from typing import Sequence
@@ -15,28 +18,33 @@ from typing import Sequence
 from absl import app
 from absl import flags
 import grpc
-
-METHOD = "/bench.Empty/Call"
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 _PORT = flags.DEFINE_integer("port", 0, "Port (0: any free port).",
                              lower_bound=0)
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind.")
-_THREADS = flags.DEFINE_integer("threads", 16, "Server worker threads.",
+_THREADS = flags.DEFINE_integer("threads", 4 * (os.cpu_count() or 1),
+                                "Server worker threads (the model server's "
+                                "--grpc_max_threads default).",
                                 lower_bound=1)
 
 
-def _empty(unused_request: bytes, unused_context) -> bytes:
-  return b""
+class EmptyPredictionService(
+    prediction_service_pb2_grpc.PredictionServiceServicer):
+  """Predict answers an empty response; nothing else is served."""
+
+  def Predict(self, request, context):
+    del request, context
+    return predict_pb2.PredictResponse()
 
 
 def make_server(host: str, port: int, threads: int) -> tuple[grpc.Server,
                                                              int]:
-  """Returns an unstarted server with the empty method, and its port."""
+  """Returns an unstarted empty PredictionService server, and its port."""
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
-  handler = grpc.method_handlers_generic_handler("bench.Empty", {
-      "Call": grpc.unary_unary_rpc_method_handler(_empty),
-  })
-  server.add_generic_rpc_handlers((handler,))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      EmptyPredictionService(), server)
   bound = server.add_insecure_port(f"{host}:{port}")
   return server, bound
 

@@ -4,19 +4,28 @@ r"""Benchmark 5: hot swap under load.
 
 Publishes version 1 of a merged bundle, starts the model server on it
 (`--file_system_poll_wait_seconds=1`), and while `--concurrency` client
-threads send Predict requests back to back (no version pinned), publishes a
-new version with `//python/merge --keep_versions=2` every `--interval_s`
-seconds, `--publishes` times (each merge is a separate process, as in
-production). Reports requests per second, p50 / p99 latency, failed
-requests (target: zero) and the versions the clients saw. Prints a Markdown
-table, then one JSON line (the last line).
+threads send Predict requests to one signature back to back (no version
+pinned), publishes a new version with `//python/merge --keep_versions=2`
+`--publishes` times (each merge is a separate process, as in production).
+Each cycle is `--interval_s` of steady serving, the merge, then the swap: from
+the merge's end (the new version is on disk) until the server has loaded and
+warmed up the new version and unloaded the old one. The signature's graph
+does not change between versions, so its latency during swaps against steady
+state is what a model that did not change feels. Requests during the merges
+themselves are left out of both (the merge runs on the serving machine here,
+not in production). The server's RSS is sampled every 50 ms.
+
+Reports requests per second, p50 / p99 latency, the p99 during swaps against
+the steady p99, the server's RSS during swaps against steady, failed requests
+(target: zero) and the versions the clients saw. Prints a Markdown table,
+then one JSON line (the last line).
 """
 
 import collections
 import os
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -45,7 +54,8 @@ _PUBLISHES = flags.DEFINE_integer("publishes", 5,
                                   "New versions published under load.",
                                   lower_bound=1)
 _INTERVAL_S = flags.DEFINE_float(
-    "interval_s", 3.0, "Pause between the end of a publish and the next.",
+    "interval_s", 3.0,
+    "Steady serving before each publish (measured as steady state).",
     lower_bound=0)
 _SETTLE_S = flags.DEFINE_float(
     "settle_s", 4.0,
@@ -59,6 +69,8 @@ _KEEP = flags.DEFINE_boolean("keep", False, "Keep the scratch directory.")
 MODEL = "merged"
 SIGNATURE = "model_0"
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+_END = get_model_status_pb2.ModelVersionStatus.END
+_LOADING = get_model_status_pb2.ModelVersionStatus.LOADING
 
 
 def wait_available(address: str, version: int, timeout_s: float) -> float:
@@ -98,6 +110,7 @@ class _Load:
     self._stop = threading.Event()
     self._lock = threading.Lock()
     self.latencies = []
+    self.starts = []
     self.failures = collections.Counter()
     self.versions = collections.Counter()
     self._threads = [threading.Thread(target=self._worker)
@@ -119,6 +132,7 @@ class _Load:
         latency = time.perf_counter() - start
         with self._lock:
           self.latencies.append(latency)
+          self.starts.append(start)
           self.versions[response.model_spec.version.value] += 1
 
   def __enter__(self) -> "_Load":
@@ -132,6 +146,72 @@ class _Load:
     for t in self._threads:
       t.join()
     self.elapsed = time.perf_counter() - self._start
+
+
+class _RssSampler:
+  """Samples a process's VmRSS every `period_s` in a thread."""
+
+  def __init__(self, pid: int, period_s: float = 0.05):
+    self._pid = pid
+    self._period_s = period_s
+    self._stop = threading.Event()
+    self.samples = []  # (perf_counter time, bytes)
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self) -> None:
+    path = f"/proc/{self._pid}/status"
+    while not self._stop.wait(self._period_s):
+      try:
+        with open(path, encoding="utf-8") as f:
+          for line in f:
+            if line.startswith("VmRSS:"):
+              self.samples.append((time.perf_counter(),
+                                   int(line.split()[1]) * 1024))
+              break
+      except OSError:
+        return
+
+  def __enter__(self) -> "_RssSampler":
+    self._thread.start()
+    return self
+
+  def __exit__(self, *unused_exc) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
+def _in_windows(times, values, windows):
+  return [v for t, v in zip(times, values)
+          if any(a <= t < b for a, b in windows)]
+
+
+def wait_state(address: str, version: int, states: Sequence[int],
+               timeout_s: float,
+               alive: Callable[[], bool] = lambda: True) -> bool:
+  """Polls (every 20 ms) until `version` of MODEL is in one of `states`.
+
+  Returns:
+    False on timeout, or once `alive()` is false and the state was not
+    reached.
+  """
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.version.value = version
+  deadline = time.monotonic() + timeout_s
+  with grpc.insecure_channel(address) as channel:
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    while time.monotonic() < deadline:
+      running = alive()
+      try:
+        response = stub.GetModelStatus(request, timeout=5)
+        if any(s.state in states for s in response.model_version_status):
+          return True
+      except grpc.RpcError:
+        pass
+      if not running:
+        return False
+      time.sleep(0.02)
+  return False
 
 
 def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
@@ -152,29 +232,67 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
     request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
 
   publish_runs = []
+  steady, swaps = [], []
   with launcher.ModelServer(
       model_name=MODEL, model_base_path=base,
       extra_flags=["--file_system_poll_wait_seconds=1"]) as server:
     print(f"Serving {base} on {server.address}; publishing {publishes} "
           f"versions under load from {concurrency} clients ...", flush=True)
-    with _Load(server.address, request, concurrency) as load:
+    pid = server.process.pid
+    with _RssSampler(pid) as rss, _Load(server.address, request,
+                                        concurrency) as load:
+      time.sleep(1.0)  # Connections up, first requests served.
+      swap_s = 0.0
       for i in range(publishes):
+        start = time.perf_counter()
         time.sleep(interval_s)
-        result = bench_lib.run_process(bench_lib.python_module(
-            "python.merge.merge", f"--spec={spec}", f"--output_base={base}",
-            "--keep_versions=2", f"--message=hot swap {i + 2}"))
+        steady.append((start, time.perf_counter()))
+        merged = {}
+        merge = threading.Thread(target=lambda: merged.update(
+            result=bench_lib.run_process(bench_lib.python_module(
+                "python.merge.merge", f"--spec={spec}",
+                f"--output_base={base}", "--keep_versions=2",
+                f"--message=hot swap {i + 2}"))))
+        merge.start()
+        # The swap: from the server starting to load the new version until
+        # it has unloaded the old one.
+        seen = wait_state(server.address, i + 2, (_LOADING, _AVAILABLE), 300,
+                          alive=merge.is_alive)
+        swap_start = time.perf_counter()
+        if seen:
+          swap_s = wait_available(server.address, i + 2, 300)
+          wait_state(server.address, i + 1, (_END,), 60)
+        swaps.append((swap_start, time.perf_counter()))
+        merge.join()
+        result = merged["result"]
         publish_runs.append(result)
-        print(f"  publish {i + 1}/{publishes}: {result.wall_s:.1f} s "
-              f"{'ok' if result.ok else 'FAILED'}; requests so far "
-              f"{len(load.latencies)}, failed {sum(load.failures.values())}",
-              flush=True)
-        if not result.ok:
+        if not result.ok or not seen:
           raise bench_lib.BenchError(
               f"publishing version {i + 2} failed:\n{result.output_tail}")
-      swap_s = wait_available(server.address, publishes + 1, 300)
+        print(f"  publish {i + 1}/{publishes}: merge {result.wall_s:.1f} s, "
+              f"swap {swaps[-1][1] - swaps[-1][0]:.2f} s; requests so far "
+              f"{len(load.latencies)}, failed {sum(load.failures.values())}",
+              flush=True)
+      start = time.perf_counter()
       time.sleep(settle_s)
+      steady.append((start, time.perf_counter()))
+    peak_rss = bench_lib.peak_rss_of_pid(pid)
   ok = len(load.latencies)
   failed = sum(load.failures.values())
+  steady_lat = _in_windows(load.starts, load.latencies, steady)
+  swap_lat = _in_windows(load.starts, load.latencies, swaps)
+  rss_t = [t for t, _ in rss.samples]
+  rss_v = [v for _, v in rss.samples]
+  steady_rss = _in_windows(rss_t, rss_v, steady)
+  swap_rss = _in_windows(rss_t, rss_v, swaps)
+
+  def ms(values, p):
+    return (round(bench_lib.percentile(values, p) * 1000, 3)
+            if values else None)
+
+  def mib(values):
+    return round(max(values) / 2**20, 1) if values else None
+
   summary = {
       "benchmark": "hotswap",
       "machine": bench_lib.machine_description(),
@@ -187,10 +305,19 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
       "failed": failed,
       "failures": dict(load.failures),
       "throughput_rps": round(ok / load.elapsed, 1) if load.elapsed else None,
-      "p50_ms": (round(bench_lib.percentile(load.latencies, 50) * 1000, 3)
-                 if ok else None),
-      "p99_ms": (round(bench_lib.percentile(load.latencies, 99) * 1000, 3)
-                 if ok else None),
+      "p50_ms": ms(load.latencies, 50),
+      "p99_ms": ms(load.latencies, 99),
+      "steady": {"requests": len(steady_lat), "p50_ms": ms(steady_lat, 50),
+                 "p99_ms": ms(steady_lat, 99),
+                 "max_rss_mib": mib(steady_rss)},
+      "swap": {"requests": len(swap_lat), "p50_ms": ms(swap_lat, 50),
+               "p99_ms": ms(swap_lat, 99), "max_rss_mib": mib(swap_rss),
+               "seconds": [round(b - a, 2) for a, b in swaps]},
+      "swap_vs_steady_p99": bench_lib.ratio(ms(swap_lat, 99),
+                                            ms(steady_lat, 99)),
+      "swap_vs_steady_rss": bench_lib.ratio(mib(swap_rss), mib(steady_rss)),
+      "server_peak_rss_mib": (round(peak_rss / 2**20, 1) if peak_rss
+                              else None),
       "versions_seen": {str(k): v for k, v in sorted(load.versions.items())},
       "publish_s": [round(r.wall_s, 2) for r in publish_runs],
       "last_version": publishes + 1,
@@ -211,6 +338,17 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
                                                            3),
         ", ".join(f"v{k}: {v}" for k, v in summary["versions_seen"].items())
         ]]))
+  print()
+  print(bench_lib.markdown_table(
+      ["phase", "requests", "p50 ms", "p99 ms", "server max RSS MiB"],
+      [[phase, summary[phase]["requests"],
+        bench_lib.fmt(summary[phase]["p50_ms"], 3),
+        bench_lib.fmt(summary[phase]["p99_ms"], 3),
+        bench_lib.fmt(summary[phase]["max_rss_mib"], 1)]
+       for phase in ("steady", "swap")] +
+      [["swap / steady", "", "",
+        bench_lib.fmt(summary["swap_vs_steady_p99"]),
+        bench_lib.fmt(summary["swap_vs_steady_rss"])]]))
   for message, count in load.failures.items():
     print(f"  {count} x {message}")
   print()

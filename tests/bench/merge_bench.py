@@ -10,15 +10,22 @@ times as whole processes, alternating for `--rounds` rounds:
   seed           tests/bench/seed_merge.py: import_graph_def + SavedModelBuilder
   ours           //python/merge with defaults (verification on)
   ours_noverify  //python/merge --noverify
+  replace_incremental  replace 1 of the graphs in a published version:
+                 //python/merge with `base = "latest"` and one [[model]]
+  replace_full   the same new version by a full re-merge of every graph
+  replace_incremental_noverify, replace_full_noverify  the same, --noverify
 
 and reports median wall time and peak RSS, their ratios (targets: ours within
 1.5x of the floor's wall time, 1.15x with --noverify; peak RSS at most 0.75x
 the seed's) and whether our bundle answers exactly as the seed's on every
-signature. Prints a Markdown table, then one JSON line (the last line).
+signature; for the replace pair, the incremental / full ratios and whether
+the two new versions answer identically. Prints Markdown tables, then one
+JSON line (the last line).
 """
 
 import os
-from typing import Sequence
+import subprocess
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -45,7 +52,9 @@ _WORK_DIR = flags.DEFINE_string(
     "the scratch directory is deleted at the end unless --keep.")
 _KEEP = flags.DEFINE_boolean("keep", False,
                              "Keep the scratch directory at the end.")
-CONTENDERS = ("floor", "seed", "ours", "ours_noverify")
+_REPLACE = ("replace_incremental", "replace_full",
+            "replace_incremental_noverify", "replace_full_noverify")
+CONTENDERS = ("floor", "seed", "ours", "ours_noverify") + _REPLACE
 _CONTENDERS = flags.DEFINE_list(
     "contenders", list(CONTENDERS),
     "Which contenders to run (floor and seed are needed for the ratios).")
@@ -59,10 +68,48 @@ WALL_TARGETS = {"ours": 1.5, "ours_noverify": 1.15}
 RSS_TARGET = 0.75
 
 
-def _contenders(spec: str, work: str, names: Sequence[str]):
+def _replace_specs(work: str, infos, replacement) -> dict[str, str]:
+  """Specs of the replace pair: incremental (base) and full, same result."""
+  full = graph_gen.write_spec(os.path.join(work, "replace_full.toml"),
+                              [replacement] + list(infos[1:]),
+                              message="replace one model")
+  incremental = graph_gen.write_spec(
+      os.path.join(work, "replace_incremental.toml"), [replacement],
+      message="replace one model")
+  with open(incremental, encoding="utf-8") as f:
+    text = f.read()
+  with open(incremental, "w", encoding="utf-8") as f:
+    f.write('base = "latest"\n' + text)
+  return {"replace_full": full, "replace_incremental": incremental}
+
+
+def _published_v1(spec: str, output_base: str, timeout_s: float):
+  """Setup of the replace pair: version 1 published (once), no version 2."""
+
+  def setup():
+    if not os.path.isdir(os.path.join(output_base, "1")):
+      proc = subprocess.run(
+          bench_lib.python_module("python.merge.merge", f"--spec={spec}",
+                                  f"--output_base={output_base}",
+                                  "--noverify"),
+          env=bench_lib.python_env(), check=False, capture_output=True,
+          text=True, timeout=timeout_s)
+      if proc.returncode:
+        raise bench_lib.BenchError(
+            f"publishing version 1 into {output_base} failed: "
+            f"{bench_lib.last_line(proc.stderr)}")
+    bench_lib.remove(os.path.join(output_base, "2"))
+  return setup
+
+
+def _contenders(spec: str, work: str, names: Sequence[str],
+                replace_specs: Optional[dict] = None,
+                timeout_s: float = 3600.0):
   out = {name: os.path.join(work, "out", name) for name in CONTENDERS}
 
   def clean(name):
+    if name in _REPLACE:
+      return _published_v1(spec, out[name], timeout_s)
     return lambda: bench_lib.remove(out[name])
 
   merge = ["python.merge.merge", f"--spec={spec}"]
@@ -78,6 +125,13 @@ def _contenders(spec: str, work: str, names: Sequence[str]):
       "ours_noverify": bench_lib.python_module(
           *merge, f"--output_base={out['ours_noverify']}", "--noverify"),
   }
+  for name in _REPLACE:
+    if replace_specs:
+      kind = name[:-len("_noverify")] if name.endswith("_noverify") else name
+      commands[name] = bench_lib.python_module(
+          "python.merge.merge", f"--spec={replace_specs[kind]}",
+          f"--output_base={out[name]}",
+          *(["--noverify"] if name.endswith("_noverify") else []))
   return [bench_lib.Contender(name, commands[name], setup=clean(name))
           for name in names], out
 
@@ -103,7 +157,13 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
                               message="benchmark")
   input_bytes = sum(g.file_bytes for g in infos)
   total_nodes = sum(g.nodes for g in infos)
-  runners, out = _contenders(spec, work_dir, contenders)
+  replacement = graph_gen.write_graphs(
+      os.path.join(work_dir, "frozen_replacement"), num_graphs=1,
+      total_bytes=max(1, int(total_mb * 2**20) // graphs),
+      total_nodes=max(1, nodes // graphs), seed=1000)[0]
+  replace_specs = _replace_specs(work_dir, infos, replacement)
+  runners, out = _contenders(spec, work_dir, contenders, replace_specs,
+                             timeout_s)
   bench_lib.run_rounds(runners, rounds, timeout_s=timeout_s)
   by_name = {c.name: c for c in runners}
 
@@ -147,6 +207,30 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
     targets["answers_identical_to_seed"] = (
         answer_summary["identical"] == answer_summary["signatures"])
 
+  replace_summary = None
+  pairs = [(incr, full, suffix) for incr, full, suffix in (
+      ("replace_incremental", "replace_full", ""),
+      ("replace_incremental_noverify", "replace_full_noverify", "_noverify"))
+           if incr in by_name and full in by_name]
+  for incr, full, suffix in pairs:
+    for what, figure in (("wall", wall), ("cpu", cpu), ("rss", rss)):
+      ratios[f"replace_incremental_vs_full{suffix}_{what}"] = bench_lib.ratio(
+          figure(incr), figure(full))
+  if pairs:
+    incr, full, _ = pairs[0]
+    print("Comparing the answers of the incremental and the full re-merge "
+          "on every signature ...", flush=True)
+    comparisons = answers.compare_bundles(
+        os.path.join(out[full], "2"), os.path.join(out[incr], "2"),
+        [replacement] + list(infos[1:]))
+    replace_summary = {
+        "signatures": len(comparisons),
+        "identical": sum(c.identical for c in comparisons),
+        "max_abs_diff": max(c.max_abs_diff for c in comparisons),
+    }
+    targets["replace_answers_identical"] = (
+        replace_summary["identical"] == replace_summary["signatures"])
+
   rows = []
   for c in runners:
     rows.append([
@@ -169,6 +253,25 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
     print(f"Answers: {answer_summary['identical']}/"
           f"{answer_summary['signatures']} signatures bit-identical to the "
           f"seed bundle (max |diff| {answer_summary['max_abs_diff']:g}).")
+  if replace_summary:
+    print()
+    print(f"Replacing 1 of {graphs} models of a published version:")
+    replace_rows = []
+    for incr, full, suffix in pairs:
+      for name in (incr, full):
+        replace_rows.append([
+            name, bench_lib.fmt(wall(name)), bench_lib.fmt(cpu(name)),
+            bench_lib.fmt(None if rss(name) is None else rss(name) / 2**20,
+                          0)])
+      replace_rows.append([f"incremental / full{suffix}"] + [
+          bench_lib.fmt(ratios[f"replace_incremental_vs_full{suffix}_{w}"])
+          for w in ("wall", "cpu", "rss")])
+    print(bench_lib.markdown_table(
+        ["contender", "wall s", "CPU s", "peak RSS MiB"], replace_rows))
+    print(f"Answers: {replace_summary['identical']}/"
+          f"{replace_summary['signatures']} signatures of the incremental "
+          "version bit-identical to the full re-merge's (max |diff| "
+          f"{replace_summary['max_abs_diff']:g}).")
   print()
   return {
       "benchmark": "merge",
@@ -181,6 +284,7 @@ def run(*, graphs: int, total_mb: float, nodes: int, rounds: int,
       "ratios": ratios,
       "targets_met": targets,
       "answers": answer_summary,
+      "replace_answers": replace_summary,
   }
 
 

@@ -1,19 +1,23 @@
 r"""Benchmark 4: what the model server adds on top of running the model.
 
-  bazel run //tests/bench:server_bench -- --concurrency=1,4,16 --seconds=5
+  bazel run //tests/bench:server_bench -- --concurrency=1,16,64 --seconds=5
 
-Publishes one small model and, for the project's server (`//python/serve`)
-and, when one is on PATH, the real `tensorflow_model_server`, measures
-Predict p50 / p99 latency and throughput with `--concurrency` client threads
-sending back-to-back requests for `--seconds` each. Next to it, two floors
-measured in the same run:
+Serves TF Serving's half_plus_two (tests/testdata/tf_serving_models.py: the
+canonical Predict, `x = [2.0]` -> `y = [3.0]`) with the project's server
+(`//python/serve`) and, when one is on PATH, the real
+`tensorflow_model_server`, and measures Predict p50 / p99 latency and
+throughput with `--concurrency` client threads sending back-to-back requests
+for `--seconds` each: once as is, once with `--enable_batching`
+(`--batching_parameters`). Next to it, two floors measured in the same run:
 
-  run floor   in-process Session.run of the same signature and input
-  gRPC floor  a round trip of an empty call to a grpcio server on this
-              machine (tests/bench/empty_grpc_server.py)
+  callable floor  the signature's session callable, in process (what the
+                  server's own run costs)
+  gRPC floor      a Predict round trip to an empty Python PredictionService
+                  (same grpcio and protobuf; tests/bench/empty_grpc_server.py)
 
-and the overhead ratio server p50 / (run floor p50 + gRPC floor p50) at
-concurrency 1. Clients and servers share the machine's cores. Prints a
+and the ratios: server p50 / (callable floor p50 + gRPC floor p50) at
+concurrency 1, and the batching gain (requests/s with batching / without) at
+each concurrency. Clients and servers share the machine's cores. Prints a
 Markdown table, then one JSON line (the last line).
 """
 
@@ -28,18 +32,18 @@ from typing import Callable, Iterator, Sequence
 from absl import app
 from absl import flags
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from python.merge import merge_lib
 from python.serve import launcher
 from python.common import cli
 from tests.bench import bench_lib
-from tests.bench import empty_grpc_server
-from tests.bench import graph_gen
+from tests.testdata import tf_serving_models
 
-_CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "4", "16"],
+_CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "16", "64"],
                                  "Client thread counts.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0,
                               "Measured seconds per concurrency level.",
@@ -49,18 +53,19 @@ _WARMUP_REQUESTS = flags.DEFINE_integer(
     lower_bound=0)
 _FLOOR_CALLS = flags.DEFINE_integer(
     "floor_calls", 2000, "Calls measured for each floor.", lower_bound=1)
-_MODEL_MB = flags.DEFINE_float("model_mb", 1.0, "Size of the model in MiB.",
-                               lower_bound=0.01)
-_NODES = flags.DEFINE_integer("nodes", 200, "Nodes of the model.",
-                              lower_bound=1)
+_BATCHING_PARAMETERS = flags.DEFINE_string(
+    "batching_parameters",
+    "max_batch_size { value: 64 } batch_timeout_micros { value: 0 } "
+    "max_enqueued_batches { value: 1000 }",
+    "Text BatchingParameters of the batched runs ('' skips them).")
 _WORK_DIR = flags.DEFINE_string(
     "work_dir", None,
     "Where to create the scratch directory (default: the system temp dir); "
     "the scratch directory is deleted at the end unless --keep.")
 _KEEP = flags.DEFINE_boolean("keep", False, "Keep the scratch directory.")
 
-MODEL = "small"
-SIGNATURE = "model_0"
+MODEL = "half_plus_two"
+SIGNATURE = "serving_default"
 
 
 def _stats(latencies: Sequence[float], elapsed: float) -> dict:
@@ -140,90 +145,121 @@ def empty_server() -> Iterator[str]:
         proc.wait()
 
 
-def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
-        floor_calls: int, model_mb: float, nodes: int, work_dir: str) -> dict:
-  """Runs the benchmark and prints its table; returns the JSON summary."""
-  [graph] = graph_gen.write_graphs(
-      os.path.join(work_dir, "frozen"), num_graphs=1,
-      total_bytes=int(model_mb * 2**20), total_nodes=nodes)
-  spec = graph_gen.write_spec(os.path.join(work_dir, "merge.toml"), [graph])
-  base = os.path.join(work_dir, "models", MODEL)
-  result = merge_lib.merge_and_publish(spec, base)
-  feeds = graph_gen.sample_feeds(graph, batch_size=1)
+def _serve(label: str, base: str, use_real_server: bool,
+           request: predict_pb2.PredictRequest, concurrency: Sequence[int],
+           seconds: float, warmup_requests: int,
+           extra_flags: Sequence[str] = ()) -> dict:
+  """Starts one server and loads it at every concurrency level."""
+  server = launcher.ModelServer(model_name=MODEL, model_base_path=base,
+                                use_real_server=use_real_server,
+                                extra_flags=extra_flags).start()
+  results = {}
+  try:
+    with grpc.insecure_channel(server.address) as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      call = functools.partial(stub.Predict, request, timeout=30)
+      response = call()
+      if list(response.outputs["y"].float_val) != [3.0]:
+        raise bench_lib.BenchError(
+            f"{label} answered {response.outputs['y']}, not y = [3.0]")
+      time_calls(call, warmup_requests)
+      for c in concurrency:
+        results[str(c)] = load(call, c, seconds)
+        print(f"  {label} concurrency {c}: {results[str(c)]}", flush=True)
+  finally:
+    server.stop()
+  return results
 
-  # Floor 1: Session.run of the same signature, in process.
+
+def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
+        floor_calls: int, batching_parameters: str, work_dir: str) -> dict:
+  """Runs the benchmark and prints its table; returns the JSON summary."""
+  base = os.path.join(work_dir, "models", MODEL)
+  version_dir = tf_serving_models.write_half_plus_two(base)
+  x = np.array([2.0], np.float32)
+
+  # Floor 1: the signature's session callable, in process.
   with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], result.path)
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], version_dir)
     signature = meta.signature_def[SIGNATURE]
-    feed_dict = {signature.inputs[a].name: v for a, v in feeds.items()}
-    fetch = signature.outputs["scores"].name
-    time_calls(lambda: sess.run(fetch, feed_dict), warmup_requests)
-    run_floor = time_calls(lambda: sess.run(fetch, feed_dict), floor_calls)
-  # Floor 2: an empty gRPC round trip.
-  with empty_server() as address, grpc.insecure_channel(address) as channel:
-    empty = channel.unary_unary(empty_grpc_server.METHOD)
-    time_calls(lambda: empty(b"", timeout=10), warmup_requests)
-    grpc_floor = time_calls(lambda: empty(b"", timeout=10), floor_calls)
-  floors = {"session_run": _stats(run_floor, sum(run_floor)),
-            "grpc_empty": _stats(grpc_floor, sum(grpc_floor))}
-  floor_p50 = floors["session_run"]["p50_ms"] + floors["grpc_empty"]["p50_ms"]
+    # pylint: disable-next=protected-access
+    run_callable = sess._make_callable_from_options(
+        config_pb2.CallableOptions(feed=[signature.inputs["x"].name],
+                                   fetch=[signature.outputs["y"].name]))
+    time_calls(lambda: run_callable(x), warmup_requests)
+    run_floor = time_calls(lambda: run_callable(x), floor_calls)
 
   request = predict_pb2.PredictRequest()
   request.model_spec.name = MODEL
   request.model_spec.signature_name = SIGNATURE
-  for alias, value in feeds.items():
-    request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+  request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+  # Floor 2: a Predict round trip to an empty PredictionService.
+  with empty_server() as address, grpc.insecure_channel(address) as channel:
+    empty = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+    time_calls(lambda: empty(request, timeout=10), warmup_requests)
+    grpc_floor = time_calls(lambda: empty(request, timeout=10), floor_calls)
+  floors = {"callable": _stats(run_floor, sum(run_floor)),
+            "grpc_empty_prediction_service": _stats(grpc_floor,
+                                                    sum(grpc_floor))}
+  floor_p50 = (floors["callable"]["p50_ms"] +
+               floors["grpc_empty_prediction_service"]["p50_ms"])
 
-  servers = [("python/serve", False)]
+  params_path = os.path.join(work_dir, "batching.pbtxt")
+  with open(params_path, "w", encoding="utf-8") as f:
+    f.write(batching_parameters)
+  runs = [("python/serve", False, ())]
+  if batching_parameters:
+    runs.append(("python/serve --enable_batching", False,
+                 ("--enable_batching",
+                  f"--batching_parameters_file={params_path}")))
   if launcher.find_real_server():
-    servers.append(("tensorflow_model_server", True))
-  results = {}
-  for label, use_real_server in servers:
-    server = launcher.ModelServer(model_name=MODEL, model_base_path=base,
-                                  use_real_server=use_real_server).start()
-    try:
-      with grpc.insecure_channel(server.address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        call = functools.partial(stub.Predict, request, timeout=30)
-        time_calls(call, warmup_requests)
-        results[label] = {}
-        for c in concurrency:
-          results[label][str(c)] = load(call, c, seconds)
-          print(f"  {label} concurrency {c}: {results[label][str(c)]}",
-                flush=True)
-    finally:
-      server.stop()
+    runs.append(("tensorflow_model_server", True, ()))
+  results = {label: _serve(label, base, real, request, concurrency, seconds,
+                           warmup_requests, extra)
+             for label, real, extra in runs}
 
-  rows = [["Session.run (in process)", 1,
-           bench_lib.fmt(floors["session_run"]["p50_ms"], 3),
-           bench_lib.fmt(floors["session_run"]["p99_ms"], 3), "-", "-"],
-          ["empty gRPC call", 1,
-           bench_lib.fmt(floors["grpc_empty"]["p50_ms"], 3),
-           bench_lib.fmt(floors["grpc_empty"]["p99_ms"], 3), "-", "-"]]
+  rows = [["session callable (in process)", 1,
+           bench_lib.fmt(floors["callable"]["p50_ms"], 3),
+           bench_lib.fmt(floors["callable"]["p99_ms"], 3), "-", "-", "-"],
+          ["empty Python PredictionService", 1,
+           bench_lib.fmt(floors["grpc_empty_prediction_service"]["p50_ms"], 3),
+           bench_lib.fmt(floors["grpc_empty_prediction_service"]["p99_ms"], 3),
+           "-", "-", "-"]]
   overhead = {}
+  batching_gain = {}
+  plain = results["python/serve"]
   for label, by_c in results.items():
-    first = by_c[str(concurrency[0])]
-    overhead[label] = bench_lib.ratio(first["p50_ms"], floor_p50)
+    overhead[label] = bench_lib.ratio(by_c[str(concurrency[0])]["p50_ms"],
+                                      floor_p50)
     for c in concurrency:
       s = by_c[str(c)]
+      gain = bench_lib.ratio(s["throughput_rps"],
+                             plain[str(c)]["throughput_rps"])
+      if label.endswith("--enable_batching"):
+        batching_gain[str(c)] = gain
       rows.append([label, c, bench_lib.fmt(s["p50_ms"], 3),
                    bench_lib.fmt(s["p99_ms"], 3),
                    bench_lib.fmt(s["throughput_rps"], 0),
-                   bench_lib.fmt(bench_lib.ratio(s["p50_ms"], floor_p50))])
+                   bench_lib.fmt(bench_lib.ratio(s["p50_ms"], floor_p50)),
+                   bench_lib.fmt(gain)])
   print()
   print(f"Machine: {bench_lib.machine_description()}")
-  print(f"Model: 1 signature, {graph.nodes} nodes, {model_mb:g} MiB, batch 1;"
-        f" {seconds:g} s per concurrency level; clients share the cores.")
+  print(f"Model: TF Serving's half_plus_two, Predict x = [2.0]; {seconds:g} s "
+        "per concurrency level; clients share the cores. Batching: "
+        f"{batching_parameters or 'not run'}.")
   print(bench_lib.markdown_table(
       ["what", "concurrency", "p50 ms", "p99 ms", "requests/s",
-       "p50 / (run floor + gRPC floor)"], rows))
+       "p50 / (callable + gRPC floor)", "requests/s vs python/serve"], rows))
   print()
   return {
       "benchmark": "server",
       "machine": bench_lib.machine_description(),
       "floors": floors,
+      "floor_p50_ms": round(floor_p50, 3),
       "servers": results,
       "overhead_p50_vs_floors": overhead,
+      "batching_gain_rps": batching_gain,
+      "batching_parameters": batching_parameters,
       "concurrency": list(concurrency),
   }
 
@@ -244,13 +280,13 @@ def main(argv: Sequence[str]) -> None:
   def _run(work_dir: str) -> dict:
     return run(concurrency=concurrency, seconds=_SECONDS.value,
                warmup_requests=_WARMUP_REQUESTS.value,
-               floor_calls=_FLOOR_CALLS.value, model_mb=_MODEL_MB.value,
-               nodes=_NODES.value, work_dir=work_dir)
+               floor_calls=_FLOOR_CALLS.value,
+               batching_parameters=_BATCHING_PARAMETERS.value,
+               work_dir=work_dir)
 
   bench_lib.run_benchmark("server_bench", _run, parent_dir=_WORK_DIR.value,
                           keep=_KEEP.value,
-                          errors=(bench_lib.BenchError, launcher.LauncherError,
-                                  merge_lib.MergeError))
+                          errors=(bench_lib.BenchError, launcher.LauncherError))
 
 
 if __name__ == "__main__":
