@@ -56,6 +56,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from python.common import op_policy
 from python.merge import errors
 from python.merge import graph_import
+from python.merge import numerics as numerics_lib
 from python.merge import warmup as warmup_lib
 
 _MAX_ERROR_CHARS = 600
@@ -84,9 +85,12 @@ class SignatureCheck:
   Attributes:
     method_name: the SignatureDef method name.
     outputs: output alias -> (dtype name, shape of the returned value).
+    numerics: with a `reference`, how the outputs compare with the frozen
+      graph's own answers on the same inputs (`numerics`).
   """
   method_name: str
   outputs: dict[str, tuple[str, tuple[int, ...]]]
+  numerics: Optional[numerics_lib.SignatureNumerics] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,7 @@ def check_bundle(
     expected_signatures: Optional[Iterable[str]] = None,
     batch_size: int = 1,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    reference: Optional[numerics_lib.Reference] = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     allow_ops: Iterable[str] = (),
     name: Optional[str] = None,
@@ -125,6 +130,9 @@ def check_bundle(
       synthesized inputs.
     memory_budget_bytes: restore groups are packed into one session up to
       this many bytes of variables (see the module docstring).
+    reference: each signature's frozen graph alone (`numerics.Reference`):
+      signatures it knows are also compared with their graph's answers on
+      the same inputs, with Grappler on as in a server (slower).
     timeout_seconds: deadline of each run (restore, init op, signature).
     allow_ops: denied ops (python/common/denied_ops.txt) accepted anyway.
     name: how messages name the bundle (default: "bundle <export_dir>").
@@ -212,7 +220,9 @@ def check_bundle(
   examples = warmup_lib.ExampleSynthesizer(meta_graph.graph_def)
   results = {}
   for session in plan:
-    sess = tf.compat.v1.Session(graph=graph, config=_session_config())
+    config = (numerics_lib.server_config() if reference is not None else
+              _session_config())
+    sess = tf.compat.v1.Session(graph=graph, config=config)
     try:
       try:
         if session.restore_ops:
@@ -229,7 +239,7 @@ def check_bundle(
         try:
           results[signature_name] = _run_signature(
               runner, sess, tensor, signature_name,
-              signatures[signature_name], batch_size, examples)
+              signatures[signature_name], batch_size, examples, reference)
         except errors.CheckTimeoutError:
           raise
         except errors.VerifyError as e:
@@ -536,12 +546,15 @@ def _signature_tensors(name: str, signature, node_names) -> list[str]:
   return tensors
 
 
-def _run_signature(runner: _Runner, sess: tf.compat.v1.Session, tensor,
-                   name: str, signature, batch_size: int,
-                   examples: warmup_lib.ExampleSynthesizer) -> SignatureCheck:
+def _run_signature(
+    runner: _Runner, sess: tf.compat.v1.Session, tensor, name: str, signature,
+    batch_size: int, examples: warmup_lib.ExampleSynthesizer,
+    reference: Optional[numerics_lib.Reference] = None) -> SignatureCheck:
   try:
-    feed = {tensor(info.name): _synthesize(info, batch_size, examples)
-            for _, info in sorted(signature.inputs.items())}
+    by_alias = {alias: _synthesize(info, batch_size, examples)
+                for alias, info in sorted(signature.inputs.items())}
+    feed = {tensor(info.name): by_alias[alias]
+            for alias, info in sorted(signature.inputs.items())}
     fetches = {alias: tensor(info.name)
                for alias, info in signature.outputs.items()}
   except (IndexError, ValueError) as e:
@@ -570,7 +583,12 @@ def _run_signature(runner: _Runner, sess: tf.compat.v1.Session, tensor,
           f'signature "{name}" output "{alias}": declared shape {declared} '
           f"but the graph returns shape {list(value.shape)}.")
     outputs[alias] = (want.name, tuple(value.shape))
-  return SignatureCheck(method_name=signature.method_name, outputs=outputs)
+  # numerics: the same inputs through the frozen graph alone.
+  numerics = None
+  if reference is not None and name in reference:
+    numerics = reference.compare(name, by_alias, values)
+  return SignatureCheck(method_name=signature.method_name, outputs=outputs,
+                        numerics=numerics)
 
 
 def _synthesize(info, batch_size: int,

@@ -82,6 +82,11 @@ class BundleInfo:
       oneDNN CPU builds their answers are bit-identical to the frozen
       graph's only when the server runs with
       TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (see `externalize`).
+    kept_inline: Large constants kept as Consts because Grappler folds
+      them into other constants (e.g. BatchNorm scales into conv weights),
+      so answers stay bit-identical (see `externalize`).
+    folded_externalized: Such constants externalized anyway, past the
+      inline budget: their signatures may differ in the last bits.
     init_ops: Table initializers run at load time (scoped node names).
     files: Relative path -> bytes. After `write_saved_model`, the files
       written; from `plan`, an estimate (saved_model.pb and the warmup file
@@ -100,6 +105,8 @@ class BundleInfo:
   externalized: int = 0
   externalized_bytes: int = 0
   externalized_weights: list = dataclasses.field(default_factory=list)
+  kept_inline: list = dataclasses.field(default_factory=list)
+  folded_externalized: list = dataclasses.field(default_factory=list)
   init_ops: list = dataclasses.field(default_factory=list)
   files: dict = dataclasses.field(default_factory=dict)
   total_bytes: int = 0
@@ -224,17 +231,28 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     merged.tensor_infos.update(analysis.tensor_infos)
     merged.init_ops.extend(analysis.init_ops)
     del analysis
+    # numerics: which large constants Grappler folds, on the graph as read.
+    folded = externalizer.folded(graph_def, _fetches(graph_def, model))
     renames = merger.scope_and_rename(graph_def, scope)
     if renames:
       logging.info("Renamed colliding functions of %s: %s", model.frozen,
                    renames)
     asset_collector.collect(graph_def, scope, where)
-    externalizer.process(graph_def, keep=asset_collector.const_names)
+    externalizer.process(graph_def, keep=asset_collector.const_names,
+                         folded={f"{scope}/{name}" for name in folded})
     merger.append(graph_def)
     del graph_def  # Frees the input before the next one is parsed.
     logging.info("Merged %s as scope %s/ for signature %s", model.frozen,
                  scope, model.signature_name)
   return merged
+
+
+def _fetches(graph_def: tf.compat.v1.GraphDef,
+             model: spec_lib.ModelSpec) -> list[str]:
+  """What a server runs in an input graph: its outputs and table inits."""
+  return list(model.outputs.values()) + [
+      n.name for n in graph_def.node
+      if n.op in signatures_lib.TABLE_INIT_OPS]
 
 
 def _add_init_op(merger: graph_merge.GraphMerger,
@@ -394,6 +412,8 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       externalized=externalizer.count,
       externalized_bytes=externalizer.externalized_bytes,
       externalized_weights=list(externalizer.weights),
+      kept_inline=list(externalizer.kept_inline),
+      folded_externalized=list(externalizer.folded_externalized),
       assets=list(asset_collector.assets),
       init_ops=merged.init_ops,
       fingerprint=manifest["fingerprint"],

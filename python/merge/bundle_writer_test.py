@@ -266,13 +266,16 @@ class MergedBundleTest(parameterized.TestCase):
     weights = next(n for n in graph_def.node
                    if n.name == "large/large/weights")
     self.assertEqual(weights.op, "ReadVariableOp")
-    # With threshold 0 every non-empty constant of the graphs is a variable.
+    # With threshold 0 every non-empty constant of the graphs is a variable,
+    # but those Grappler folds into other constants (kept inline so answers
+    # stay bit-identical, see externalize.py).
     _, everything = self.bundles["everything"]
     self.assertGreater(everything.externalized, 20)
     consts = [n.name for n in self.metas["everything"].graph_def.node
               if n.op == "Const" and not n.name.startswith("merge_internal/")
               and graph_io.tensor_nbytes(n.attr["value"].tensor)]
-    self.assertEqual(consts, [])
+    self.assertEqual(sorted(consts), sorted(everything.kept_inline))
+    self.assertLess(len(consts), 5)
 
   def test_externalized_matmul_weights_are_reported(self):
     _, default = self.bundles["default"]

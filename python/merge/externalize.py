@@ -23,30 +23,53 @@ that runs `restore_all` (TF Serving) restores everything, as with one
 `RestoreV2`; the merge's own check (`bundle_check`) can restore one group at
 a time, so its memory follows the largest input, not the total.
 
-Bit-identical answers and oneDNN: TensorFlow's x86 CPU builds (and
-`tensorflow_model_server`) run MatMul/Conv through oneDNN, which takes one
-kernel path when the weights input is a `Const` node (weights reordered once
-and cached) and another when it is not. So a MatMul + bias whose weights
-became a variable can answer differently from the frozen graph in the last
-bits (observed: up to 3e-6 on a 640x1024 dense layer + bias). Starting the
-server with `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` makes oneDNN treat every
-weight as constant (true for a served bundle: the variables are restored
-once and never assigned again), which restores bit-identical answers; so
-does `TF_ENABLE_ONEDNN_OPTS=0`. Keeping such weights as constants instead
-would defeat the purpose of externalization (they are the large tensors).
-`Externalizer.weights` lists the externalized constants concerned so the
-merge can say so.
+Bit-identical answers. A weight that is a variable instead of a `Const`
+changes what the served graph computes in two places (measured on a
+Keras ResNet50, random weights, TF 2.21 x86; see README "Numerics"):
+
+  * Grappler's constant folding rewrites `Mul(Conv2D(x, W), c)` (a
+    BatchNormalization after a convolution, as every ResNet/MobileNet/
+    EfficientNet block has) into `Conv2D(x, W * c)` only when `W` is a
+    `Const` (ConstantFolding's MulConvPushDown), and folds any op whose
+    inputs are all constants. The folded weights differ in the last bits
+    from computing the Mul at run time (up to 2.4e-7 on ResNet50 outputs).
+    So before externalizing, each input graph is optimized offline by
+    Grappler with the server's default options and the same fetches
+    (`folded_constants`): a large constant whose exact bytes do not survive
+    optimization was folded into another constant, and is kept inline as a
+    `Const`, so the served graph folds it exactly as the frozen graph does.
+    Kept constants stay in `saved_model.pb`; when they would take it past
+    `inline_budget_bytes` they are externalized anyway and listed in
+    `Externalizer.folded_externalized` (answers of their signatures may
+    differ in the last bits; the merge's numerics check measures it).
+  * oneDNN (TensorFlow's x86 CPU kernels, also in `tensorflow_model_server`)
+    runs MatMul/Conv with a cached, reordered weights path when input 1 is a
+    `Const` and another path when it is not (up to 1.3e-7 on ResNet50, 3e-6
+    on a 640x1024 dense layer + bias). Running the server with
+    `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` makes oneDNN treat every weight as
+    constant (true for a served bundle: the variables are restored once and
+    never assigned again), which gives bit-identical answers; so does
+    `TF_ENABLE_ONEDNN_OPTS=0`. `Externalizer.weights` lists the externalized
+    constants concerned so the merge can say so.
+
+With both, every signature of the test corpus (tests/numerics_test.py) is
+bit-identical to its frozen graph alone.
 """
 
 import concurrent.futures
 import dataclasses
+import hashlib
 from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saver_pb2
+from tensorflow.python.grappler import tf_optimizer
 
 from python.merge import errors
 from python.merge import graph_io
@@ -68,6 +91,9 @@ _WEIGHT_OPS = frozenset((
     "_FusedConv3D", "_FusedBatchMatMulV2"))
 # The env var that makes oneDNN treat variable weights as constant.
 ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+# Constants Grappler folds stay inline up to this many bytes in total, so
+# saved_model.pb stays well below protobuf's 2 GiB limit.
+DEFAULT_INLINE_BUDGET_BYTES = 1 << 30
 
 
 @dataclasses.dataclass
@@ -135,6 +161,86 @@ def _weight_inputs(graph_def: tf.compat.v1.GraphDef) -> set[str]:
   return names
 
 
+def _digest(tensor) -> tuple:
+  """A key identifying a TensorProto's value (dtype, shape and bytes)."""
+  value = np.asarray(_value(tensor))
+  data = value.tobytes() if value.dtype != object else b"".join(
+      value.reshape(-1).tolist())
+  return (tensor.dtype, value.shape, hashlib.sha256(data).digest())
+
+
+def _sinks(graph_def: tf.compat.v1.GraphDef) -> list[str]:
+  """Nodes nothing reads (the fetches when none are given)."""
+  read = {i.lstrip("^").partition(":")[0] for n in graph_def.node
+          for i in n.input}
+  return [n.name for n in graph_def.node if n.name not in read]
+
+
+def large_constants(graph_def: tf.compat.v1.GraphDef, threshold: int,
+                    keep: frozenset = frozenset()) -> list:
+  """(node, bytes) of the Consts that are externalized unless kept."""
+  if threshold < 0:
+    return []
+  large = []
+  for node in graph_def.node:
+    if node.op != "Const":
+      continue
+    tensor = node.attr["value"].tensor
+    size = graph_io.tensor_nbytes(tensor)
+    if (size > threshold and tensor.dtype not in _NOT_SAVEABLE and
+        node.name not in keep):
+      large.append((node, size))
+  return large
+
+
+def folded_constants(graph_def: tf.compat.v1.GraphDef, candidates: list,
+                     fetches: Optional[list[str]] = None) -> set[str]:
+  """The candidate Consts that Grappler folds into other constants.
+
+  Runs Grappler's meta-optimizer with a server's default options (as a
+  Session or TF Serving runs it before the first request) on `graph_def`
+  with these fetches. A candidate whose exact value is not among the
+  optimized graph's constants was combined with something else (e.g.
+  MulConvPushDown folding a BatchNorm scale into conv weights); one whose
+  value survives (possibly renamed, e.g. an Identity folded onto it) is
+  read unchanged by a kernel.
+
+  Args:
+    graph_def: The input graph (values included).
+    candidates: Names of its large Consts.
+    fetches: Tensor or node names the server fetches (signature outputs and
+      initializers); default the nodes nothing reads.
+
+  Returns:
+    Names of the folded candidates; empty if Grappler fails (logged).
+  """
+  if not candidates:
+    return set()
+  nodes = {n.name: n for n in graph_def.node}
+  meta = meta_graph_pb2.MetaGraphDef()
+  meta.graph_def.CopyFrom(graph_def)
+  names = sorted({f.lstrip("^").partition(":")[0] for f in
+                  (fetches if fetches else _sinks(graph_def))} & set(nodes))
+  meta.collection_def["train_op"].node_list.value.extend(names)
+  try:
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("Grappler could not optimize the graph to find folded "
+                    "constants (%s); externalizing every large constant.", e)
+    return set()
+  del meta
+  def kind(tensor) -> tuple:
+    return tensor.dtype, tuple(d.size for d in tensor.tensor_shape.dim)
+
+  kinds = {kind(nodes[c].attr["value"].tensor) for c in candidates}
+  survivors = set()
+  for node in optimized.node:
+    if node.op == "Const" and kind(node.attr["value"].tensor) in kinds:
+      survivors.add(_digest(node.attr["value"].tensor))
+  return {c for c in candidates
+          if _digest(nodes[c].attr["value"].tensor) not in survivors}
+
+
 def _save_shard(prefix: str, names: list[str], values: list) -> None:
   """Writes `values` under `names` as the checkpoint shard `prefix`."""
   try:
@@ -158,10 +264,17 @@ class Externalizer:
       externalized; a negative value disables externalization.
     export_dir: Where `variables/` is written; None only plans (decides and
       rewrites nodes, writes nothing).
+    inline_budget_bytes: Large Consts that Grappler folds stay inline up to
+      this many bytes in total (see the module docstring); default
+      DEFAULT_INLINE_BUDGET_BYTES.
   """
 
-  def __init__(self, threshold_bytes: int, export_dir: Optional[str]):
+  def __init__(self, threshold_bytes: int, export_dir: Optional[str],
+               inline_budget_bytes: Optional[int] = None):
     self._threshold = threshold_bytes
+    self._inline_budget = (DEFAULT_INLINE_BUDGET_BYTES
+                           if inline_budget_bytes is None else
+                           inline_budget_bytes)
     self._export_dir = export_dir
     self._variables: list[_Variable] = []
     self._pending_names: list[str] = []
@@ -176,30 +289,59 @@ class Externalizer:
     self.externalized_bytes = 0
     # Externalized constants used as MatMul/Conv weights (see module doc).
     self.weights: list[str] = []
+    # Large constants kept inline because Grappler folds them, and their
+    # bytes; those externalized anyway past the inline budget.
+    self.kept_inline: list[str] = []
+    self.kept_inline_bytes = 0
+    self.folded_externalized: list[str] = []
 
   @property
   def count(self) -> int:
     return len(self._variables)
 
+  def folded(self, graph_def: tf.compat.v1.GraphDef,
+             fetches: Optional[list[str]] = None) -> set[str]:
+    """The large Consts of an input graph that Grappler folds.
+
+    Call it on the input graph as read (before scoping, so its function
+    library matches its nodes) and pass the result, scoped, to `process`.
+
+    Args:
+      graph_def: The input graph.
+      fetches: What a server fetches from it (signature outputs, table
+        initializers); default its sink nodes.
+
+    Returns:
+      Their (unscoped) names.
+    """
+    large = large_constants(graph_def, self._threshold)
+    return folded_constants(graph_def, [n.name for n, _ in large], fetches)
+
   def process(self, graph_def: tf.compat.v1.GraphDef,
-              keep: frozenset = frozenset()) -> None:
+              keep: frozenset = frozenset(),
+              folded: Optional[set] = None) -> None:
     """Externalizes the large Consts of an already scoped graph, in place.
 
     Args:
       graph_def: The graph.
       keep: Names of Consts that must stay Consts (asset file names).
+      folded: (Scoped) names of Consts that Grappler folds (see `folded`):
+        they stay inline within the inline budget. None: computed here
+        with the sink nodes as fetches.
     """
     if self._threshold < 0:
       return
     weights = _weight_inputs(graph_def)
-    for node in graph_def.node:
-      if node.op != "Const":
-        continue
-      tensor = node.attr["value"].tensor
-      size = graph_io.tensor_nbytes(tensor)
-      if (size <= self._threshold or tensor.dtype in _NOT_SAVEABLE or
-          node.name in keep):
-        continue
+    large = large_constants(graph_def, self._threshold, keep)
+    if folded is None:
+      folded = folded_constants(graph_def, [n.name for n, _ in large])
+    for node, size in large:
+      if node.name in folded:
+        if self.kept_inline_bytes + size <= self._inline_budget:
+          self.kept_inline.append(node.name)
+          self.kept_inline_bytes += size
+          continue
+        self.folded_externalized.append(node.name)
       self._externalize(node, size)
       if node.name in weights:
         self.weights.append(node.name)

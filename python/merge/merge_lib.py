@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence, Union
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import numerics as numerics_lib
 from python.merge import incremental
 from python.merge import publish
 from python.merge import spec as spec_lib
@@ -87,6 +88,9 @@ class MergeResult:
     deleted_versions: versions removed because of keep_versions.
     serving_default: the signature also served as `serving_default`, if any.
     bundle: the writer's BundleInfo (signature dtypes and shapes, files...).
+    numerics: signature -> `numerics.SignatureNumerics`: the check's
+      comparison of the merged answers with each frozen graph's own answers
+      on the same synthesized inputs (empty without verify).
     removed_signatures: signatures of the previous `exported_models` this
       version does not serve.
     warnings: what the run could not do after publishing (or, for a dry
@@ -103,6 +107,7 @@ class MergeResult:
   deleted_versions: tuple[int, ...] = ()
   serving_default: Optional[str] = None
   bundle: Optional[Any] = dataclasses.field(default=None, repr=False)
+  numerics: dict = dataclasses.field(default_factory=dict, repr=False)
   # Incremental deploys (spec `base`): what was added, replaced, removed and
   # kept, and from which base version.
   incremental: Optional[Any] = None
@@ -136,6 +141,10 @@ class MergeResult:
       summary["files"] = dict(self.bundle.files)
       summary["externalized_weights"] = len(
           self.bundle.externalized_weights)
+    # numerics: largest difference per signature vs its graph alone.
+    if self.numerics:
+      summary["numerics"] = {name: value.to_json_dict()
+                             for name, value in self.numerics.items()}
     return summary
 
   def to_text(self) -> str:
@@ -170,6 +179,9 @@ class MergeResult:
             f"{ONEDNN_FROZEN_WEIGHTS_ENV}=1")
       if self.dry_run:
         lines.append("  nothing was written (--dry_run)")
+    # numerics: largest difference per signature vs its graph alone.
+    for name, value in self.numerics.items():
+      lines.append(f"  numerics {name}: {value.to_text()}")
     lines.extend(f"  warning: {w}" for w in self.warnings)
     return "\n".join(lines)
 
@@ -286,12 +298,11 @@ def merge_and_publish(
     if not allow_same_content:
       _refuse_same_content(info, newest)
 
+  numerics = {}
+
   def check(export_dir: str) -> None:
-    bundle_check.check_bundle(
-        export_dir, expected_signatures=expected,
-        timeout_seconds=check_timeout_seconds, allow_ops=allow_ops,
-        name=f"the merged bundle of {_spec_name(spec)} (staged, not "
-        "published)")
+    _check(export_dir, spec, spec, expected, check_timeout_seconds, allow_ops,
+           numerics)
 
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
@@ -313,7 +324,31 @@ def merge_and_publish(
       bundle=info,
       removed_signatures=publication.removed_signatures,
       warnings=publication.warnings,
-      fingerprint=info.fingerprint)
+      fingerprint=info.fingerprint,
+      numerics=numerics)
+
+
+def _check(export_dir: str, spec: MergeSpec, graphs: Optional[MergeSpec],
+           expected: tuple[str, ...], timeout_seconds: float,
+           allow_ops: tuple[str, ...], numerics: dict) -> None:
+  """The merge's check of a staged bundle, with the numerics of `graphs`.
+
+  `graphs` holds the models whose frozen graphs are compared with the
+  merged answers (None: no comparison); the report goes into `numerics`.
+  """
+  reference = (numerics_lib.Reference.from_spec(graphs)
+               if graphs is not None else None)
+  try:
+    checks = bundle_check.check_bundle(
+        export_dir, expected_signatures=expected, reference=reference,
+        timeout_seconds=timeout_seconds, allow_ops=allow_ops,
+        name=f"the merged bundle of {_spec_name(spec)} (staged, not "
+        "published)")
+  finally:
+    if reference is not None:
+      reference.close()
+  numerics.update((name, checks[name].numerics) for name in expected
+                  if checks[name].numerics is not None)
 
 
 def _spec_name(spec: MergeSpec) -> str:
@@ -395,12 +430,12 @@ def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
     if not allow_same_content:
       _refuse_same_content(info, newest)
 
+  numerics = {}
+
   def check(export_dir: str) -> None:
-    bundle_check.check_bundle(
-        export_dir, expected_signatures=expected,
-        timeout_seconds=check_timeout_seconds, allow_ops=allow_ops,
-        name=f"the merged bundle of {_spec_name(spec)} (staged, not "
-        "published)")
+    # Kept signatures have no frozen graph here: only new ones are compared.
+    _check(export_dir, spec, plan.new_spec, expected, check_timeout_seconds,
+           allow_ops, numerics)
 
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
@@ -415,7 +450,8 @@ def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
       dry_run=False, deleted_versions=publication.deleted_versions,
       serving_default=plan.serving_default, bundle=info, incremental=plan,
       removed_signatures=publication.removed_signatures,
-      warnings=publication.warnings, fingerprint=info.fingerprint)
+      warnings=publication.warnings, fingerprint=info.fingerprint,
+      numerics=numerics)
 
 
 def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:

@@ -4,7 +4,19 @@ Shapes come from TensorFlow's shape inference: a copy of the graph in which
 large constants are replaced by placeholders of the same dtype and shape (so
 no weights are copied) is imported into a throwaway tf.Graph, with Python
 `Operation`s for the aliased nodes only (`graph_import`). When inference
-cannot tell a rank, a node's `_output_shapes` attr is used if present.
+cannot tell a rank, in this order:
+
+  1. the node's declared `_output_shapes` attr (graphs written with
+     `add_shapes=True`), or the declared `_output_shapes` of the function
+     body node a call op (PartitionedCall, StatefulPartitionedCall or a
+     function called by name) returns;
+  2. v1 while loops (`_loop_shapes`): the importer infers in one pass, so a
+     loop's `Merge` (fed back by `NextIteration`) has unknown shape and so
+     has everything after the loop. The skeleton is imported again with each
+     loop `Merge` replaced by a `Placeholder` of its entry value's shape,
+     then relaxed to what the `NextIteration` brings back until the two
+     agree (a fixpoint, at most `_LOOP_PASSES` imports);
+  3. unknown rank.
 """
 
 import dataclasses
@@ -27,6 +39,9 @@ TABLE_INIT_OPS = frozenset((
     "InitializeTable", "InitializeTableV2", "InitializeTableFromTextFile",
     "InitializeTableFromTextFileV2", "LookupTableImport",
     "LookupTableImportV2", "InitializeTableFromDataset"))
+# Imports of the skeleton tried while looking for v1 while-loop shapes.
+_LOOP_PASSES = 4
+_CALL_OPS = frozenset(("PartitionedCall", "StatefulPartitionedCall"))
 # Ops whose presence means the graph was not frozen.
 _VARIABLE_OPS = frozenset(("Variable", "VariableV2", "VarHandleOp"))
 
@@ -187,14 +202,123 @@ def _import(skeleton: Skeleton, op_names: set, path: str,
   return operations
 
 
+def _shape_list(shape) -> Optional[list]:
+  """A TensorShapeProto as a list (-1 unknown dims), None if unknown rank."""
+  if shape.unknown_rank:
+    return None
+  return [d.size if d.size >= 0 else -1 for d in shape.dim]
+
+
 def _output_shapes_attr(op: tf.Operation, index: int) -> Optional[list]:
   try:
     shapes = op.get_attr("_output_shapes")
   except ValueError:
     return None
-  if index >= len(shapes) or shapes[index].unknown_rank:
+  if index >= len(shapes):
     return None
-  return [d.size if d.size >= 0 else -1 for d in shapes[index].dim]
+  return _shape_list(shapes[index])
+
+
+def _function_output_shape(graph_def: tf.compat.v1.GraphDef, node_name: str,
+                           index: int) -> Optional[list]:
+  """The declared shape a called function returns as output `index`.
+
+  Follows the call node's function to the body node its `index`-th result
+  comes from and reads that node's `_output_shapes` attr.
+  """
+  node = next((n for n in graph_def.node if n.name == node_name), None)
+  if node is None:
+    return None
+  functions = {f.signature.name: f for f in graph_def.library.function}
+  name = node.attr["f"].func.name if node.op in _CALL_OPS else node.op
+  fdef = functions.get(name)
+  if fdef is None or index >= len(fdef.signature.output_arg):
+    return None
+  source = fdef.ret.get(fdef.signature.output_arg[index].name, "")
+  body_node, _, rest = source.partition(":")
+  port = int(rest.rpartition(":")[2]) if rest.rpartition(":")[2].isdigit() \
+      else 0
+  body = next((n for n in fdef.node_def if n.name == body_node), None)
+  if body is None or "_output_shapes" not in body.attr:
+    return None
+  shapes = body.attr["_output_shapes"].list.shape
+  if port >= len(shapes):
+    return None
+  return _shape_list(shapes[port])
+
+
+def _loop_shapes(skeleton: Skeleton, tensors: set) -> dict:
+  """Shapes of `tensors` (names) seen through v1 while loops.
+
+  See the module docstring (2.); tensors still unknown are left out.
+  """
+  graph_def = tf.compat.v1.GraphDef()
+  graph_def.ParseFromString(skeleton.graph_def)
+  nodes = {n.name: n for n in graph_def.node}
+
+  def source(tensor: str) -> str:
+    return tensor.lstrip("^").partition(":")[0]
+
+  merges = {}  # Loop Merge -> (entry tensor, NextIteration's input)
+  for node in graph_def.node:
+    if node.op not in ("Merge", "RefMerge") or len(node.input) != 2:
+      continue
+    entry, back = node.input
+    if nodes.get(source(back), node).op != "NextIteration":
+      entry, back = back, entry
+    if nodes.get(source(back), node).op == "NextIteration":
+      # A (non-constant) Enter's shape function says "unknown": the value
+      # entering the loop is the Enter's input.
+      while nodes.get(source(entry), node).op in ("Enter", "RefEnter"):
+        entry = nodes[source(entry)].input[0]
+      merges[node.name] = (entry, nodes[source(back)].input[0])
+  read_index = any(i.startswith(m + ":1") for n in graph_def.node
+                   for i in n.input for m in merges)
+  if not merges or read_index:
+    return {}
+  wanted = {source(t) for t in tensors}
+  wanted |= {source(t) for pair in merges.values() for t in pair}
+
+  def shapes_with(assumed: dict) -> dict:
+    variant = tf.compat.v1.GraphDef()
+    variant.CopyFrom(graph_def)
+    for node in variant.node:
+      if node.name in assumed:
+        dtype = node.attr["T"].type
+        node.op = "Placeholder"
+        node.ClearField("attr")
+        del node.input[:]
+        node.attr["dtype"].type = dtype
+        node.attr["shape"].shape.CopyFrom(assumed[node.name].as_proto())
+    try:
+      _, ops = graph_import.import_graph_def(variant.SerializeToString(),
+                                             wanted & skeleton.node_names)
+    except ValueError:
+      return {}
+    result = {}
+    for name, op in ops.items():
+      for i, out in enumerate(op.outputs):
+        result[f"{name}:{i}"] = out.shape
+    return result
+
+  def full(tensor: str) -> str:
+    return tensor if ":" in tensor else tensor + ":0"
+
+  first = shapes_with({m: tf.TensorShape(None) for m in merges})
+  assumed = {m: first.get(full(entry), tf.TensorShape(None))
+             for m, (entry, _) in merges.items()}
+  for _ in range(_LOOP_PASSES):
+    shapes = shapes_with(assumed)
+    if not shapes:
+      return {}
+    relaxed = {m: assumed[m].most_specific_compatible_shape(
+        shapes.get(full(back), tf.TensorShape(None)))
+               for m, (_, back) in merges.items()}
+    if all(relaxed[m] == assumed[m] for m in merges):
+      return {t: shapes[full(t)] for t in tensors
+              if full(t) in shapes and shapes[full(t)].rank is not None}
+    assumed = relaxed
+  return {}
 
 
 def _tensor_names(skeleton: Skeleton) -> list[str]:
@@ -234,6 +358,28 @@ def _resolve(operations: dict, skeleton: Skeleton, tensor: str, alias: str,
   else:
     shape = _output_shapes_attr(op, index)
   return _Resolved(name=out.name, dtype=dtype, shape=shape)
+
+
+def _refine_unknown(skeleton: Skeleton, resolved: list) -> None:
+  """Declared and loop-inferred shapes for unknown ranks, in place."""
+  unknown = [r for r in resolved if r.shape is None]
+  if not unknown:
+    return
+  graph_def = None
+  for r in unknown:
+    node, _, index = r.name.partition(":")
+    if graph_def is None:
+      graph_def = tf.compat.v1.GraphDef()
+      graph_def.ParseFromString(skeleton.graph_def)
+    r.shape = _function_output_shape(graph_def, node, int(index or 0))
+  del graph_def
+  unknown = [r for r in unknown if r.shape is None]
+  if unknown:
+    loops = _loop_shapes(skeleton, {r.name for r in unknown})
+    for r in unknown:
+      if r.name in loops:
+        r.shape = [-1 if d is None else int(d)
+                   for d in loops[r.name].as_list()]
 
 
 def _check_method(model: spec_lib.ModelSpec, inputs: dict, outputs: dict,
@@ -366,6 +512,7 @@ def resolve(skeleton: Skeleton, scope: str,
                         context)
         for alias, tensor in model.outputs.items()
     }
+    _refine_unknown(skeleton, list(resolved_out.values()))
     _check_method(model, resolved_in, resolved_out, context)
     if skeleton.inputs_of:
       _check_inputs_cover_outputs(skeleton, model, context)
