@@ -550,23 +550,43 @@ def _run_signature(
     runner: _Runner, sess: tf.compat.v1.Session, tensor, name: str, signature,
     batch_size: int, examples: warmup_lib.ExampleSynthesizer,
     reference: Optional[numerics_lib.Reference] = None) -> SignatureCheck:
+  """Runs one signature on inputs of python/common/synthesis's policy.
+
+  Inputs of unknown rank have several candidate shapes (the graph's own,
+  then [], [1], [batch]): attempt k feeds every such input its k-th
+  candidate (or its last), and the first attempt that runs is checked.
+  """
   try:
-    by_alias = {alias: _synthesize(info, batch_size, examples)
-                for alias, info in sorted(signature.inputs.items())}
-    feed = {tensor(info.name): by_alias[alias]
-            for alias, info in sorted(signature.inputs.items())}
+    aliases = sorted(signature.inputs)
+    candidates = {alias: _candidates(signature.inputs[alias], batch_size,
+                                     examples) for alias in aliases}
     fetches = {alias: tensor(info.name)
                for alias, info in signature.outputs.items()}
+    feeds_of = {alias: tensor(signature.inputs[alias].name)
+                for alias in aliases}
   except (IndexError, ValueError) as e:
     raise errors.VerifyError(
         f'signature "{name}" names a tensor the graph does not have: '
         f"{e}") from e
-  try:
-    values = runner.run(sess, fetches, feed, f'signature "{name}"')
-  except tf.errors.OpError as e:
+  attempts = max((len(c) for c in candidates.values()), default=1)
+  first_error = None
+  for attempt in range(attempts):
+    by_alias = {alias: c[min(attempt, len(c) - 1)]
+                for alias, c in candidates.items()}
+    feed = {feeds_of[alias]: value for alias, value in by_alias.items()}
+    try:
+      values = runner.run(sess, fetches, feed, f'signature "{name}"')
+      break
+    except tf.errors.OpError as e:
+      first_error = first_error or e
+  else:
+    tried = "; ".join(
+        f"{alias}: " + ", ".join(str(list(v.shape)) for v in c)
+        for alias, c in candidates.items() if len(c) > 1)
     raise errors.VerifyError(
         f'signature "{name}" does not run on synthesized inputs '
-        f"(batch {batch_size}): {_short(e)}") from e
+        f"(batch {batch_size}{'; shapes tried ' + tried if tried else ''}): "
+        f"{_short(first_error)}") from first_error
   outputs = {}
   for alias, info in sorted(signature.outputs.items()):
     value = np.asarray(values[alias])
@@ -591,26 +611,14 @@ def _run_signature(
                         numerics=numerics)
 
 
-def _synthesize(info, batch_size: int,
-                examples: warmup_lib.ExampleSynthesizer) -> np.ndarray:
-  """Returns a deterministic value of the TensorInfo's dtype and shape."""
-  dtype = tf.dtypes.as_dtype(info.dtype)
+def _candidates(info, batch_size: int,
+                examples: warmup_lib.ExampleSynthesizer) -> list:
+  """The values to try for one input (python/common/synthesis's policy)."""
   shape = tf.TensorShape(info.tensor_shape)
-  if shape.rank is None:
-    dims = [batch_size]
-  else:
-    dims = [(d if d is not None else (batch_size if i == 0 else 1))
-            for i, d in enumerate(shape.as_list())]
-  if dtype == tf.string:
-    return np.full(dims, examples.example_for(info.name), dtype=object)
-  if dtype.is_bool:
-    return np.zeros(dims, dtype=bool)
-  if dtype.is_floating or dtype.is_complex:
-    # Small positive values: avoid log(0) and division by zero in heads.
-    count = int(np.prod(dims)) if dims else 1
-    values = 0.25 + (np.arange(count) % 7) / 8.0
-    return values.reshape(dims).astype(dtype.as_numpy_dtype)
-  return np.zeros(dims, dtype=dtype.as_numpy_dtype)
+  dims = (None if shape.rank is None else
+          [-1 if d is None else d for d in shape.as_list()])
+  return examples.input_candidates(info.name, tf.dtypes.as_dtype(info.dtype),
+                                   dims, batch_size)
 
 
 def _short(e: Exception) -> str:

@@ -88,6 +88,23 @@ def _lookup():
   }
 
 
+def _unknown_rank_heads():
+  """Inputs of unknown rank: one runs only as a scalar, one only as [1]."""
+  limit = _v1.placeholder(tf.int32, None, name="rank/limit")
+  steps = tf.range(limit, name="rank/steps")  # Range wants a scalar.
+  row = _v1.placeholder(tf.float32, None, name="rank/row")
+  joined = tf.concat([row, [1.0]], axis=0, name="rank/joined")  # Rank 1.
+  method = "tensorflow/serving/predict"
+  return {
+      "scalar_only": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"limit": _info(limit)}, outputs={"steps": _info(steps)},
+          method_name=method),
+      "vector_only": _v1.saved_model.signature_def_utils.build_signature_def(
+          inputs={"row": _info(row)}, outputs={"joined": _info(joined)},
+          method_name=method),
+  }
+
+
 def _nan_head():
   x = _v1.placeholder(tf.float32, [None, 2], name="bad/x")
   y = tf.debugging.check_numerics(tf.math.log(x - 10.0), "log of negative",
@@ -138,6 +155,15 @@ class BundleCheckTest(parameterized.TestCase):
         "scores": ("float32", (1, 2)),
         "classes": ("string", (1, 2)),
     })
+
+  def test_unknown_rank_inputs_try_the_policys_shapes_in_order(self):
+    # python/common/synthesis: [] first, then [1], then [batch].
+    export_dir = _build(self._dir(), _unknown_rank_heads)
+    result = bundle_check.check_bundle(export_dir, batch_size=3)
+    self.assertEqual(result["scalar_only"].outputs,
+                     {"steps": ("int32", (0,))})  # range(0) from a [] input.
+    self.assertEqual(result["vector_only"].outputs,
+                     {"joined": ("float32", (2,))})  # [1] concat [1].
 
   def test_lookup_table_is_initialized_by_the_loader(self):
     export_dir = _build(self._dir(), _lookup)

@@ -428,11 +428,15 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
         len(externalizer.weights), ", ".join(externalizer.weights[:3]),
         ", ..." if len(externalizer.weights) > 3 else "",
         externalize.ONEDNN_FROZEN_WEIGHTS_ENV, externalize_threshold_bytes)
+  # Warmup records from the merged graph (python/common/synthesis's policy:
+  # string inputs carry the Examples their parse ops read, unknown ranks the
+  # shape the graph pins down), before the graph is serialized and dropped.
   examples = (warmup_lib.synthesize_examples(graph_def, ordered)
               if warmup else {})
+  records = (warmup_lib.warmup_records(ordered, examples, graph_def=graph_def)
+             if warmup else [])
   data = _serialize(saved_model, externalize_threshold_bytes)
   del saved_model, meta, graph_def
-  records = warmup_lib.warmup_records(ordered, examples) if warmup else []
 
   if export_dir is None:
     info.files.update(asset_collector.files())
