@@ -81,7 +81,8 @@ def unknown_allowed(allowed: Iterable[str]) -> list[str]:
 
 def find_denied_ops(graph_def,
                     allowed: Iterable[str] = (),
-                    exempt_nodes: Iterable[str] = ()) -> list[Finding]:
+                    exempt_nodes: Iterable[str] = (),
+                    saver_functions: Iterable[str] = ()) -> list[Finding]:
   """Every node of `graph_def` (and of its function library) with a denied op.
 
   Args:
@@ -89,31 +90,57 @@ def find_denied_ops(graph_def,
     allowed: op names accepted although denied.
     exempt_nodes: names of graph nodes not to report (e.g. a bundle's own
       restore ops, see `saver_exemptions`).
+    saver_functions: library functions only the SaverDef runs (TF2 exports
+      save and restore inside `__inference__traced_save/restore`, see
+      `saver_only_functions`): their checkpoint ops are not reported, any
+      other denied op in them is.
 
   Returns:
     The findings, graph nodes first, in graph order.
   """
   denied = denied_ops() - set(allowed)
   exempt = set(exempt_nodes)
+  saver_only = set(saver_functions)
   findings = [Finding(op=node.op, node=node.name)
               for node in graph_def.node
               if node.op in denied and node.name not in exempt]
   for function in graph_def.library.function:
+    name = function.signature.name
     findings.extend(
-        Finding(op=node.op, node=node.name,
-                function=function.signature.name)
-        for node in function.node_def if node.op in denied)
+        Finding(op=node.op, node=node.name, function=name)
+        for node in function.node_def if node.op in denied and not (
+            name in saver_only and node.op in CHECKPOINT_OPS))
   return findings
 
 
-def saver_exemptions(meta_graph) -> set[str]:
-  """Checkpoint-op nodes a MetaGraph's SaverDef runs (save and restore).
+def _called_functions(node, library: set) -> list[str]:
+  """Library functions a node calls: as its op, or through func attrs."""
+  called = [node.op] if node.op in library else []
+  for value in node.attr.values():
+    if value.HasField("func") and value.func.name in library:
+      called.append(value.func.name)
+    called.extend(f.name for f in value.list.func if f.name in library)
+  return called
 
-  A SavedModel restores its variables with RestoreV2 and saves them with
-  SaveV2; those nodes are the loader's business, not the model's. Only nodes
-  of CHECKPOINT_OPS reachable from the SaverDef's restore op or save tensor
-  are exempted: any other denied op there is still reported.
-  """
+
+def _function_closure(roots, functions: dict) -> set[str]:
+  """Functions reachable from the nodes `roots`, through nested calls."""
+  library = set(functions)
+  seen, stack = set(), [f for node in roots
+                        for f in _called_functions(node, library)]
+  while stack:
+    name = stack.pop()
+    if name in seen:
+      continue
+    seen.add(name)
+    for node in functions[name].node_def:
+      stack.extend(f for f in _called_functions(node, library)
+                   if f not in seen)
+  return seen
+
+
+def _saver_nodes(meta_graph) -> set[str]:
+  """Graph nodes the SaverDef's restore op and save tensor depend on."""
   if not meta_graph.HasField("saver_def"):
     return set()
   saver = meta_graph.saver_def
@@ -129,7 +156,33 @@ def saver_exemptions(meta_graph) -> set[str]:
       source = source.lstrip("^").partition(":")[0]
       if source in nodes and source not in seen:
         stack.append(source)
-  return {name for name in seen if nodes[name].op in CHECKPOINT_OPS}
+  return seen
+
+
+def saver_only_functions(meta_graph) -> set[str]:
+  """Library functions reachable from the SaverDef's nodes and nothing else."""
+  saver = _saver_nodes(meta_graph)
+  if not saver:
+    return set()
+  graph = meta_graph.graph_def
+  functions = {f.signature.name: f for f in graph.library.function}
+  return (_function_closure([n for n in graph.node if n.name in saver],
+                            functions) -
+          _function_closure([n for n in graph.node if n.name not in saver],
+                            functions))
+
+
+def saver_exemptions(meta_graph) -> set[str]:
+  """Checkpoint-op nodes a MetaGraph's SaverDef runs (save and restore).
+
+  A SavedModel restores its variables with RestoreV2 and saves them with
+  SaveV2; those nodes are the loader's business, not the model's. Only nodes
+  of CHECKPOINT_OPS reachable from the SaverDef's restore op or save tensor
+  are exempted: any other denied op there is still reported.
+  """
+  nodes = {node.name: node for node in meta_graph.graph_def.node}
+  return {name for name in _saver_nodes(meta_graph)
+          if nodes[name].op in CHECKPOINT_OPS}
 
 
 def describe(findings: Sequence[Finding]) -> str:

@@ -159,7 +159,8 @@ def check_bundle(
   meta_graph = _read_meta_graph(export_dir, tags, load_error)
   findings = op_policy.find_denied_ops(
       meta_graph.graph_def, allowed=allow_ops,
-      exempt_nodes=op_policy.saver_exemptions(meta_graph))
+      exempt_nodes=op_policy.saver_exemptions(meta_graph),
+      saver_functions=op_policy.saver_only_functions(meta_graph))
   if findings:
     raise errors.VerifyError(op_policy.refusal(findings, label) +
                              " Nothing was run.")

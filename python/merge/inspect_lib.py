@@ -163,7 +163,8 @@ def describe_saved_model(
       }
     denied = op_policy.find_denied_ops(
         meta_graph.graph_def,
-        exempt_nodes=op_policy.saver_exemptions(meta_graph))
+        exempt_nodes=op_policy.saver_exemptions(meta_graph),
+        saver_functions=op_policy.saver_only_functions(meta_graph))
     meta_graphs.append({
         "tags": list(meta_graph.meta_info_def.tags),
         "signatures": signatures,
@@ -274,8 +275,11 @@ def _tensor_dict(tensor: tf.Tensor) -> dict[str, Any]:
 
 
 def _info_dict(info) -> dict[str, Any]:
+  # DT_INVALID (0): an op, not a tensor, e.g. the `__saved_model_init_op`
+  # signature of TF2 exports (saved_model_cli shows it as DT_INVALID too).
   return {
-      "dtype": tf.dtypes.as_dtype(info.dtype).name,
+      "dtype": (tf.dtypes.as_dtype(info.dtype).name if info.dtype else
+                "invalid"),
       "dtype_enum": types_pb2.DataType.Name(info.dtype),
       "shape": _shape_list(tf.TensorShape(info.tensor_shape)),
       "name": info.name,
