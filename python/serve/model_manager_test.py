@@ -3,6 +3,7 @@ of stopping: bounded waits for requests and for start-up."""
 
 import os
 import threading
+import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -160,6 +161,28 @@ class StopTest(absltest.TestCase):
     self.assertFalse(waiter.is_alive())
     self.assertLen(errors, 1)
     self.assertRegex(errors[0], r"Server stopping before models \['m'\]")
+
+
+class LoadPriorityTest(absltest.TestCase):
+  """Loads run below the request threads' CPU priority (hot swaps)."""
+
+  def test_manager_and_load_threads_are_niced(self):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    manager = model_manager.ModelManager(model_manager.ManagerOptions(
+        file_system_poll_wait_seconds=0.05, num_load_threads=1))
+    manager.start()
+    self.addCleanup(manager.stop, 30)
+    want = min(19, base + model_manager.LOAD_THREAD_NICENESS)
+    tid = manager._thread.native_id  # pylint: disable=protected-access
+    deadline = time.monotonic() + 10  # The thread lowers it as it starts.
+    while (os.getpriority(os.PRIO_PROCESS, tid) != want and
+           time.monotonic() < deadline):
+      time.sleep(0.01)
+    self.assertEqual(os.getpriority(os.PRIO_PROCESS, tid), want)
+    loader = manager._load_pool.submit(threading.get_native_id).result(30)  # pylint: disable=protected-access
+    self.assertEqual(os.getpriority(os.PRIO_PROCESS, loader), want)
+    # The calling (request) thread keeps its priority.
+    self.assertEqual(os.getpriority(os.PRIO_PROCESS, 0), base)
 
 
 if __name__ == '__main__':
