@@ -30,6 +30,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from python.common import moto_server
+from python.common import object_store
+from python.merge import incremental
 from python.merge import merge_lib
 from python.merge import publish
 from python.merge.testdata import graphs
@@ -270,6 +272,63 @@ class S3EndToEndTest(absltest.TestCase):
                      ["2"], f"{keys}\n{result.stderr[-3000:]}")
     self.assertEmpty([k for k in keys if ".staging-" in k])
     self.assertEqual(publish.list_versions(base), [2])
+
+
+  def test_incremental_deploy_from_an_s3_base(self):
+    """base = "latest" on s3://: the kept model's files come from the bucket."""
+    base = f"s3://{_BUCKET}/incremental"
+    first = os.path.join(self.root, "frozen", "hyaudio_1.pb")
+    second = os.path.join(self.root, "frozen", "hyaudio_2.pb")
+    info_1 = graphs.write_hyaudio(first, seed=1)
+    info_2 = graphs.write_hyaudio(second, seed=2)
+
+    def model(name, info, frozen):
+      return merge_lib.ModelSpec(signature_name=name, frozen=frozen,
+                                 inputs=info["inputs"],
+                                 outputs=info["outputs"])
+
+    merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(model("kept", info_1, first),
+                                    model("gone", info_2, second))),
+        base, verify=False, externalize_threshold_bytes=0)
+    # The second deploy has only the new model's graph: "kept" is copied
+    # from version 1 in the bucket, "gone" removed, "added" merged.
+    os.rename(first, first + ".moved")
+    self.addCleanup(os.rename, first + ".moved", first)
+    result = merge_lib.merge_and_publish(
+        merge_lib.MergeSpec(models=(model("added", info_2, second),),
+                            base="latest", remove=("gone",)),
+        base, verify=False, externalize_threshold_bytes=0)
+    self.assertEqual(result.version, 2)
+    self.assertEqual(result.incremental.kept, ("kept",))
+    self.assertEqual(result.removed_signatures, ("gone",))
+    manifest = incremental.read_manifest(f"{base}/2")
+    self.assertEqual(manifest["sources"]["kept"]["status"], "kept")
+    self.assertEqual(manifest["sources"]["kept"]["version"], 1)
+    self.assertEqual(manifest["sources"]["added"]["status"], "added")
+    self.assertEqual(manifest["base"]["path"], f"{base}/1")
+    # Bit-identical answers of the kept model, both versions from S3.
+    value = np.linspace(0, 1, int(np.prod(self.input_shape)),
+                        dtype=np.float32).reshape(self.input_shape)
+    answers = []
+    for version in (1, 2):
+      local = os.path.join(self.create_tempdir().full_path, str(version))
+      object_store.S3Store().download_tree(_BUCKET, f"incremental/{version}",
+                                      local)
+      answers.append(_run_signature(local, "kept", value))
+    for alias in answers[0]:
+      np.testing.assert_array_equal(answers[0][alias], answers[1][alias])
+
+
+def _run_signature(export_dir: str, name: str, value: np.ndarray) -> dict:
+  graph = tf.Graph()
+  with tf.compat.v1.Session(graph=graph) as sess:
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+    signature = meta.signature_def[name]
+    (alias, info), = signature.inputs.items()
+    del alias
+    return sess.run({a: i.name for a, i in signature.outputs.items()},
+                    {info.name: value})
 
 
 if __name__ == "__main__":

@@ -36,11 +36,14 @@ whether it was added, replaced, kept or removed, and from which version.
 `inspect --dir` shows it; `--dry_run` prints the plan.
 """
 
+import atexit
 import dataclasses
 import hashlib
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from typing import Any, Iterable, Optional, Sequence
 
 from absl import logging
@@ -55,6 +58,7 @@ from tensorflow.core.protobuf import saver_pb2
 from tensorflow.python.framework import meta_graph as meta_graph_lib
 from tensorflow_serving.apis import prediction_log_pb2
 
+from python.common import object_store
 from python.merge import bundle_writer
 from python.merge import errors
 from python.merge import graph_merge
@@ -95,6 +99,8 @@ class Base:
     serving_default: the signature its `serving_default` aliases, if any.
     scopes: signature -> the name scope of its nodes.
     manifest: its manifest, or None (versions published before manifests).
+    local_path: where its files are read: `path`, or for an s3:// base a
+      local copy downloaded once (`_local_copy`).
   """
   path: str
   version: Optional[int]
@@ -103,6 +109,11 @@ class Base:
   serving_default: Optional[str]
   scopes: dict
   manifest: Optional[dict]
+  local_path: str = ""
+
+  def __post_init__(self):
+    if not self.local_path:
+      self.local_path = self.path
 
 
 @dataclasses.dataclass
@@ -227,21 +238,33 @@ def _read_saved_model(path: str) -> saved_model_pb2.SavedModel:
 
 
 def read_manifest(export_dir: str) -> Optional[dict]:
-  """The manifest of a version directory, or None if it has none.
+  """The manifest of a version directory (local, URI or s3://), or None.
 
   Raises:
     BaseError: the manifest exists but is not valid JSON.
   """
   path = _join(export_dir, MANIFEST_FILE)
+  data, size = None, 0
   try:
-    if not tf.io.gfile.exists(path):
-      return None
-    if tf.io.gfile.stat(path).length > _MAX_MANIFEST_BYTES:
-      raise BaseError(f"{path} is larger than {_MAX_MANIFEST_BYTES} bytes; "
-                      "it is not a merge manifest.")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      manifest = json.loads(f.read().decode("utf-8"))
-  except (tf.errors.OpError, ValueError) as e:
+    if object_store.is_s3(path):
+      found = object_store.S3Store().read(*object_store.split(path))
+      if found is not None:
+        data, size = found[0], len(found[0])
+    elif tf.io.gfile.exists(path):
+      size = tf.io.gfile.stat(path).length
+      if size <= _MAX_MANIFEST_BYTES:
+        with tf.io.gfile.GFile(path, "rb") as f:
+          data = f.read()
+  except (tf.errors.OpError, object_store.ObjectStoreError) as e:
+    raise BaseError(f"{path} is not a readable merge manifest: {e}") from e
+  if size > _MAX_MANIFEST_BYTES:
+    raise BaseError(f"{path} is larger than {_MAX_MANIFEST_BYTES} bytes; "
+                    "it is not a merge manifest.")
+  if data is None:
+    return None
+  try:
+    manifest = json.loads(data.decode("utf-8"))
+  except ValueError as e:
     raise BaseError(f"{path} is not a readable merge manifest: {e}") from e
   if not isinstance(manifest, dict):
     raise BaseError(f"{path} is not a merge manifest (not a JSON object).")
@@ -301,7 +324,8 @@ def read_base(base: Any, output_base: str) -> Base:
     BaseError: the base is missing, corrupt, or was not written by the merge.
   """
   path, version = resolve_base_dir(base, output_base)
-  saved_model = _read_saved_model(path)
+  local = _local_copy(path)
+  saved_model = _read_saved_model(local)
   metas = [m for m in saved_model.meta_graphs
            if set(m.meta_info_def.tags) == {bundle_writer.SERVE_TAG}]
   if not metas:
@@ -310,7 +334,7 @@ def read_base(base: Any, output_base: str) -> Base:
         f"are {[sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]}"
         ".")
   meta = metas[0]
-  manifest = read_manifest(path)
+  manifest = read_manifest(local)
   names, default = _model_signatures(meta, manifest, path)
   if not names:
     raise BaseError(f"base {path} has no signatures.")
@@ -324,7 +348,28 @@ def read_base(base: Any, output_base: str) -> Base:
           f'"{node.name}" is outside every signature\'s name scope; start '
           "from a version the merge published, or publish a full merge.")
   return Base(path=path, version=version, meta_graph=meta, signatures=names,
-              serving_default=default, scopes=scopes, manifest=manifest)
+              serving_default=default, scopes=scopes, manifest=manifest,
+              local_path=local)
+
+
+def _local_copy(path: str) -> str:
+  """`path`, or for s3:// a local copy of the version (removed at exit).
+
+  TensorFlow's file systems have no s3:// scheme, and the base's
+  checkpoint is read tensor by tensor: the version is downloaded once
+  (python/common/object_store, boto3), into a temporary directory.
+  """
+  if not object_store.is_s3(path):
+    return path
+  local = tempfile.mkdtemp(prefix="tfsm-s3-base-")
+  atexit.register(shutil.rmtree, local, True)
+  bucket, prefix = object_store.split(path)
+  try:
+    size = object_store.S3Store().download_tree(bucket, prefix, local)
+  except object_store.ObjectStoreError as e:
+    raise BaseError(f"base {path}: {e}") from e
+  logging.info("Downloaded base %s (%d bytes) to %s", path, size, local)
+  return local
 
 
 def prepare(spec: spec_lib.MergeSpec, output_base: str) -> Plan:
@@ -413,7 +458,7 @@ def prepare(spec: spec_lib.MergeSpec, output_base: str) -> Plan:
               kept=kept, signatures=signatures, serving_default=default,
               new_spec=new_spec, spec=spec)
   _check_kept_variables(plan)
-  for record in _records(base.path):  # A corrupt warmup file fails here.
+  for record in _records(base.local_path):  # A corrupt warmup file fails.
     name = _record_signature(record, base.path)
     if name in kept:
       plan.kept_records.setdefault(name, []).append(record)
@@ -556,7 +601,7 @@ def _check_kept_variables(plan: Plan) -> None:
   part = _kept_part(plan)
   where = f"base {plan.base.path}"
   if part.variables:
-    reader = _checkpoint_reader(plan.base.path, where)
+    reader = _checkpoint_reader(plan.base.local_path, where)
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
     for var in part.variables:
@@ -574,7 +619,7 @@ def _check_kept_variables(plan: Plan) -> None:
             f"{tf.dtypes.as_dtype(var.dtype).name}{want}; the version is "
             "corrupt.")
   for asset in _kept_assets(plan):
-    source = _join(_join(plan.base.path, "assets"), asset.filename)
+    source = _join(_join(plan.base.local_path, "assets"), asset.filename)
     if not tf.io.gfile.exists(source):
       raise BaseError(
           f"{where}: the asset {source} of a kept signature is missing; the "
@@ -850,7 +895,8 @@ def _combine(plan: Plan, export_dir: str, scratch: str, new_info,
   for asset in _kept_assets(plan):
     copy = meta_graph_pb2.AssetFileDef()
     copy.CopyFrom(asset)
-    assets.append((copy, _join(_join(base.path, "assets"), asset.filename)))
+    assets.append((copy, _join(_join(base.local_path, "assets"),
+                                asset.filename)))
   new_part = None
   if new_meta is not None:
     new_scopes = {_first_component(i.name)
@@ -920,7 +966,7 @@ def _combine(plan: Plan, export_dir: str, scratch: str, new_info,
   if variables:
     new_prefix = _join(scratch, _VARIABLES)
     _copy_variables(
-        [(_join(base.path, _VARIABLES), kept.variables)] +
+        [(_join(base.local_path, _VARIABLES), kept.variables)] +
         ([(new_prefix, new_part.variables)] if new_part else []),
         export_dir)
   for asset, source in assets:
@@ -985,7 +1031,7 @@ def plan_bundle(plan: Plan, *, warmup: bool = True,
     key = _VARIABLES + ".data-00000-of-00001"
     files[key] = files.get(key, 0) + kept_bytes
   for asset in _kept_assets(plan):
-    path = _join(_join(base.path, "assets"), asset.filename)
+    path = _join(_join(base.local_path, "assets"), asset.filename)
     files[f"assets/{asset.filename}"] = tf.io.gfile.stat(path).length
   return bundle_writer.BundleInfo(
       signatures=infos, serving_default=plan.serving_default,
