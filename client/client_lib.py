@@ -40,9 +40,10 @@ from tensorflow_serving.apis import regression_pb2
 
 from client import rest_transport
 
-PREDICT = "tensorflow/serving/predict"
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
+# TensorFlow's own method-name constants (signature_constants.h in C++).
+PREDICT = tf.saved_model.PREDICT_METHOD_NAME
+CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
+REGRESS = tf.saved_model.REGRESS_METHOD_NAME
 METHOD_SHORT_NAMES = {
     PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
 

@@ -11,7 +11,6 @@ import collections
 import dataclasses
 import io
 import json
-import math
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ import numpy as np
 from client import client_lib
 from client import example_features
 from client import input_files
+from python.common.stats import percentile  # The one percentile; tests use it here.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,21 +124,6 @@ class LoadReport:
   def throughput_rps(self) -> float:
     total = self.succeeded + self.failed
     return total / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-  """The nearest-rank p-th percentile (0 < p <= 100) of `values`.
-
-  Raises:
-    ValueError: if `values` is empty or p is out of range.
-  """
-  if not values:
-    raise ValueError("percentile of no values")
-  if not 0 < p <= 100:
-    raise ValueError(f"percentile p must be in (0, 100]; got {p}")
-  ordered = sorted(values)
-  rank = math.ceil(p / 100 * len(ordered))
-  return ordered[max(rank, 1) - 1]
 
 
 class ProgressBar:

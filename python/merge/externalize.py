@@ -71,6 +71,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saver_pb2
 from tensorflow.python.grappler import tf_optimizer
 
+from python.common import tf_env
 from python.merge import errors
 from python.merge import graph_io
 from python.merge import spec as spec_lib
@@ -90,7 +91,7 @@ _WEIGHT_OPS = frozenset((
     "Conv3DBackpropInputV2", "_FusedMatMul", "_FusedConv2D",
     "_FusedConv3D", "_FusedBatchMatMulV2"))
 # The env var that makes oneDNN treat variable weights as constant.
-ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+ONEDNN_FROZEN_WEIGHTS_ENV = tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS
 # Constants Grappler folds stay inline up to this many bytes in total, so
 # saved_model.pb stays well below protobuf's 2 GiB limit.
 DEFAULT_INLINE_BUDGET_BYTES = 1 << 30

@@ -41,6 +41,7 @@ import os
 import time
 from typing import Any, Optional, Sequence, Union
 
+from python.common import tf_env
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
@@ -69,7 +70,7 @@ DEFAULT_CHECK_TIMEOUT_SECONDS = bundle_check.DEFAULT_TIMEOUT_SECONDS
 DEFAULT_LOCK_TIMEOUT_SECONDS = publish.DEFAULT_LOCK_TIMEOUT_SECONDS
 # Server env var for bit-identical answers with externalized MatMul/Conv
 # weights on oneDNN CPU builds (see python/merge/externalize.py).
-ONEDNN_FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+ONEDNN_FROZEN_WEIGHTS_ENV = tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ proto or raises `ServingError`.
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import inference_pb2
@@ -24,9 +25,10 @@ from python.serve import serving_error
 from python.serve import tensor_codec
 
 DEFAULT_SIGNATURE = 'serving_default'
-PREDICT_METHOD = 'tensorflow/serving/predict'
-CLASSIFY_METHOD = 'tensorflow/serving/classify'
-REGRESS_METHOD = 'tensorflow/serving/regress'
+# TensorFlow's own constants (signature_constants.h in C++).
+PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
+CLASSIFY_METHOD = tf.saved_model.CLASSIFY_METHOD_NAME
+REGRESS_METHOD = tf.saved_model.REGRESS_METHOD_NAME
 CLASSIFY_INPUTS = 'inputs'
 CLASSIFY_CLASSES = 'classes'
 CLASSIFY_SCORES = 'scores'

@@ -33,13 +33,15 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from python.common import tf_env
+
 ENV_VAR = 'TENSORFLOW_MODEL_SERVER'
 REAL_SERVER = 'tensorflow_model_server'
 # Set (unless already set) for whichever server is started: merged bundles keep
 # large weights in variables/, and without it oneDNN runs their MatMul/Conv
 # through a kernel whose answers can differ from the frozen graph's in the last
 # bits (see python/merge/externalize.py).
-ONEDNN_FROZEN_WEIGHTS_ENV = 'TF_ONEDNN_ASSUME_FROZEN_WEIGHTS'
+ONEDNN_FROZEN_WEIGHTS_ENV = tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -35,6 +35,7 @@ from google.protobuf import text_format
 import tensorflow as tf
 
 from python.common import cli
+from python.common import tf_env
 from python.serve import batching
 from python.serve import flags as serve_flags
 from python.serve import model_manager
@@ -231,7 +232,7 @@ def main(argv):
   # restore, so tell oneDNN to treat them as frozen, as the launcher does for
   # a real tensorflow_model_server (see python/merge/externalize.py). Read
   # when kernels are created, so setting it here, before any load, suffices.
-  os.environ.setdefault('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '1')
+  os.environ.setdefault(tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS, '1')
   with signal_waiter.SignalWaiter() as signals:
     try:
       status = server_lib.serve_until_signal(

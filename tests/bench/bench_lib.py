@@ -31,6 +31,7 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from python.common import cli
+from python.common import stats
 
 # Repository root, from this file's location (works in a checkout and in
 # Bazel runfiles, where the workspace directory holds the same tree).
@@ -364,14 +365,8 @@ def peak_rss_of_pid(pid: int) -> Optional[int]:
 
 
 def percentile(values: Sequence[float], p: float) -> Optional[float]:
-  """The p-th percentile (0-100) with linear interpolation; None if empty."""
-  if not values:
-    return None
-  ordered = sorted(values)
-  k = (len(ordered) - 1) * p / 100.0
-  lo = int(k)
-  hi = min(lo + 1, len(ordered) - 1)
-  return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+  """python/common/stats's nearest-rank percentile; None if empty."""
+  return stats.percentile(values, p) if values else None
 
 
 def latency_summary(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
