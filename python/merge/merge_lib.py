@@ -469,7 +469,7 @@ def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
   dirs = publish.version_dirs(output_base)
   existing = list(dirs)
   if version is None:
-    version = existing[-1] + 1 if existing else 1
+    version = publish.next_version(output_base)  # What publish() would take.
   elif version in existing:
     raise publish.version_exists_error(output_base, version, existing)
   _, exported = publish.read_history(output_base)

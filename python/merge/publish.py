@@ -68,6 +68,7 @@ from absl import logging
 import tensorflow as tf
 
 from python.common import object_store
+from python.common import versions as versions_lib
 from python.common import bounded_read
 from python.merge import errors
 from python.merge import s3_publish
@@ -83,10 +84,6 @@ _LEFTOVER_PREFIXES = (_STAGING_PREFIX, _TRASH_PREFIX, _TMP_PREFIX)
 # other processes cannot be excluded there.
 _REMOTE_LEFTOVER_AGE_SECONDS = 24 * 3600
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-# What TF Serving's ParseVersionNumber (strings::safe_strto64) accepts.
-_VERSION_RE = re.compile(r"^[ \t\n\v\f\r]*(-?[0-9]+)[ \t\n\v\f\r]*$")
-_MAX_VERSION = (1 << 63) - 1
-_MIN_VERSION = -(1 << 63)
 # Written by bundle_writer (MANIFEST_FILE there); read to repair history.
 MANIFEST_FILE = "assets.extra/merge_manifest.json"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
@@ -150,18 +147,8 @@ def version_path(output_base: str, name: str) -> str:
   return _join(base, name)
 
 
-def parse_version_name(name: str) -> Optional[int]:
-  """The version a directory name stands for in TF Serving, or None.
-
-  As TF Serving's `ParseVersionNumber` (`strings::safe_strto64`): `12`,
-  `010` (10), ` 7 ` and `-3` are versions; `v1`, `+1`, `1.0` and numbers
-  outside int64 are not.
-  """
-  match = _VERSION_RE.match(name)
-  if not match:
-    return None
-  value = int(match.group(1))
-  return value if _MIN_VERSION <= value <= _MAX_VERSION else None
+# TF Serving's version-name rules (python/common/versions.py).
+parse_version_name = versions_lib.parse_version_name
 
 
 def version_dirs(output_base: str) -> dict[int, list[str]]:
@@ -174,7 +161,7 @@ def version_dirs(output_base: str) -> dict[int, list[str]]:
     errors.PublishError: `output_base` exists but cannot be listed.
   """
   if object_store.is_s3(output_base):
-    return s3_publish.list_versions(output_base)
+    return {v: [str(v)] for v in s3_publish.list_versions(output_base)}
   base = _local_path(output_base) if is_local(output_base) else output_base
   found: dict[int, list[str]] = {}
   try:
@@ -215,8 +202,7 @@ def next_version(output_base: str) -> int:
   """Returns the version a merge would publish: highest numeric + 1, or 1."""
   if object_store.is_s3(output_base):
     return s3_publish.next_version(output_base)
-  versions = list_versions(output_base)
-  return versions[-1] + 1 if versions else 1
+  return versions_lib.next_version(list_versions(output_base))
 
 
 def validate_version(version: Optional[int]) -> None:
@@ -224,10 +210,10 @@ def validate_version(version: Optional[int]) -> None:
   if version is None:
     return
   if (isinstance(version, bool) or not isinstance(version, int) or
-      not 0 <= version <= _MAX_VERSION):
+      not 0 <= version <= versions_lib.MAX_VERSION):
     raise errors.PublishError(
         f"version={version!r} is not a valid version number: TensorFlow "
-        f"Serving versions are integers from 0 to {_MAX_VERSION}. Omit it to "
+        f"Serving versions are integers from 0 to {versions_lib.MAX_VERSION}. Omit it to "
         "publish the highest existing version + 1.")
 
 
@@ -476,7 +462,7 @@ class _Publisher:
       dirs = version_dirs(self.base)
       existing = list(dirs)
       if version is None:
-        version = existing[-1] + 1 if existing else 1
+        version = versions_lib.next_version(existing)
       validate_version(version)
       final = _join(self.base, str(version))
       if version in existing or self.exists(final):

@@ -29,7 +29,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
-import re
 import threading
 import time
 from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
@@ -43,6 +42,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from python.common import object_store
+from python.common import versions as versions_lib
 from python.serve import object_store_cache
 from python.serve import batching
 from python.serve import inference
@@ -54,7 +54,6 @@ State = get_model_status_pb2.ModelVersionStatus.State
 ModelConfig = model_server_config_pb2.ModelConfig
 ModelConfigList = model_server_config_pb2.ModelConfigList
 
-_VERSION_DIR = re.compile(r'^[0-9]+$')
 _TENSORFLOW_PLATFORM = 'tensorflow'
 
 
@@ -249,12 +248,13 @@ def list_versions(base_path: str) -> Dict[int, str]:
   if not tf.io.gfile.isdir(base_path):
     raise FileNotFoundError(base_path)
   versions = {}
-  for child in tf.io.gfile.listdir(base_path):
+  for child in sorted(tf.io.gfile.listdir(base_path)):
     child = child.rstrip('/')
-    if _VERSION_DIR.match(child):
+    version = versions_lib.parse_version_name(child)  # As TF Serving: 010.
+    if version is not None and version not in versions:
       path = base_path.rstrip('/') + '/' + child
       if tf.io.gfile.isdir(path):
-        versions[int(child)] = path
+        versions[version] = path
   return versions
 
 

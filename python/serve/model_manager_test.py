@@ -51,13 +51,16 @@ class AspiredVersionsTest(parameterized.TestCase):
 class ListVersionsTest(absltest.TestCase):
 
   def test_only_numeric_directories_are_versions(self):
+    # TF Serving's ParseVersionNumber (safe_strto64): 010 is 10, -6 is -6.
     base = self.create_tempdir()
-    for name in ('1', '20', '.tmp-3', 'staging_4', '5a', '-6'):
+    for name in ('1', '20', '010', '.tmp-3', 'staging_4', '5a', '-6', '+8'):
       base.mkdir(name)
     base.create_file('7')  # A file, not a directory.
     versions = model_manager.list_versions(base.full_path)
     self.assertEqual(versions, {1: os.path.join(base.full_path, '1'),
-                                20: os.path.join(base.full_path, '20')})
+                                10: os.path.join(base.full_path, '010'),
+                                20: os.path.join(base.full_path, '20'),
+                                -6: os.path.join(base.full_path, '-6')})
 
   def test_missing_base_path_raises(self):
     missing = os.path.join(self.create_tempdir().full_path, 'nope')
