@@ -15,6 +15,17 @@ constants are held at a time) and joined at the end with
 C++ `LoadSavedModel` (TF Serving) and `tf.compat.v1.saved_model.load` restore
 the values before serving. The checkpoint holds the constants' exact bytes.
 
+Constants inside function bodies (TF2 graphs frozen with their control
+flow or calls kept as functions): `Externalizer.prepare`, run on each input
+graph before its function library is merged, moves each large body Const
+that is not kept inline (below) out of its function with
+`function_constants.lift`: the function takes the value as a new argument,
+every caller passes a new graph Const (a `While` carries it as a loop
+variable the body returns unchanged), and `process` externalizes that
+graph Const like the others. A constant whose function cannot be rewritten
+safely (see `function_constants`) stays in its body and is listed in
+`Externalizer.function_inline`, for the merge to warn.
+
 Restore groups: each input graph's constants are restored by their own
 `RestoreV2` (`merge_internal/restore_<k>/RestoreV2`, grouped by the NoOp
 `merge_internal/restore_<k>`), and the SaverDef's restore op
@@ -36,8 +47,10 @@ Keras ResNet50, random weights, TF 2.21 x86; see README "Numerics"):
     So before externalizing, each input graph is optimized offline by
     Grappler with the server's default options and the same fetches
     (`folded_constants`): a large constant whose exact bytes do not survive
-    optimization was folded into another constant, and is kept inline as a
-    `Const`, so the served graph folds it exactly as the frozen graph does.
+    optimization (in the graph or in the optimized function library) was
+    folded into another constant, and is kept inline as a `Const` (in its
+    function body, for function constants), so the served graph folds it
+    exactly as the frozen graph does.
     Kept constants stay in `saved_model.pb`; when they would take it past
     `inline_budget_bytes` they are externalized anyway and listed in
     `Externalizer.folded_externalized` (answers of their signatures may
