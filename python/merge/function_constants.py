@@ -67,7 +67,7 @@ _ROLES = {
 _TYPE_ATTR = {**{op: "Tin" for op in CALL_OPS | IF_OPS | CASE_OPS},
               **{op: "T" for op in WHILE_OPS}}
 # Data inputs before the function arguments (the If/Case selector).
-_LEADING_INPUTS = {**{op: 1 for op in IF_OPS | CASE_OPS}}
+_LEADING_INPUTS = {op: 1 for op in IF_OPS | CASE_OPS}
 GRAPH_PREFIX = "function_constants"
 _NODE_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
 _ARG_NAME = re.compile(r"[^a-z0-9_]")
@@ -97,7 +97,7 @@ def large_constants(graph_def, threshold: int,
   found = []
   for fdef in graph_def.library.function:
     for node in fdef.node_def:
-      if node.op != "Const":
+      if node.op != "Const" or "value" not in node.attr:
         continue
       tensor = node.attr["value"].tensor
       size = graph_io.tensor_nbytes(tensor)
@@ -189,6 +189,7 @@ class Analysis:
     self.sites: list[_Site] = []
     self.body_roles: dict[str, set] = {}  # function -> roles it is used in
     self._bad: dict[str, str] = {}  # function -> why it cannot be rewritten
+    self._root: dict[str, str] = {}  # function -> the first cause of that
     self._union = _Union(self.functions)
     frames = _in_loop_frames(graph_def)
     for node in graph_def.node:
@@ -212,9 +213,13 @@ class Analysis:
         self._mark(name, "it is a While body also used otherwise")
     self._propagate()
 
-  def _mark(self, name: str, reason: str) -> None:
-    if name in self.functions:
-      self._bad.setdefault(name, reason)
+  def _mark(self, name: str, reason: str, root: Optional[str] = None) -> bool:
+    """Records why `name` cannot be rewritten; False if it already was."""
+    if name not in self.functions or name in self._bad:
+      return False
+    self._bad[name] = reason
+    self._root[name] = reason if root is None else root
+    return True
 
   def _visit(self, node, owner: Optional[str], in_frame: bool) -> None:
     where = (f"node {node.name} of function {owner}" if owner else
@@ -265,18 +270,18 @@ class Analysis:
       for name in sorted(self.functions):
         groups.setdefault(self.group(name), []).append(name)
       for members in groups.values():
-        reasons = [self._bad[m] for m in members if m in self._bad]
+        bad = [m for m in members if m in self._bad]
         for member in members:
-          if reasons and member not in self._bad:
-            self._bad[member] = f"it shares call sites with a function " \
-                                f"that cannot be rewritten ({reasons[0]})"
+          if bad and self._mark(
+              member, f"it shares call sites with {bad[0]}, which cannot be "
+              f"rewritten ({self._root[bad[0]]})", self._root[bad[0]]):
             changed = True
       for site in self.sites:
         if site.owner is not None and site.owner in self._bad:
+          root = self._root[site.owner]
           for name in site.functions:
-            if name not in self._bad:
-              self._bad[name] = (f"its caller {site.owner} cannot be "
-                                 f"rewritten ({self._bad[site.owner]})")
+            if self._mark(name, f"its caller {site.owner} cannot be "
+                          f"rewritten ({root})", root):
               changed = True
 
   def group(self, name: str) -> str:
@@ -433,6 +438,11 @@ def lift(graph_def, analysis: Analysis, constants: Iterable[Constant],
       _drop_nodes(fdef, mine, move)
     index = len(fdef.signature.input_arg)
     has_arg_attrs = bool(fdef.arg_attr)
+    input_shapes = fdef.attr["_input_shapes"].list.shape if (
+        "_input_shapes" in fdef.attr) else None
+    if input_shapes is not None and len(input_shapes) == index:
+      for i in order[group]:
+        input_shapes.add().CopyFrom(shapes[i])
     for i in order[group]:
       fdef.signature.input_arg.add(name=names[i], type=dtypes[i])
       if has_arg_attrs:
