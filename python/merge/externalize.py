@@ -342,24 +342,6 @@ class Externalizer:
   def count(self) -> int:
     return len(self._variables)
 
-  def folded(self, graph_def: tf.compat.v1.GraphDef,
-             fetches: Optional[list[str]] = None) -> set[str]:
-    """The large Consts of an input graph that Grappler folds.
-
-    Call it on the input graph as read (before scoping, so its function
-    library matches its nodes) and pass the result, scoped, to `process`.
-
-    Args:
-      graph_def: The input graph.
-      fetches: What a server fetches from it (signature outputs, table
-        initializers); default its sink nodes.
-
-    Returns:
-      Their (unscoped) names.
-    """
-    large = large_constants(graph_def, self._threshold)
-    return folded_constants(graph_def, [n.name for n, _ in large], fetches)
-
   def prepare(self, graph_def: tf.compat.v1.GraphDef,
               fetches: Optional[list[str]] = None,
               scope: str = "") -> "Prepared":
@@ -380,7 +362,8 @@ class Externalizer:
 
     Args:
       graph_def: The input graph (unscoped).
-      fetches: What a server fetches from it (see `folded`).
+      fetches: What a server fetches from it (signature outputs, table
+        initializers); default its sink nodes.
       scope: Its scope, only to name function constants in reports
         (`<scope>/<function>/<node>`, the function's name as read).
 
@@ -451,7 +434,7 @@ class Externalizer:
     Args:
       graph_def: The graph.
       keep: Names of Consts that must stay Consts (asset file names).
-      folded: (Scoped) names of Consts that Grappler folds (see `folded`):
+      folded: (Scoped) names of Consts that Grappler folds (see `prepare`):
         they stay inline within the inline budget. None: computed here
         with the sink nodes as fetches.
       weights: (Scoped) names of Consts to report as MatMul/Conv weights

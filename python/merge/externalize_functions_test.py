@@ -4,7 +4,8 @@ TF2 graphs frozen with `convert_variables_to_constants_v2(...,
 lower_control_flow=False)` whose weights are Consts inside functions: a
 `tf.while_loop` body, a function calling the function that holds the
 weights, a function called twice (and shared with the nested model), both
-branches of a `tf.cond`, and a loop body calling a function. They are merged
+branches of a `tf.cond`, a loop body calling a function, and a function
+running a loop. They are merged
 with a low threshold; then no Const above it is left in any function body,
 the weights are in `variables/` with their exact bytes, every signature
 answers bit-identically to its frozen graph alone (the merge's check, and
@@ -45,7 +46,8 @@ def _weights(seed: int) -> np.ndarray:
   return (rng.standard_normal((_DIM, _DIM)) * 0.2).astype(np.float32)
 
 
-W_LOOP, W_INNER, W_TRUE, W_FALSE, W_FOLDED = (_weights(s) for s in range(5))
+W_LOOP, W_INNER, W_TRUE, W_FALSE, W_FOLDED, W_CALLED_LOOP = (
+    _weights(s) for s in range(6))
 _SPEC = tf.TensorSpec([None, _DIM], tf.float32)
 
 
@@ -100,6 +102,16 @@ def _write_graphs(directory: str) -> dict:
                          [tf.constant(0), x])
     return tf.identity(y, name="y")
 
+  @tf.function(experimental_attributes={"_noinline": True})
+  def looping(x):
+    def body(i, h):
+      return i + 1, tf.tanh(tf.matmul(h, tf.constant(W_CALLED_LOOP)))
+    return tf.while_loop(lambda i, h: i < 2, body, [tf.constant(0), x])[1]
+
+  @tf.function(input_signature=[_SPEC])
+  def loop_in_call(x):
+    return tf.identity(looping(x), name="y")
+
   @tf.function(input_signature=[_SPEC])
   def folded(x):
     # Grappler folds W_FOLDED * 2 into one constant: W_FOLDED stays inline.
@@ -109,7 +121,8 @@ def _write_graphs(directory: str) -> dict:
     return tf.identity(y, name="y")
 
   models = {"loop": loop, "nested": nested, "twice": twice, "cond": cond,
-            "loop_call": loop_call, "folded": folded}
+            "loop_call": loop_call, "loop_in_call": loop_in_call,
+            "folded": folded}
   return {name: _freeze(fn, os.path.join(directory, f"{name}.pb"))
           for name, fn in models.items()}
 
@@ -159,7 +172,7 @@ def _verifier() -> str:
   raise FileNotFoundError(f"//cc/verify is not at any of {candidates}")
 
 
-_MAIN = ("loop", "nested", "twice", "cond", "loop_call")
+_MAIN = ("loop", "nested", "twice", "cond", "loop_call", "loop_in_call")
 
 
 class FunctionConstantsBundleTest(absltest.TestCase):
@@ -191,17 +204,18 @@ class FunctionConstantsBundleTest(absltest.TestCase):
     self.assertEqual(bundle.function_inline, [])
     self.assertEqual(bundle.kept_inline, [])
     # One per model and function holding weights (cond: both branches).
-    self.assertLen(bundle.lifted, 6)
-    self.assertLen(bundle.externalized_weights, 6)
+    self.assertLen(bundle.lifted, 7)
+    self.assertLen(bundle.externalized_weights, 7)
 
   def test_weights_are_in_variables_bit_for_bit(self):
     reader = tf.train.load_checkpoint(
         os.path.join(self.result.path, "variables", "variables"))
     values = [reader.get_tensor(k) for k in
               sorted(reader.get_variable_to_shape_map())]
-    self.assertLen(values, 6)
+    self.assertLen(values, 7)
     expected = {"loop": [W_LOOP], "nested": [W_INNER], "twice": [W_INNER],
-                "cond": [W_TRUE, W_FALSE], "loop_call": [W_INNER]}
+                "cond": [W_TRUE, W_FALSE], "loop_call": [W_INNER],
+                "loop_in_call": [W_CALLED_LOOP]}
     for scope, weights in expected.items():
       keys = sorted(k for k in reader.get_variable_to_shape_map()
                     if k.startswith(f"{scope}/function_constants/"))
@@ -247,6 +261,16 @@ class FunctionConstantsBundleTest(absltest.TestCase):
     for branch in ("then_branch", "else_branch"):
       self.assertLen(functions[cond_node.attr[branch].func.name]
                      .signature.input_arg, 3)
+    # A loop inside a called function: the function passes its argument
+    # into the loop, whose body carries it.
+    call = nodes["loop_in_call/PartitionedCall"]
+    looping = functions[call.attr["f"].func.name]
+    arg = looping.signature.input_arg[-1].name
+    loop, = [n for n in looping.node_def if n.op in ("While", "StatelessWhile")]
+    self.assertEqual(loop.input[len(loop.attr["T"].list.type) - 1], arg)
+    body = functions[loop.attr["body"].func.name]
+    self.assertEqual(body.ret[body.signature.output_arg[-1].name],
+                     body.signature.input_arg[-1].name)
 
   def test_merge_check_reports_bit_identical_answers(self):
     self.assertCountEqual(self.result.numerics, _MAIN)
@@ -314,11 +338,11 @@ def _graph(text: str) -> tf.compat.v1.GraphDef:
 def _big_const(name: str, control: str = "") -> str:
   """Text of a 2 KiB float Const node (body syntax)."""
   values = np.arange(512, dtype=np.float32)
-  tensor = tf.make_tensor_proto(values)
+  tensor = text_format.MessageToString(tf.make_tensor_proto(values),
+                                       as_one_line=True)
   return (f'node_def {{ name: "{name}" op: "Const" {control} '
           'attr { key: "dtype" value { type: DT_FLOAT } } '
-          f'attr {{ key: "value" value {{ tensor {{ '
-          f'{text_format.MessageToString(tensor, as_one_line=True)} }} }} }} }}')
+          f'attr {{ key: "value" value {{ tensor {{ {tensor} }} }} }} }}')
 
 
 def _function(name: str, body: str = "", inputs=("x",), ret="x") -> str:
