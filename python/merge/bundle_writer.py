@@ -87,6 +87,11 @@ class BundleInfo:
       so answers stay bit-identical (see `externalize`).
     folded_externalized: Such constants externalized anyway, past the
       inline budget: their signatures may differ in the last bits.
+    lifted: Constants moved out of function bodies (then externalized),
+      as `<scope>/<function>/<node>` with the function's input name.
+    function_inline: Function-body constants above the threshold left in
+      their bodies because a call pattern cannot be rewritten safely, as
+      `<scope>/<function>/<node>: <why>`; they stay in saved_model.pb.
     init_ops: Table initializers run at load time (scoped node names).
     files: Relative path -> bytes. After `write_saved_model`, the files
       written; from `plan`, an estimate (saved_model.pb and the warmup file
@@ -107,6 +112,8 @@ class BundleInfo:
   externalized_weights: list = dataclasses.field(default_factory=list)
   kept_inline: list = dataclasses.field(default_factory=list)
   folded_externalized: list = dataclasses.field(default_factory=list)
+  lifted: list = dataclasses.field(default_factory=list)
+  function_inline: list = dataclasses.field(default_factory=list)
   init_ops: list = dataclasses.field(default_factory=list)
   files: dict = dataclasses.field(default_factory=dict)
   total_bytes: int = 0
@@ -231,15 +238,20 @@ def _merge_graphs(spec: spec_lib.MergeSpec, merger: graph_merge.GraphMerger,
     merged.tensor_infos.update(analysis.tensor_infos)
     merged.init_ops.extend(analysis.init_ops)
     del analysis
-    # numerics: which large constants Grappler folds, on the graph as read.
-    folded = externalizer.folded(graph_def, _fetches(graph_def, model))
+    # numerics: which large constants Grappler folds, on the graph as read;
+    # large function-body constants move to graph Consts the callers pass,
+    # before the library is merged (it copies the functions).
+    prepared = externalizer.prepare(graph_def, _fetches(graph_def, model),
+                                    scope)
     renames = merger.scope_and_rename(graph_def, scope)
     if renames:
       logging.info("Renamed colliding functions of %s: %s", model.frozen,
                    renames)
     asset_collector.collect(graph_def, scope, where)
-    externalizer.process(graph_def, keep=asset_collector.const_names,
-                         folded={f"{scope}/{name}" for name in folded})
+    externalizer.process(
+        graph_def, keep=asset_collector.const_names,
+        folded={f"{scope}/{name}" for name in prepared.folded},
+        weights=frozenset(f"{scope}/{name}" for name in prepared.weights))
     merger.append(graph_def)
     del graph_def  # Frees the input before the next one is parsed.
     logging.info("Merged %s as scope %s/ for signature %s", model.frozen,
@@ -276,9 +288,11 @@ def _serialize(saved_model: saved_model_pb2.SavedModel,
                       for m in saved_model.meta_graphs)
   if library_bytes:
     fix += (f" {library_bytes} bytes are function bodies, whose constants "
-            "are never externalized: freeze the models with their functions "
-            "inlined (e.g. TF2 convert_variables_to_constants_v2 with "
-            "lower_control_flow) if those hold the large weights.")
+            "are externalized only when every call of their function can be "
+            "rewritten (the merge warns about the others): freeze those "
+            "models with their functions inlined (e.g. TF2 "
+            "convert_variables_to_constants_v2 with lower_control_flow) if "
+            "they hold the large weights.")
   try:
     data = saved_model.SerializeToString()
   except (ValueError, message.EncodeError) as e:
@@ -414,6 +428,8 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
       externalized_weights=list(externalizer.weights),
       kept_inline=list(externalizer.kept_inline),
       folded_externalized=list(externalizer.folded_externalized),
+      lifted=list(externalizer.lifted),
+      function_inline=list(externalizer.function_inline),
       assets=list(asset_collector.assets),
       init_ops=merged.init_ops,
       fingerprint=manifest["fingerprint"],
@@ -428,6 +444,15 @@ def _build(spec: spec_lib.MergeSpec, export_dir: Optional[str], warmup: bool,
         len(externalizer.weights), ", ".join(externalizer.weights[:3]),
         ", ..." if len(externalizer.weights) > 3 else "",
         externalize.ONEDNN_FROZEN_WEIGHTS_ENV, externalize_threshold_bytes)
+  if externalizer.function_inline:
+    logging.warning(
+        "%d constant(s) above externalize_threshold_bytes stay inside "
+        "function bodies (%d bytes in saved_model.pb), because a call of "
+        "their function cannot be rewritten to pass them: %s%s",
+        len(externalizer.function_inline),
+        externalizer.function_inline_bytes,
+        "; ".join(externalizer.function_inline[:3]),
+        "; ..." if len(externalizer.function_inline) > 3 else "")
   # Warmup records from the merged graph (python/common/synthesis's policy:
   # string inputs carry the Examples their parse ops read, unknown ranks the
   # shape the graph pins down), before the graph is serialized and dropped.

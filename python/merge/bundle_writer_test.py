@@ -882,7 +882,8 @@ class GraphErrorTest(parameterized.TestCase):
           r"the merged saved_model.pb would be \d+ bytes, over protobuf's 2 "
           r"GiB limit; lower externalize_threshold_bytes \(now 1048576\) so "
           r"more constants move to variables/. \d+ bytes are function "
-          r"bodies, whose constants are never externalized"):
+          r"bodies, whose constants are externalized only when every call "
+          r"of their function can be rewritten"):
         bundle_writer.write_saved_model(spec, out)
     self.assertFalse(os.path.exists(os.path.join(out, "saved_model.pb")))
 

@@ -15,6 +15,17 @@ constants are held at a time) and joined at the end with
 C++ `LoadSavedModel` (TF Serving) and `tf.compat.v1.saved_model.load` restore
 the values before serving. The checkpoint holds the constants' exact bytes.
 
+Constants inside function bodies (TF2 graphs frozen with their control
+flow or calls kept as functions): `Externalizer.prepare`, run on each input
+graph before its function library is merged, moves each large body Const
+that is not kept inline (below) out of its function with
+`function_constants.lift`: the function takes the value as a new argument,
+every caller passes a new graph Const (a `While` carries it as a loop
+variable the body returns unchanged), and `process` externalizes that
+graph Const like the others. A constant whose function cannot be rewritten
+safely (see `function_constants`) stays in its body and is listed in
+`Externalizer.function_inline`, for the merge to warn.
+
 Restore groups: each input graph's constants are restored by their own
 `RestoreV2` (`merge_internal/restore_<k>/RestoreV2`, grouped by the NoOp
 `merge_internal/restore_<k>`), and the SaverDef's restore op
@@ -36,8 +47,10 @@ Keras ResNet50, random weights, TF 2.21 x86; see README "Numerics"):
     So before externalizing, each input graph is optimized offline by
     Grappler with the server's default options and the same fetches
     (`folded_constants`): a large constant whose exact bytes do not survive
-    optimization was folded into another constant, and is kept inline as a
-    `Const`, so the served graph folds it exactly as the frozen graph does.
+    optimization (in the graph or in the optimized function library) was
+    folded into another constant, and is kept inline as a `Const` (in its
+    function body, for function constants), so the served graph folds it
+    exactly as the frozen graph does.
     Kept constants stay in `saved_model.pb`; when they would take it past
     `inline_budget_bytes` they are externalized anyway and listed in
     `Externalizer.folded_externalized` (answers of their signatures may
@@ -73,6 +86,7 @@ from tensorflow.python.grappler import tf_optimizer
 
 from python.common import tf_env
 from python.merge import errors
+from python.merge import function_constants
 from python.merge import graph_io
 from python.merge import spec as spec_lib
 
@@ -215,13 +229,27 @@ def folded_constants(graph_def: tf.compat.v1.GraphDef, candidates: list,
   Returns:
     Names of the folded candidates; empty if Grappler fails (logged).
   """
-  if not candidates:
-    return set()
   nodes = {n.name: n for n in graph_def.node}
+  return _folded(graph_def, {c: nodes[c].attr["value"].tensor
+                             for c in candidates}, fetches)
+
+
+def _folded(graph_def: tf.compat.v1.GraphDef, tensors: dict,
+            fetches: Optional[list[str]]) -> set:
+  """The keys of `tensors` (Const values) whose bytes Grappler folds away.
+
+  As `folded_constants`, for graph and function-body Consts alike: a value
+  survives when a Const of the optimized graph or of its optimized function
+  library (Grappler optimizes the functions the graph calls, and may inline
+  them) holds exactly its bytes.
+  """
+  if not tensors:
+    return set()
+  nodes = {n.name for n in graph_def.node}
   meta = meta_graph_pb2.MetaGraphDef()
   meta.graph_def.CopyFrom(graph_def)
   names = sorted({f.lstrip("^").partition(":")[0] for f in
-                  (fetches if fetches else _sinks(graph_def))} & set(nodes))
+                  (fetches if fetches else _sinks(graph_def))} & nodes)
   meta.collection_def["train_op"].node_list.value.extend(names)
   try:
     optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta)
@@ -233,13 +261,22 @@ def folded_constants(graph_def: tf.compat.v1.GraphDef, candidates: list,
   def kind(tensor) -> tuple:
     return tensor.dtype, tuple(d.size for d in tensor.tensor_shape.dim)
 
-  kinds = {kind(nodes[c].attr["value"].tensor) for c in candidates}
+  kinds = {kind(t) for t in tensors.values()}
   survivors = set()
-  for node in optimized.node:
-    if node.op == "Const" and kind(node.attr["value"].tensor) in kinds:
-      survivors.add(_digest(node.attr["value"].tensor))
-  return {c for c in candidates
-          if _digest(nodes[c].attr["value"].tensor) not in survivors}
+  bodies = [f.node_def for f in optimized.library.function]
+  for body in [optimized.node] + bodies:
+    for node in body:
+      if node.op == "Const" and kind(node.attr["value"].tensor) in kinds:
+        survivors.add(_digest(node.attr["value"].tensor))
+  return {key for key, tensor in tensors.items()
+          if _digest(tensor) not in survivors}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What `Externalizer.prepare` found (unscoped graph node names)."""
+  folded: set
+  weights: set
 
 
 def _save_shard(prefix: str, names: list[str], values: list) -> None:
@@ -295,44 +332,119 @@ class Externalizer:
     self.kept_inline: list[str] = []
     self.kept_inline_bytes = 0
     self.folded_externalized: list[str] = []
+    # Function-body constants left in their bodies because their call
+    # pattern cannot be rewritten: "<scope>/<function>/<node>: <why>".
+    self.function_inline: list[str] = []
+    self.function_inline_bytes = 0
+    # Function-body constants moved to the graph (then externalized).
+    self.lifted: list[str] = []
 
   @property
   def count(self) -> int:
     return len(self._variables)
 
-  def folded(self, graph_def: tf.compat.v1.GraphDef,
-             fetches: Optional[list[str]] = None) -> set[str]:
-    """The large Consts of an input graph that Grappler folds.
+  def prepare(self, graph_def: tf.compat.v1.GraphDef,
+              fetches: Optional[list[str]] = None,
+              scope: str = "") -> "Prepared":
+    """Finds folded constants and lifts function-body constants, in place.
 
-    Call it on the input graph as read (before scoping, so its function
-    library matches its nodes) and pass the result, scoped, to `process`.
+    Call it on the input graph as read, before scoping and merging its
+    function library (the library merge copies the functions, so they must
+    have their final signatures by then). One Grappler run (see
+    `folded_constants`) decides, for graph and function-body Consts above
+    the threshold alike, which ones Grappler folds. A function-body Const
+    that is not folded, or is folded but past the inline budget, is moved
+    out of its function by `function_constants.lift`: a graph Const passed
+    to every caller, which `process` then externalizes like any graph
+    Const. Folded ones within the budget stay in their bodies (counted in
+    the budget), so Grappler folds them as in the frozen graph. Ones whose
+    call pattern cannot be rewritten stay inline and are listed in
+    `function_inline`.
 
     Args:
-      graph_def: The input graph.
+      graph_def: The input graph (unscoped).
       fetches: What a server fetches from it (signature outputs, table
         initializers); default its sink nodes.
+      scope: Its scope, only to name function constants in reports
+        (`<scope>/<function>/<node>`, the function's name as read).
 
     Returns:
-      Their (unscoped) names.
+      The folded graph Consts (unscoped names, for `process`'s `folded`)
+      and the new graph Consts that are MatMul/Conv weights in their
+      function (for `process`'s `weights`).
     """
+    if self._threshold < 0:
+      return Prepared(folded=set(), weights=set())
     large = large_constants(graph_def, self._threshold)
-    return folded_constants(graph_def, [n.name for n, _ in large], fetches)
+    in_functions = function_constants.large_constants(
+        graph_def, self._threshold, _NOT_SAVEABLE)
+    analysis = None
+    liftable = []
+    if in_functions:
+      analysis = function_constants.Analysis(graph_def)
+      for const in in_functions:
+        reason = analysis.why_not(const)
+        if reason is None:
+          liftable.append(const)
+        else:
+          self._keep_in_function(scope, const, reason)
+    tensors = {n.name: n.attr["value"].tensor for n, _ in large}
+    for const in liftable:
+      fdef = analysis.functions[const.function]
+      node = next(n for n in fdef.node_def if n.name == const.node)
+      tensors[(const.function, const.node)] = node.attr["value"].tensor
+    folded = _folded(graph_def, tensors, fetches)
+    del tensors
+    chosen = []
+    for const in liftable:
+      name = function_constants.label(scope, const)
+      if (const.function, const.node) in folded:
+        if self.kept_inline_bytes + const.size <= self._inline_budget:
+          self.kept_inline.append(name)
+          self.kept_inline_bytes += const.size
+          continue
+        self.folded_externalized.append(name)
+      chosen.append(const)
+    weights = set()
+    if chosen:
+      lifted = function_constants.lift(graph_def, analysis, chosen,
+                                       _WEIGHT_OPS)
+      for const in chosen:
+        key = (const.function, const.node)
+        if key in lifted.inline:
+          self._keep_in_function(scope, const, lifted.inline[key])
+        else:
+          self.lifted.append(function_constants.label(scope, const))
+      weights = lifted.weights
+    return Prepared(folded={k for k in folded if isinstance(k, str)},
+                    weights=weights)
+
+  def _keep_in_function(self, scope: str,
+                        const: function_constants.Constant,
+                        reason: str) -> None:
+    self.function_inline.append(
+        f"{function_constants.label(scope, const)}: {reason}")
+    self.function_inline_bytes += const.size
 
   def process(self, graph_def: tf.compat.v1.GraphDef,
               keep: frozenset = frozenset(),
-              folded: Optional[set] = None) -> None:
+              folded: Optional[set] = None,
+              weights: frozenset = frozenset()) -> None:
     """Externalizes the large Consts of an already scoped graph, in place.
 
     Args:
       graph_def: The graph.
       keep: Names of Consts that must stay Consts (asset file names).
-      folded: (Scoped) names of Consts that Grappler folds (see `folded`):
+      folded: (Scoped) names of Consts that Grappler folds (see `prepare`):
         they stay inline within the inline budget. None: computed here
         with the sink nodes as fetches.
+      weights: (Scoped) names of Consts to report as MatMul/Conv weights
+        besides the graph's own (constants `prepare` lifted out of
+        functions, whose weight use is inside the function).
     """
     if self._threshold < 0:
       return
-    weights = _weight_inputs(graph_def)
+    weights = _weight_inputs(graph_def) | set(weights)
     large = large_constants(graph_def, self._threshold, keep)
     if folded is None:
       folded = folded_constants(graph_def, [n.name for n, _ in large])

@@ -1004,6 +1004,8 @@ def _combine(plan: Plan, export_dir: str, scratch: str, new_info,
       externalized=len(variables),
       externalized_bytes=sum(_nbytes(v) for v in variables),
       externalized_weights=new_weights,
+      lifted=list(new_info.lifted) if new_info else [],
+      function_inline=list(new_info.function_inline) if new_info else [],
       init_ops=[i.lstrip("^") for i in init_inputs])
 
 
@@ -1038,6 +1040,8 @@ def plan_bundle(plan: Plan, *, warmup: bool = True,
       unique_graphs=new_info.unique_graphs if new_info else 0,
       externalized_weights=(list(new_info.externalized_weights)
                             if new_info else []),
+      lifted=list(new_info.lifted) if new_info else [],
+      function_inline=list(new_info.function_inline) if new_info else [],
       files=files, total_bytes=sum(files.values()))
 
 

@@ -142,6 +142,9 @@ class MergeResult:
       summary["files"] = dict(self.bundle.files)
       summary["externalized_weights"] = len(
           self.bundle.externalized_weights)
+      # Function-body constants above the threshold left in saved_model.pb.
+      summary["function_constants_inline"] = list(
+          self.bundle.function_inline)
     # numerics: largest difference per signature vs its graph alone.
     if self.numerics:
       summary["numerics"] = {name: value.to_json_dict()
@@ -178,6 +181,13 @@ class MergeResult:
             "weight(s) moved to variables/; for answers bit-identical to "
             "the frozen graphs on oneDNN CPU builds, run the server with "
             f"{ONEDNN_FROZEN_WEIGHTS_ENV}=1")
+      if self.bundle.function_inline:
+        lines.append(
+            f"  note: {len(self.bundle.function_inline)} constant(s) above "
+            "--externalize_threshold_bytes stay inside function bodies "
+            "(a call of their function cannot be rewritten): " +
+            "; ".join(self.bundle.function_inline[:3]) +
+            ("; ..." if len(self.bundle.function_inline) > 3 else ""))
       if self.dry_run:
         lines.append("  nothing was written (--dry_run)")
     # numerics: largest difference per signature vs its graph alone.
