@@ -38,6 +38,8 @@
 #include "tensorflow/core/lib/io/record_reader.h"
 #include "tensorflow/core/lib/io/record_writer.h"
 #include "tensorflow/core/platform/env.h"
+#include "tensorflow/core/platform/errors.h"
+#include "tensorflow/core/platform/statusor.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 #include "tensorflow/core/protobuf/saved_model.pb.h"
 #include "tensorflow/core/public/session.h"
@@ -642,11 +644,8 @@ absl::StatusOr<std::map<std::string, Tensor>> RunSignature(
   std::map<std::string, Tensor> by_alias;
   for (size_t i = 0; i < output_aliases.size(); ++i) {
     const std::string& alias = output_aliases[i];
-    if (absl::Status s =
-            CheckOutput(alias, signature.outputs().at(alias), outputs[i]);
-        !s.ok()) {
-      return s;
-    }
+    TF_RETURN_IF_ERROR(
+        CheckOutput(alias, signature.outputs().at(alias), outputs[i]));
     by_alias[alias] = outputs[i];
   }
   return by_alias;
@@ -739,11 +738,12 @@ absl::Status RunExamples(const Runner& runner, const std::string& name,
   } else {
     output_aliases.push_back(kRegressOutputs);
   }
-  auto outputs = RunSignature(runner, signature, {{kClassifyInputs, batch}},
-                              output_aliases);
-  if (!outputs.ok()) return outputs.status();
-  return classify ? CheckClassifyResult(*outputs, num_examples)
-                  : CheckRegressResult(outputs->at(kRegressOutputs),
+  TF_ASSIGN_OR_RETURN(
+      const auto outputs,
+      RunSignature(runner, signature, {{kClassifyInputs, batch}},
+                   output_aliases));
+  return classify ? CheckClassifyResult(outputs, num_examples)
+                  : CheckRegressResult(outputs.at(kRegressOutputs),
                                        num_examples);
 }
 
@@ -984,26 +984,26 @@ absl::Status RunWarmupRequest(const Runner& runner,
                               std::string* signature_used) {
   switch (request.kind) {
     case WarmupRequest::Kind::kPredict: {
-      auto signature =
-          RequestSignature(meta_graph, request.signature_name, signature_used);
-      if (!signature.ok()) return signature.status();
-      return RunPredictRequest(runner, **signature, graph, request);
+      TF_ASSIGN_OR_RETURN(const SignatureDef* signature,
+                          RequestSignature(meta_graph, request.signature_name,
+                                           signature_used));
+      return RunPredictRequest(runner, *signature, graph, request);
     }
     case WarmupRequest::Kind::kClassify:
     case WarmupRequest::Kind::kRegress: {
-      auto signature =
-          RequestSignature(meta_graph, request.signature_name, signature_used);
-      if (!signature.ok()) return signature.status();
+      TF_ASSIGN_OR_RETURN(const SignatureDef* signature,
+                          RequestSignature(meta_graph, request.signature_name,
+                                           signature_used));
       const char* wanted = request.kind == WarmupRequest::Kind::kClassify
                                ? kClassifyMethodName
                                : kRegressMethodName;
-      if ((*signature)->method_name() != wanted) {
+      if (signature->method_name() != wanted) {
         return absl::InvalidArgumentError(absl::StrCat(
             "Expected ", WarmupKindName(request.kind),
             " signature method_name to be ", wanted, ". Was: ",
-            (*signature)->method_name()));
+            signature->method_name()));
       }
-      return RunExamples(runner, *signature_used, **signature,
+      return RunExamples(runner, *signature_used, *signature,
                          request.serialized_examples);
     }
     case WarmupRequest::Kind::kMultiInference: {
@@ -1014,26 +1014,23 @@ absl::Status RunWarmupRequest(const Runner& runner,
       std::vector<std::string> names;
       for (const WarmupRequest::Task& task : request.tasks) {
         std::string name;
-        auto signature = RequestSignature(meta_graph, task.signature_name,
-                                          &name);
-        if (!signature.ok()) return signature.status();
+        TF_ASSIGN_OR_RETURN(
+            const SignatureDef* signature,
+            RequestSignature(meta_graph, task.signature_name, &name));
         names.push_back(name);
         if (task.method_name != kClassifyMethodName &&
             task.method_name != kRegressMethodName) {
           return absl::InvalidArgumentError(absl::StrCat(
               "Unsupported signature method_name: ", task.method_name));
         }
-        if ((*signature)->method_name() != task.method_name) {
+        if (signature->method_name() != task.method_name) {
           return absl::InvalidArgumentError(absl::StrCat(
               "task for signature '", name, "' asks for ", task.method_name,
               " but the signature's method_name is ",
-              (*signature)->method_name()));
+              signature->method_name()));
         }
-        if (absl::Status s = RunExamples(runner, name, **signature,
-                                         request.serialized_examples);
-            !s.ok()) {
-          return s;
-        }
+        TF_RETURN_IF_ERROR(RunExamples(runner, name, *signature,
+                                       request.serialized_examples));
       }
       *signature_used = absl::StrJoin(names, "+");
       return absl::OkStatus();
@@ -1215,19 +1212,23 @@ void RunSignatures(RunMode run, const Runner& runner,
   }
 }
 
-// Writes the requests smoke runs fed as PredictionLog TFRecords.
+absl::Status WriteRecordFile(const std::string& path,
+                             const std::vector<std::string>& records) {
+  std::unique_ptr<tensorflow::WritableFile> file;
+  TF_RETURN_IF_ERROR(tensorflow::Env::Default()->NewWritableFile(path, &file));
+  tensorflow::io::RecordWriter writer(file.get());
+  for (const std::string& record : records) {
+    TF_RETURN_IF_ERROR(writer.WriteRecord(record));
+  }
+  TF_RETURN_IF_ERROR(writer.Close());
+  return file->Close();
+}
+
+// Writes the requests smoke runs fed as PredictionLog TFRecords. The flag and
+// path are added here, once, rather than at each step that can fail.
 absl::Status WriteRecords(const std::string& path,
                           const std::vector<std::string>& records) {
-  std::unique_ptr<tensorflow::WritableFile> file;
-  absl::Status s = tensorflow::Env::Default()->NewWritableFile(path, &file);
-  if (s.ok()) {
-    tensorflow::io::RecordWriter writer(file.get());
-    for (const std::string& record : records) {
-      if (s.ok()) s = writer.WriteRecord(record);
-    }
-    if (s.ok()) s = writer.Close();
-    if (s.ok()) s = file->Close();
-  }
+  absl::Status s = WriteRecordFile(path, records);
   if (s.ok()) return s;
   return absl::Status(s.code(), absl::StrCat("cannot write --dump_requests=",
                                              path, ": ", s.message()));
@@ -1485,7 +1486,7 @@ bool VerifyReport::ok() const {
 }
 
 absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
-  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  TF_RETURN_IF_ERROR(ValidateOptions(options));
   VerifyReport report;
   report.export_dir = options.export_dir;
   report.tags = options.tags;
