@@ -1,5 +1,9 @@
 #include "cc/verify/common.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -47,6 +51,36 @@ std::string QuotedJoin(const std::vector<std::string>& items) {
   quoted.reserve(items.size());
   for (const std::string& item : items) quoted.push_back("'" + item + "'");
   return absl::StrJoin(quoted, ", ");
+}
+
+std::vector<std::string> ClosestNames(
+    std::string_view target, const std::vector<std::string>& candidates,
+    int max_results) {
+  std::vector<std::pair<size_t, size_t>> scored;  // (distance, index)
+  std::vector<size_t> previous(target.size() + 1);
+  std::vector<size_t> current(target.size() + 1);
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const std::string& candidate = candidates[c];
+    for (size_t j = 0; j <= target.size(); ++j) previous[j] = j;
+    for (size_t i = 1; i <= candidate.size(); ++i) {
+      current[0] = i;
+      for (size_t j = 1; j <= target.size(); ++j) {
+        const size_t substitute =
+            previous[j - 1] + (candidate[i - 1] == target[j - 1] ? 0 : 1);
+        current[j] =
+            std::min({previous[j] + 1, current[j - 1] + 1, substitute});
+      }
+      std::swap(previous, current);
+    }
+    scored.emplace_back(previous[target.size()], c);
+  }
+  std::stable_sort(scored.begin(), scored.end());
+  std::vector<std::string> result;
+  for (size_t i = 0; i < scored.size() && static_cast<int>(i) < max_results;
+       ++i) {
+    result.push_back(candidates[scored[i].second]);
+  }
+  return result;
 }
 
 }  // namespace internal

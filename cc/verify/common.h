@@ -66,6 +66,12 @@ std::vector<std::string> SortedKeys(const Map& map) {
   return keys;
 }
 
+// Up to `max_results` of `candidates` closest to `target` by edit distance
+// (ties keep the candidates' order), for "did you mean" messages.
+std::vector<std::string> ClosestNames(
+    std::string_view target, const std::vector<std::string>& candidates,
+    int max_results);
+
 // Wall time since construction, for the report's *_ms fields.
 class Stopwatch {
  public:

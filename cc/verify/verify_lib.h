@@ -49,8 +49,9 @@
 //
 // Each concern has its own file: the report and its text / JSON rendering in
 // report.h (included here, so callers of this header keep FormatText and
-// FormatJson), shared names and helpers in common.h, input synthesis in
-// synthesis.h; this file is the recipe that calls them.
+// FormatJson), shared names and helpers in common.h, steps 1-6 in
+// static_checks.h, input synthesis in synthesis.h; this file is the recipe
+// that calls them.
 
 #ifndef TF_SERVING_MERGE_CC_VERIFY_VERIFY_LIB_H_
 #define TF_SERVING_MERGE_CC_VERIFY_VERIFY_LIB_H_
@@ -97,12 +98,6 @@ absl::Status ValidateOptions(const VerifyOptions& options);
 absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options);
 
 namespace internal {
-
-// Up to `max_results` of `candidates` closest to `target` by edit distance
-// (ties keep the candidates' order), for "did you mean" messages.
-std::vector<std::string> ClosestNames(
-    std::string_view target, const std::vector<std::string>& candidates,
-    int max_results);
 
 // The serialized tf.Example (or tf.SequenceExample) smoke runs feed to the
 // string tensor `tensor_name` of `graph_def` (InputSynthesizer::ExampleFor).
