@@ -1,43 +1,24 @@
 #include "cc/verify/verify_lib.h"
 
-#include <algorithm>
-#include <cstring>
 #include <memory>
 #include <set>
-#include <unordered_map>
+#include <string>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
-#include "absl/container/flat_hash_set.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "cc/verify/prediction_log.h"
 #include "cc/verify/runner.h"
 #include "cc/verify/static_checks.h"
 #include "cc/verify/synthesis.h"
 #include "cc/verify/warmup_replay.h"
-#include "tensorflow/cc/saved_model/constants.h"
 #include "tensorflow/cc/saved_model/loader.h"
-#include "tensorflow/cc/saved_model/reader.h"
-#include "tensorflow/core/common_runtime/graph_constructor.h"
-#include "tensorflow/core/common_runtime/shape_refiner.h"
-#include "tensorflow/core/example/example.pb.h"
-#include "tensorflow/core/framework/function.h"
-#include "tensorflow/core/framework/graph.pb.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/types.h"
-#include "tensorflow/core/graph/graph.h"
-#include "tensorflow/core/graph/tensor_id.h"
-#include "tensorflow/core/lib/io/path.h"
-#include "tensorflow/core/lib/io/record_reader.h"
 #include "tensorflow/core/lib/io/record_writer.h"
 #include "tensorflow/core/platform/env.h"
 #include "tensorflow/core/platform/errors.h"
-#include "tensorflow/core/platform/statusor.h"
+#include "tensorflow/core/protobuf/config.pb.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 #include "tensorflow/core/protobuf/saved_model.pb.h"
 #include "tensorflow/core/public/session.h"
@@ -46,20 +27,11 @@ namespace tf_serving_merge {
 namespace verify {
 namespace {
 
-using ::tensorflow::DataType;
 using ::tensorflow::MetaGraphDef;
-using ::tensorflow::PartialTensorShape;
-using ::tensorflow::SignatureDef;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorInfo;
 using internal::BraceJoin;
-using internal::DeclaredShape;
-using internal::MethodShortName;
-using internal::QuotedJoin;
-using internal::SortedKeys;
 using internal::Stopwatch;
 
-
+// The deadline of every Session::Run, the loader's restore and init included.
 tensorflow::RunOptions DeadlineOptions(const VerifyOptions& options) {
   tensorflow::RunOptions run_options;
   run_options.set_timeout_in_ms(options.run_timeout_ms);
@@ -199,24 +171,30 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   };
 
-  // Steps 1-6: everything that only needs saved_model.pb.
+  // Steps 1-6 (static_checks.h): everything that only needs saved_model.pb.
+  // Step 1: the export directory.
   if (absl::Status s = CheckExportDir(options.export_dir); !s.ok()) {
     return failed(s);
   }
+  // Step 2: saved_model.pb.
   auto saved_model = ReadSavedModelProto(options.export_dir);
   if (!saved_model.ok()) return failed(saved_model.status());
+  // Step 3: the tag-set.
   auto meta_graph =
       FindMetaGraph(*saved_model, options.tags, options.export_dir);
   if (!meta_graph.ok()) return failed(meta_graph.status());
+  // Step 4: variables/.
   const absl::Status variables =
       CheckVariables(**meta_graph, options.export_dir);
   if (!variables.ok()) {
     report.errors.emplace_back(variables.message());  // Still worth loading.
   }
+  // Step 5: the signatures asked for.
   auto names = SelectSignatures(**meta_graph, options.signatures);
   if (!names.ok()) return failed(names.status());
 
-  // Step 6: signatures against the graph; the op denylist.
+  // Step 6: signatures against the graph; then step 5's op denylist, so a
+  // bundle refused for a denied op still has its signatures described.
   const GraphIndex graph((*meta_graph)->graph_def());
   CheckSignatures(graph, **meta_graph, *names, &report);
   report.denied_ops = FindDeniedOps(**meta_graph, options.allow_ops);
@@ -241,7 +219,7 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   }
 
-  // Step 8: run.
+  // Step 8 (runner.h, warmup_replay.h): run.
   InputSynthesizer synthesizer((*meta_graph)->graph_def());
   std::vector<std::string> fed_records;
   Runner runner;
