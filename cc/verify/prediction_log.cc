@@ -2,11 +2,14 @@
 
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "tensorflow/core/platform/errors.h"
+#include "tensorflow/core/platform/statusor.h"
 
 namespace tf_serving_merge {
 namespace verify {
@@ -108,14 +111,11 @@ absl::Status ExpectBytes(const Field& field, std::string_view message,
 
 // ModelSpec: name = 1, version = 2, signature_name = 3, version_label = 4.
 absl::StatusOr<std::string> DecodeSignatureName(std::string_view model_spec) {
-  auto fields = SplitFields(model_spec, "ModelSpec");
-  if (!fields.ok()) return fields.status();
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(model_spec, "ModelSpec"));
   std::string signature_name;
-  for (const Field& f : *fields) {
+  for (const Field& f : fields) {
     if (f.number == 3) {
-      if (auto s = ExpectBytes(f, "ModelSpec", "signature_name"); !s.ok()) {
-        return s;
-      }
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "ModelSpec", "signature_name"));
       signature_name = std::string(f.bytes);
     }
   }
@@ -126,24 +126,22 @@ absl::StatusOr<std::string> DecodeSignatureName(std::string_view model_spec) {
 // context = 2. Input: example_list = 1, example_list_with_context = 2.
 absl::Status DecodeInput(std::string_view input,
                          std::vector<std::string>* examples) {
-  auto fields = SplitFields(input, "Input");
-  if (!fields.ok()) return fields.status();
-  for (const Field& f : *fields) {
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(input, "Input"));
+  for (const Field& f : fields) {
     if (f.number != 1 && f.number != 2) continue;
     const bool with_context = f.number == 2;
     const char* list_type =
         with_context ? "ExampleListWithContext" : "ExampleList";
-    if (auto s = ExpectBytes(f, "Input", list_type); !s.ok()) return s;
-    auto list_fields = SplitFields(f.bytes, list_type);
-    if (!list_fields.ok()) return list_fields.status();
+    TF_RETURN_IF_ERROR(ExpectBytes(f, "Input", list_type));
+    TF_ASSIGN_OR_RETURN(auto list_fields, SplitFields(f.bytes, list_type));
     std::string context;
     std::vector<std::string_view> list;
-    for (const Field& lf : *list_fields) {
+    for (const Field& lf : list_fields) {
       if (lf.number == 1) {
-        if (auto s = ExpectBytes(lf, list_type, "examples"); !s.ok()) return s;
+        TF_RETURN_IF_ERROR(ExpectBytes(lf, list_type, "examples"));
         list.push_back(lf.bytes);
       } else if (with_context && lf.number == 2) {
-        if (auto s = ExpectBytes(lf, list_type, "context"); !s.ok()) return s;
+        TF_RETURN_IF_ERROR(ExpectBytes(lf, list_type, "context"));
         context.append(lf.bytes);  // Repeated message fields merge.
       }
     }
@@ -160,35 +158,25 @@ absl::Status DecodeInput(std::string_view input,
 // PredictRequest: model_spec = 1, inputs = 2 (map<string, TensorProto>),
 // output_filter = 3.
 absl::Status DecodePredictRequest(std::string_view bytes, WarmupRequest* out) {
-  auto fields = SplitFields(bytes, "PredictRequest");
-  if (!fields.ok()) return fields.status();
-  for (const Field& f : *fields) {
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(bytes, "PredictRequest"));
+  for (const Field& f : fields) {
     if (f.number == 1) {
-      if (auto s = ExpectBytes(f, "PredictRequest", "model_spec"); !s.ok()) {
-        return s;
-      }
-      auto name = DecodeSignatureName(f.bytes);
-      if (!name.ok()) return name.status();
-      out->signature_name = *name;
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "PredictRequest", "model_spec"));
+      TF_ASSIGN_OR_RETURN(auto name, DecodeSignatureName(f.bytes));
+      out->signature_name = std::move(name);
     } else if (f.number == 2) {
-      if (auto s = ExpectBytes(f, "PredictRequest", "inputs"); !s.ok()) {
-        return s;
-      }
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "PredictRequest", "inputs"));
       // Map entries: key = 1, value = 2.
-      auto entry = SplitFields(f.bytes, "PredictRequest.InputsEntry");
-      if (!entry.ok()) return entry.status();
+      TF_ASSIGN_OR_RETURN(auto entry,
+                          SplitFields(f.bytes, "PredictRequest.InputsEntry"));
       std::string key;
       std::string value;  // Later occurrences merge, as in protobuf.
-      for (const Field& ef : *entry) {
+      for (const Field& ef : entry) {
         if (ef.number == 1) {
-          if (auto s = ExpectBytes(ef, "InputsEntry", "key"); !s.ok()) {
-            return s;
-          }
+          TF_RETURN_IF_ERROR(ExpectBytes(ef, "InputsEntry", "key"));
           key = std::string(ef.bytes);
         } else if (ef.number == 2) {
-          if (auto s = ExpectBytes(ef, "InputsEntry", "value"); !s.ok()) {
-            return s;
-          }
+          TF_RETURN_IF_ERROR(ExpectBytes(ef, "InputsEntry", "value"));
           value.append(ef.bytes);
         }
       }
@@ -200,10 +188,7 @@ absl::Status DecodePredictRequest(std::string_view bytes, WarmupRequest* out) {
       }
       out->inputs[key] = std::move(tensor);  // Last entry wins, as in maps.
     } else if (f.number == 3) {
-      if (auto s = ExpectBytes(f, "PredictRequest", "output_filter");
-          !s.ok()) {
-        return s;
-      }
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "PredictRequest", "output_filter"));
       out->output_filter.emplace_back(f.bytes);
     }
   }
@@ -214,19 +199,15 @@ absl::Status DecodePredictRequest(std::string_view bytes, WarmupRequest* out) {
 absl::Status DecodeExampleRequest(std::string_view bytes,
                                   std::string_view message,
                                   WarmupRequest* out) {
-  auto fields = SplitFields(bytes, message);
-  if (!fields.ok()) return fields.status();
-  for (const Field& f : *fields) {
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(bytes, message));
+  for (const Field& f : fields) {
     if (f.number == 1) {
-      if (auto s = ExpectBytes(f, message, "model_spec"); !s.ok()) return s;
-      auto name = DecodeSignatureName(f.bytes);
-      if (!name.ok()) return name.status();
-      out->signature_name = *name;
+      TF_RETURN_IF_ERROR(ExpectBytes(f, message, "model_spec"));
+      TF_ASSIGN_OR_RETURN(auto name, DecodeSignatureName(f.bytes));
+      out->signature_name = std::move(name);
     } else if (f.number == 2) {
-      if (auto s = ExpectBytes(f, message, "input"); !s.ok()) return s;
-      if (auto s = DecodeInput(f.bytes, &out->serialized_examples); !s.ok()) {
-        return s;
-      }
+      TF_RETURN_IF_ERROR(ExpectBytes(f, message, "input"));
+      TF_RETURN_IF_ERROR(DecodeInput(f.bytes, &out->serialized_examples));
     }
   }
   return absl::OkStatus();
@@ -236,41 +217,28 @@ absl::Status DecodeExampleRequest(std::string_view bytes,
 // method_name = 2), input = 2.
 absl::Status DecodeMultiInferenceRequest(std::string_view bytes,
                                          WarmupRequest* out) {
-  auto fields = SplitFields(bytes, "MultiInferenceRequest");
-  if (!fields.ok()) return fields.status();
-  for (const Field& f : *fields) {
+  TF_ASSIGN_OR_RETURN(auto fields,
+                      SplitFields(bytes, "MultiInferenceRequest"));
+  for (const Field& f : fields) {
     if (f.number == 1) {
-      if (auto s = ExpectBytes(f, "MultiInferenceRequest", "tasks"); !s.ok()) {
-        return s;
-      }
-      auto task_fields = SplitFields(f.bytes, "InferenceTask");
-      if (!task_fields.ok()) return task_fields.status();
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "MultiInferenceRequest", "tasks"));
+      TF_ASSIGN_OR_RETURN(auto task_fields,
+                          SplitFields(f.bytes, "InferenceTask"));
       WarmupRequest::Task task;
-      for (const Field& tf : *task_fields) {
+      for (const Field& tf : task_fields) {
         if (tf.number == 1) {
-          if (auto s = ExpectBytes(tf, "InferenceTask", "model_spec");
-              !s.ok()) {
-            return s;
-          }
-          auto name = DecodeSignatureName(tf.bytes);
-          if (!name.ok()) return name.status();
-          task.signature_name = *name;
+          TF_RETURN_IF_ERROR(ExpectBytes(tf, "InferenceTask", "model_spec"));
+          TF_ASSIGN_OR_RETURN(auto name, DecodeSignatureName(tf.bytes));
+          task.signature_name = std::move(name);
         } else if (tf.number == 2) {
-          if (auto s = ExpectBytes(tf, "InferenceTask", "method_name");
-              !s.ok()) {
-            return s;
-          }
+          TF_RETURN_IF_ERROR(ExpectBytes(tf, "InferenceTask", "method_name"));
           task.method_name = std::string(tf.bytes);
         }
       }
       out->tasks.push_back(std::move(task));
     } else if (f.number == 2) {
-      if (auto s = ExpectBytes(f, "MultiInferenceRequest", "input"); !s.ok()) {
-        return s;
-      }
-      if (auto s = DecodeInput(f.bytes, &out->serialized_examples); !s.ok()) {
-        return s;
-      }
+      TF_RETURN_IF_ERROR(ExpectBytes(f, "MultiInferenceRequest", "input"));
+      TF_RETURN_IF_ERROR(DecodeInput(f.bytes, &out->serialized_examples));
     }
   }
   return absl::OkStatus();
@@ -280,12 +248,11 @@ absl::Status DecodeMultiInferenceRequest(std::string_view bytes,
 // MultiInferenceLog, merged over repeated occurrences.
 absl::StatusOr<std::string> RequestOf(std::string_view log,
                                       std::string_view message) {
-  auto fields = SplitFields(log, message);
-  if (!fields.ok()) return fields.status();
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(log, message));
   std::string request;
-  for (const Field& f : *fields) {
+  for (const Field& f : fields) {
     if (f.number != 1) continue;
-    if (auto s = ExpectBytes(f, message, "request"); !s.ok()) return s;
+    TF_RETURN_IF_ERROR(ExpectBytes(f, message, "request"));
     request.append(f.bytes);
   }
   return request;
@@ -310,12 +277,11 @@ std::string_view WarmupKindName(WarmupRequest::Kind kind) {
 }
 
 absl::StatusOr<WarmupRequest> DecodePredictionLog(std::string_view record) {
-  auto fields = SplitFields(record, "PredictionLog");
-  if (!fields.ok()) return fields.status();
+  TF_ASSIGN_OR_RETURN(auto fields, SplitFields(record, "PredictionLog"));
   // log_type is a oneof: the last member present wins, as in protobuf.
   const Field* log = nullptr;
   WarmupRequest out;
-  for (const Field& f : *fields) {
+  for (const Field& f : fields) {
     switch (f.number) {
       case 2:
         out.kind = WarmupRequest::Kind::kClassify;
@@ -344,40 +310,31 @@ absl::StatusOr<WarmupRequest> DecodePredictionLog(std::string_view record) {
       default:
         continue;  // log_metadata (1) and unknown fields.
     }
-    if (auto s = ExpectBytes(f, "PredictionLog", out.log_type); !s.ok()) {
-      return s;
-    }
+    TF_RETURN_IF_ERROR(ExpectBytes(f, "PredictionLog", out.log_type));
     log = &f;
   }
   if (log == nullptr) return out;
   switch (out.kind) {
     case WarmupRequest::Kind::kPredict: {
-      auto request = RequestOf(log->bytes, "PredictLog");
-      if (!request.ok()) return request.status();
-      if (auto s = DecodePredictRequest(*request, &out); !s.ok()) return s;
+      TF_ASSIGN_OR_RETURN(auto request, RequestOf(log->bytes, "PredictLog"));
+      TF_RETURN_IF_ERROR(DecodePredictRequest(request, &out));
       break;
     }
     case WarmupRequest::Kind::kClassify:
     case WarmupRequest::Kind::kRegress: {
       const bool classify = out.kind == WarmupRequest::Kind::kClassify;
-      auto request = RequestOf(log->bytes, classify ? "ClassifyLog"
-                                                    : "RegressLog");
-      if (!request.ok()) return request.status();
-      if (auto s = DecodeExampleRequest(*request,
-                                        classify ? "ClassificationRequest"
-                                                 : "RegressionRequest",
-                                        &out);
-          !s.ok()) {
-        return s;
-      }
+      TF_ASSIGN_OR_RETURN(
+          auto request,
+          RequestOf(log->bytes, classify ? "ClassifyLog" : "RegressLog"));
+      TF_RETURN_IF_ERROR(DecodeExampleRequest(
+          request, classify ? "ClassificationRequest" : "RegressionRequest",
+          &out));
       break;
     }
     case WarmupRequest::Kind::kMultiInference: {
-      auto request = RequestOf(log->bytes, "MultiInferenceLog");
-      if (!request.ok()) return request.status();
-      if (auto s = DecodeMultiInferenceRequest(*request, &out); !s.ok()) {
-        return s;
-      }
+      TF_ASSIGN_OR_RETURN(auto request,
+                          RequestOf(log->bytes, "MultiInferenceLog"));
+      TF_RETURN_IF_ERROR(DecodeMultiInferenceRequest(request, &out));
       break;
     }
     case WarmupRequest::Kind::kUnsupported:
