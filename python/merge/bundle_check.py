@@ -47,15 +47,13 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import message
-from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow.core.protobuf import saved_model_pb2
 
 from python.common import op_policy
 from python.merge import errors
 from python.merge import graph_import
+from python.merge import saved_model_io
 from python.merge import numerics as numerics_lib
 from python.merge import warmup as warmup_lib
 
@@ -460,21 +458,10 @@ def _restore_groups(meta_graph, graph: _Graph) -> list[_RestoreGroup]:
 def _read_meta_graph(export_dir: str, tags: Sequence[str],
                      load_error) -> meta_graph_pb2.MetaGraphDef:
   """The MetaGraph of saved_model.pb(txt) whose tag-set is `tags`."""
-  saved_model = saved_model_pb2.SavedModel()
-  binary = os.path.join(export_dir, "saved_model.pb")
-  text = os.path.join(export_dir, "saved_model.pbtxt")
   try:
-    if tf.io.gfile.exists(binary):
-      with tf.io.gfile.GFile(binary, "rb") as f:
-        saved_model.ParseFromString(f.read())
-    elif tf.io.gfile.exists(text):
-      with tf.io.gfile.GFile(text, "r") as f:
-        text_format.Parse(f.read(), saved_model)
-    else:
-      raise load_error("it has no saved_model.pb or saved_model.pbtxt.")
-  except (message.DecodeError, text_format.ParseError,
-          tf.errors.OpError) as e:
-    raise load_error(f"cannot parse the SavedModel proto: {_short(e)}") from e
+    saved_model = saved_model_io.read_saved_model(export_dir)
+  except saved_model_io.SavedModelReadError as e:
+    raise load_error(str(e)) from e
   for meta_graph in saved_model.meta_graphs:
     if set(meta_graph.meta_info_def.tags) == set(tags):
       return meta_graph

@@ -151,10 +151,13 @@ class _Merged:
 
 
 def _check_threshold(threshold) -> None:
-  if isinstance(threshold, bool) or not isinstance(threshold, int):
+  # The same contract as merge_lib and --externalize_threshold_bytes.
+  if (isinstance(threshold, bool) or not isinstance(threshold, int) or
+      threshold < 0):
     raise errors.SpecError(
-        "externalize_threshold_bytes must be an int (bytes; negative "
-        f"disables externalization); got {threshold!r}.")
+        f"externalize_threshold_bytes={threshold!r} must be a non-negative "
+        "integer (bytes); a value above the largest constant keeps every "
+        "constant inline.")
 
 
 class _Seen(NamedTuple):
@@ -508,7 +511,8 @@ def write_saved_model(spec: spec_lib.MergeSpec, export_dir: str, *,
     export_dir: Local path or tf.io.gfile URI; created if missing.
     warmup: Write `assets.extra/tf_serving_warmup_requests`.
     externalize_threshold_bytes: Constants larger than this move to
-      `variables/`; negative disables it.
+      `variables/` (non-negative; above the largest constant keeps all
+      inline).
     max_input_bytes: Frozen graphs and vocabulary files larger than this are
       refused.
     allow_ops: Ops of `python/common/denied_ops.txt` accepted anyway.

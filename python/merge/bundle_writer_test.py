@@ -428,10 +428,10 @@ class BundleOptionsTest(parameterized.TestCase):
                      ["assets.extra", "saved_model.pb"])
     self.assertEqual(info.externalized, 0)
 
-  def test_negative_threshold_disables_externalization(self):
+  def test_threshold_above_every_constant_keeps_them_inline(self):
     large = graphs.write_large_const(os.path.join(self.dir, "l.pb"), 2 << 20)
     export_dir, info = self._write([_model("l", large)],
-                                   externalize_threshold_bytes=-1)
+                                   externalize_threshold_bytes=4 << 20)
     self.assertEqual(info.externalized, 0)
     self.assertGreater(
         os.path.getsize(os.path.join(export_dir, "saved_model.pb")), 2 << 20)
@@ -887,11 +887,14 @@ class GraphErrorTest(parameterized.TestCase):
         bundle_writer.write_saved_model(spec, out)
     self.assertFalse(os.path.exists(os.path.join(out, "saved_model.pb")))
 
-  def test_threshold_must_be_int(self):
-    with self.assertRaisesRegex(errors.SpecError,
-                                r"externalize_threshold_bytes must be an int"):
-      bundle_writer.plan(self._spec(_model("a", self.hyaudio)),
-                         externalize_threshold_bytes="1MiB")
+  def test_threshold_must_be_a_non_negative_int(self):
+    for bad in ("1MiB", -1, True):
+      with self.assertRaisesRegex(
+          errors.SpecError,
+          rf"externalize_threshold_bytes={bad!r} must be a non-negative "
+          r"integer"):
+        bundle_writer.plan(self._spec(_model("a", self.hyaudio)),
+                           externalize_threshold_bytes=bad)
 
   def test_unwritable_export_dir(self):
     blocker = self._file("file", b"x")

@@ -348,7 +348,3 @@ class GraphMerger:
       self.graph_def.versions.producer = min(self._producers)
       self.graph_def.versions.min_consumer = max(self._min_consumers)
     return self.graph_def
-
-  @property
-  def function_count(self) -> int:
-    return len(self._library)

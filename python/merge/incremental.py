@@ -63,6 +63,7 @@ from python.merge import bundle_writer
 from python.merge import errors
 from python.merge import graph_merge
 from python.merge import publish
+from python.merge import saved_model_io
 from python.merge import signatures as signatures_lib
 from python.merge import spec as spec_lib
 from python.merge import warmup as warmup_lib
@@ -211,30 +212,13 @@ def resolve_base_dir(base: Any, output_base: str) -> tuple[str, Optional[int]]:
 
 
 def _read_saved_model(path: str) -> saved_model_pb2.SavedModel:
-  pb = _join(path, bundle_writer.SAVED_MODEL_FILE)
   try:
-    if not tf.io.gfile.isdir(path):
-      raise BaseError(
-          f"base {path} does not exist or is not a directory; pass "
-          f'base = "{spec_lib.BASE_LATEST}", a version number of the output '
-          "base or the path of a version directory.")
-    if not tf.io.gfile.exists(pb):
-      raise BaseError(
-          f"base {path} has no saved_model.pb, so it is not a published "
-          "version; pass a version directory such as /models/merged/3.")
-    with tf.io.gfile.GFile(pb, "rb") as f:
-      data = f.read()
-  except tf.errors.OpError as e:
-    raise BaseError(f"base {path}: cannot read {pb}: {e.message}") from e
-  saved_model = saved_model_pb2.SavedModel()
-  try:
-    saved_model.ParseFromString(data)
-  except proto_message.DecodeError as e:
+    return saved_model_io.read_saved_model(path, flag="base ")
+  except saved_model_io.SavedModelReadError as e:
     raise BaseError(
-        f"base {path}: {pb} is corrupt ({len(data)} bytes do not parse as a "
-        f"SavedModel: {e}); start from another version or publish a full "
-        "merge.") from e
-  return saved_model
+        f"{e} Start from another version (base = \"{spec_lib.BASE_LATEST}\", "
+        "a version number or a version directory) or publish a full merge."
+    ) from e
 
 
 def read_manifest(export_dir: str) -> Optional[dict]:

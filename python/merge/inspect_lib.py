@@ -14,8 +14,6 @@ files only, at most `max_input_bytes`, text protos nested at most 100 levels.
 from typing import Any, Optional
 
 import tensorflow as tf
-from google.protobuf import message as proto_message
-from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -24,6 +22,7 @@ from python.common import op_policy
 from python.merge import errors
 from python.merge import graph_io
 from python.merge import incremental
+from python.merge import saved_model_io
 
 # Ops whose unconsumed outputs are not model outputs.
 _NOT_OUTPUTS = frozenset({
@@ -207,56 +206,10 @@ def format_saved_model_text(desc: dict[str, Any]) -> str:
 
 def _read_saved_model(export_dir: str,
                       max_bytes: int) -> saved_model_pb2.SavedModel:
-  pb = export_dir.rstrip("/") + "/saved_model.pb"
-  pbtxt = export_dir.rstrip("/") + "/saved_model.pbtxt"
   try:
-    if not tf.io.gfile.isdir(export_dir):
-      raise InspectError(
-          f"--dir={export_dir} is not a directory; pass a SavedModel "
-          "version directory such as /models/merged/1.")
-    if tf.io.gfile.exists(pb):
-      data, path, text = _read_bounded(pb, max_bytes), pb, False
-    elif tf.io.gfile.exists(pbtxt):
-      data, path, text = _read_bounded(pbtxt, max_bytes), pbtxt, True
-      try:
-        bounded_read.check_text_nesting(data)
-      except bounded_read.InputFileError as e:
-        raise InspectError(f"{path} is not a valid SavedModel proto: {e}.")
-    else:
-      versions = sorted(
-          int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir)
-          if n.rstrip("/").isdigit())
-      hint = (f"; it looks like a model base path with versions "
-              f"{versions}: pass --dir={export_dir.rstrip('/')}/{versions[-1]}"
-              if versions else "")
-      raise InspectError(
-          f"--dir={export_dir} has no saved_model.pb or saved_model.pbtxt"
-          f"{hint}.")
-  except tf.errors.OpError as e:
-    raise InspectError(f"--dir={export_dir}: cannot read: "
-                       f"{bounded_read.excerpt(e.message, 300)}") from e
-  proto = saved_model_pb2.SavedModel()
-  try:
-    if text:
-      text_format.Parse(data.decode("utf-8", "replace"), proto)
-    else:
-      proto.ParseFromString(data)
-  except (proto_message.DecodeError, text_format.ParseError,
-          RecursionError) as e:
-    raise InspectError(
-        f"{path} is not a valid SavedModel proto (corrupt or truncated, "
-        f"{len(data)} bytes): {bounded_read.shorten_message(str(e), 300)}"
-    ) from e
-  if not proto.meta_graphs:
-    raise InspectError(f"{path} holds no MetaGraphDef.")
-  return proto
-
-
-def _read_bounded(path: str, max_bytes: int) -> bytes:
-  try:
-    return bounded_read.read_regular_file(path, max_bytes)
-  except bounded_read.InputFileError as e:
-    raise InspectError(f"--dir: {e}.") from e
+    return saved_model_io.read_saved_model(export_dir, max_bytes, "--dir=")
+  except saved_model_io.SavedModelReadError as e:
+    raise InspectError(str(e)) from e
 
 
 def _shape_list(shape: tf.TensorShape) -> Optional[list[int]]:
