@@ -9,9 +9,13 @@ every signature inputs synthesized from the TensorInfo dtypes and shapes
 (batch 1; serialized `tf.Example`s carrying every feature the graph's parse
 ops expect for string inputs that feed them) and checks that every output
 comes back with its declared dtype and a shape compatible with its declared
-static shape. This is a smoke test of loadability and structure, not of
-numerical answers; `//cc/verify` loads the bundle with TF Serving's own C++
-loader.
+static shape. Then, as TF Serving does at load, it replays the bundle's
+warmup records (`assets.extra/tf_serving_warmup_requests`: Predict, Classify,
+Regress and MultiInference logs) through the signatures they name; a record
+that fails (an unknown signature or alias, a run error) fails the check, as it
+would fail the version's load. This is a smoke test of loadability and
+structure, not of numerical answers; `//cc/verify` loads the bundle with TF
+Serving's own C++ loader.
 
 Two things differ from `tf.compat.v1.saved_model.loader.load`, for the
 merge's speed and memory:
@@ -47,8 +51,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message as message_lib
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from python.common import op_policy
 from python.merge import errors
@@ -63,6 +69,9 @@ _MAX_ERROR_CHARS = 600
 DEFAULT_MEMORY_BUDGET_BYTES = 512 << 20
 # The SavedModel names TF's loaders use (tf.saved_model constants).
 _INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+_DEFAULT_SIGNATURE = "serving_default"
+# The input alias of Classify/Regress signatures (serialized tf.Examples).
+_EXAMPLES_ALIAS = "inputs"
 _MAIN_OP_COLLECTION = "saved_model_main_op"
 _LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
 _ASSETS_COLLECTION = "saved_model_assets"
@@ -217,6 +226,8 @@ def check_bundle(
     return ops[node].outputs[int(index or 0)]
 
   examples = warmup_lib.ExampleSynthesizer(meta_graph.graph_def)
+  replays = _warmup_replays(export_dir, signatures, load_error)
+  warmup_failures = {}  # Record index -> message.
   results = {}
   for session in plan:
     config = (numerics_lib.server_config() if reference is not None else
@@ -243,14 +254,31 @@ def check_bundle(
           raise
         except errors.VerifyError as e:
           failures[signature_name] = str(e)
+      for replay in replays:
+        # A signature that failed on its own is reported once, as itself.
+        if (replay.signatures[0] in session.signatures and
+            not any(name in failures for name in replay.signatures)):
+          try:
+            _replay(runner, sess, tensor, replay)
+          except (tf.errors.OpError, ValueError) as e:  # Run or feed errors.
+            warmup_failures[replay.index] = (
+                f"warmup record {replay.index} ({replay.kind} of signature(s) "
+                f"{', '.join(replay.signatures)}) fails, so TF Serving would "
+                f"not load this version: {_short(e)}")
     finally:
       if not runner.abandoned:
         sess.close()
-  if failures:
+  if failures or warmup_failures:
+    parts = []
+    if failures:
+      parts.append(f"{len(failures)} of {len(signatures)} signature(s)")
+    if warmup_failures:
+      parts.append(f"{len(warmup_failures)} of {len(replays)} warmup "
+                   "record(s)")
     raise errors.VerifyError(
-        f"{label}: {len(failures)} of {len(signatures)} "
-        "signature(s) failed the check:\n  " +
-        "\n  ".join(failures[name] for name in sorted(failures)))
+        f"{label}: {' and '.join(parts)} failed the check:\n  " +
+        "\n  ".join([failures[name] for name in sorted(failures)] +
+                     [warmup_failures[i] for i in sorted(warmup_failures)]))
   return results
 
 
@@ -468,6 +496,111 @@ def _read_meta_graph(export_dir: str, tags: Sequence[str],
   found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
   raise load_error(f"it has no MetaGraph with exactly these tags; its tag "
                    f"sets are {found}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replay:
+  """One warmup record, as feeds and fetches of the signatures it calls."""
+  index: int
+  kind: str
+  signatures: tuple[str, ...]
+  feeds: dict  # Tensor name -> value.
+  fetches: tuple[str, ...]  # Tensor names.
+
+
+def _examples_value(request_input) -> np.ndarray:
+  """Serialized tf.Examples of a Classify/Regress `Input`, as TF Serving.
+
+  With a context, each example is the context's bytes followed by the
+  example's: protobuf merges the two, the example's values winning.
+  """
+  kind = request_input.WhichOneof("kind")
+  if kind == "example_list_with_context":
+    listed = request_input.example_list_with_context
+    context = listed.context.SerializeToString()
+    values = [context + e.SerializeToString() for e in listed.examples]
+  elif kind == "example_list":
+    values = [e.SerializeToString()
+              for e in request_input.example_list.examples]
+  else:
+    values = []
+  return np.array(values, dtype=object)
+
+
+def _warmup_replays(export_dir: str, signatures: dict,
+                    load_error) -> list[_Replay]:
+  """The warmup records of a bundle, each mapped onto its signatures.
+
+  Raises:
+    VerifyError: the file is unreadable or corrupt, or a record names a
+      signature or an input alias the bundle does not have (TF Serving
+      fails the load on each).
+  """
+  path = export_dir.rstrip("/") + "/" + warmup_lib.WARMUP_FILE
+  if not tf.io.gfile.exists(path):
+    return []
+  try:
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+  except tf.errors.OpError as e:
+    raise load_error(f"its warmup file {path} is corrupt: {_short(e)}") from e
+  replays = []
+  for index, record in enumerate(records):
+    log = prediction_log_pb2.PredictionLog()
+    try:
+      log.ParseFromString(record)
+    except message_lib.DecodeError as e:
+      raise load_error(f"warmup record {index} of {path} is not a "
+                       f"PredictionLog: {e}") from e
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+      request = log.predict_log.request
+      calls = [(request.model_spec.signature_name or _DEFAULT_SIGNATURE,
+                {a: tf.make_ndarray(t) for a, t in request.inputs.items()},
+                tuple(request.output_filter))]
+    elif kind in ("classify_log", "regress_log"):
+      request = getattr(log, kind).request
+      calls = [(request.model_spec.signature_name or _DEFAULT_SIGNATURE,
+                {_EXAMPLES_ALIAS: _examples_value(request.input)}, ())]
+    elif kind == "multi_inference_log":
+      request = log.multi_inference_log.request
+      value = _examples_value(request.input)
+      calls = [(task.model_spec.signature_name or _DEFAULT_SIGNATURE,
+                {_EXAMPLES_ALIAS: value}, ()) for task in request.tasks]
+    else:
+      raise load_error(
+          f"warmup record {index} of {path} is a {kind or 'empty log'}; the "
+          "merge writes and checks predict, classify, regress and "
+          "multi-inference records only.")
+    feeds, fetches, names = {}, [], []
+    for name, inputs, output_filter in calls:
+      signature = signatures.get(name)
+      if signature is None:
+        raise load_error(
+            f"warmup record {index} ({kind}) calls signature {name!r}, which "
+            f"the bundle does not have; it has {sorted(signatures)}.")
+      for alias, value in inputs.items():
+        info = signature.inputs.get(alias)
+        if info is None:
+          raise load_error(
+              f"warmup record {index} ({kind}) sends input {alias!r} to "
+              f"signature {name!r}, whose inputs are "
+              f"{sorted(signature.inputs)}.")
+        feeds[info.name] = value
+      outputs = output_filter or tuple(sorted(signature.outputs))
+      fetches.extend(signature.outputs[a].name for a in outputs
+                     if a in signature.outputs)
+      names.append(name)
+    replays.append(_Replay(index=index, kind=kind.replace("_log", ""),
+                           signatures=tuple(names), feeds=feeds,
+                           fetches=tuple(dict.fromkeys(fetches))))
+  return replays
+
+
+def _replay(runner: _Runner, sess, tensor, replay: _Replay) -> None:
+  """Runs one warmup record (raises the run's OpError)."""
+  runner.run(sess, [tensor(n) for n in replay.fetches],
+             {tensor(n): v for n, v in replay.feeds.items()},
+             f"warmup record {replay.index}")
 
 
 def _init_op(meta_graph) -> Optional[str]:

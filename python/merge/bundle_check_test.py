@@ -14,10 +14,13 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
 from python.merge import bundle_check
 from python.merge import bundle_writer
 from python.merge import errors
 from python.merge import spec as spec_lib
+from python.merge import warmup as warmup_lib
 from python.merge.testdata import graphs
 
 _v1 = tf.compat.v1
@@ -164,6 +167,60 @@ class BundleCheckTest(parameterized.TestCase):
                      {"steps": ("int32", (0,))})  # range(0) from a [] input.
     self.assertEqual(result["vector_only"].outputs,
                      {"joined": ("float32", (2,))})  # [1] concat [1].
+
+  def _with_warmup(self, export_dir, *logs):
+    warmup_lib.write_warmup(export_dir,
+                            [log.SerializeToString() for log in logs])
+    return export_dir
+
+  def _predict_log(self, signature, value, alias="x"):
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.signature_name = signature
+    request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+    return log
+
+  def test_warmup_records_are_replayed(self):
+    classify = prediction_log_pb2.PredictionLog()
+    request = classify.classify_log.request
+    request.model_spec.signature_name = "clf"
+    example = request.input.example_list_with_context.examples.add()
+    example.features.feature["age"].float_list.value.extend([30.0, 1, 2])
+    context = request.input.example_list_with_context.context
+    context.features.feature["city"].bytes_list.value.append(b"Paris")
+    export_dir = self._with_warmup(
+        _build(self._dir(), lambda: {**_predict_head(), **_classifier()}),
+        self._predict_log("head", [[1.0, 2.0, 3.0, 4.0]]), classify)
+    result = bundle_check.check_bundle(export_dir)
+    self.assertCountEqual(result, ["head", "clf"])
+
+  def test_a_warmup_record_that_fails_fails_the_check(self):
+    # Three features where the signature takes four: TF Serving's load fails.
+    export_dir = self._with_warmup(
+        _build(self._dir(), _predict_head),
+        self._predict_log("head", [[1.0, 2.0, 3.0]]))
+    with self.assertRaisesRegex(
+        errors.VerifyError,
+        r": 1 of 1 warmup record\(s\) failed the check:\n  "
+        r"warmup record 0 \(predict of signature\(s\) head\) fails, so TF "
+        r"Serving would not load this version: .*"):
+      bundle_check.check_bundle(export_dir)
+
+  @parameterized.named_parameters(
+      ("unknown_signature", "nope", "x",
+       r"warmup record 0 \(predict_log\) calls signature 'nope', which the "
+       r"bundle does not have; it has \['head'\]"),
+      ("unknown_alias", "head", "y",
+       r"warmup record 0 \(predict_log\) sends input 'y' to signature "
+       r"'head', whose inputs are \['x'\]"),
+  )
+  def test_a_warmup_record_naming_what_is_not_there(self, signature, alias,
+                                                   regex):
+    export_dir = self._with_warmup(
+        _build(self._dir(), _predict_head),
+        self._predict_log(signature, [[1.0, 2.0, 3.0, 4.0]], alias))
+    with self.assertRaisesRegex(errors.VerifyError, regex):
+      bundle_check.check_bundle(export_dir)
 
   def test_lookup_table_is_initialized_by_the_loader(self):
     export_dir = _build(self._dir(), _lookup)
