@@ -19,12 +19,10 @@ for that long and at most until the call's deadline. Every later error is
 returned as is.
 """
 
-import dataclasses
 import difflib
 import threading
 import time
-from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import grpc
 import numpy as np
@@ -39,13 +37,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
 from client import rest_transport
-
-# TensorFlow's own method-name constants (signature_constants.h in C++).
-PREDICT = tf.saved_model.PREDICT_METHOD_NAME
-CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
-REGRESS = tf.saved_model.REGRESS_METHOD_NAME
-METHOD_SHORT_NAMES = {
-    PREDICT: "predict", CLASSIFY: "classify", REGRESS: "regress"}
+from client import serving_types
+from client import tensors
 
 # TF2 SavedModels hold a signature "__saved_model_init_op" (the init op, no
 # tensors); names with this prefix are TensorFlow's own, not callable.
@@ -53,161 +46,28 @@ INTERNAL_SIGNATURE_PREFIX = "__"
 # Transports: gRPC, or TF Serving's HTTP/REST API (rest_transport).
 PROTOCOLS = ("grpc", "rest")
 
-# The input alias of classify and regress signatures (serialized tf.Examples).
-EXAMPLES_INPUT_ALIAS = "inputs"
-
 _INITIAL_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
 
-ArrayLike = Union[np.ndarray, Sequence[Any]]
-
-
-class ClientError(Exception):
-  """Base class of every error raised by this module."""
-
-
-class RpcError(ClientError):
-  """The server answered a call with a non-OK status.
-
-  Attributes:
-    method: the RPC, e.g. "Predict".
-    code: the `grpc.StatusCode`.
-    details: the server's message.
-  """
-
-  def __init__(self, method: str, code: grpc.StatusCode, details: str):
-    self.method = method
-    self.code = code
-    self.details = details or ""
-    super().__init__(f"{method} failed: {code.name}: {self.details}")
-
-
-class ConnectError(RpcError):
-  """The server could not be reached before the deadline."""
-
-  def __init__(self, server: str, waited_s: float, attempts: int,
-               code: grpc.StatusCode, details: str):
-    self.server = server
-    self.waited_s = waited_s
-    self.attempts = attempts
-    super().__init__("connect", code, details)
-    tried = (f"{attempts} attempts in {waited_s:.1f} s" if attempts > 1
-             else "1 attempt")
-    self.args = (
-        f"could not reach the server at {server} ({tried}; last error "
-        f"{code.name}: {' '.join(details.split())}). "
-        "Check that the server is running, that --server is host:port and "
-        "that --tls matches the server (with TLS: --root_cert names the CA "
-        "of the server's certificate, and --client_cert/--client_key are "
-        "given when the server verifies clients); for a server that is still "
-        "starting, pass --wait_for_server=SECONDS.",)
-
-
-class SignatureError(ClientError):
-  """A signature name that the model does not have."""
-
-
-class InputError(ClientError):
-  """Inputs that do not fit a signature (alias, dtype, rank, batch)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-  """One input or output of a signature, as the server describes it.
-
-  Attributes:
-    name: the tensor name inside the SavedModel graph.
-    dtype: the TensorFlow dtype (a `tf.dtypes.DType`).
-    shape: dimension sizes, -1 for unknown; None when the rank is unknown.
-  """
-  name: str
-  dtype: tf.dtypes.DType
-  shape: Optional[Tuple[int, ...]]
-
-  def describe(self) -> str:
-    """Returns e.g. "float32[-1,640]" or "string[?]" for unknown rank."""
-    if self.shape is None:
-      dims = "?"
-    else:
-      dims = ",".join(str(d) for d in self.shape)
-    return f"{self.dtype.name}[{dims}]"
-
-
-@dataclasses.dataclass(frozen=True)
-class Signature:
-  """One signature of the served model.
-
-  Attributes:
-    name: the signature key, e.g. "hyaudio_1".
-    method_name: the full method name, e.g. "tensorflow/serving/predict".
-    inputs: input alias -> TensorSpec.
-    outputs: output alias -> TensorSpec.
-  """
-  name: str
-  method_name: str
-  inputs: Mapping[str, TensorSpec]
-  outputs: Mapping[str, TensorSpec]
-
-  @property
-  def method(self) -> str:
-    """The short method name: predict, classify, regress (or the full one)."""
-    return METHOD_SHORT_NAMES.get(self.method_name, self.method_name)
-
-  @property
-  def takes_examples(self) -> bool:
-    """True if Classify/Regress with tf.Examples is how to call it.
-
-    That is a classify or regress signature whose `inputs` is a string
-    tensor (serialized tf.Examples). A classify or regress signature whose
-    `inputs` is another tensor (TF Serving's `regress_x2_to_y3` takes a
-    float) cannot parse Examples; it is called with Predict, as TF Serving
-    allows for any signature.
-    """
-    if self.method_name not in (CLASSIFY, REGRESS):
-      return False
-    spec = self.inputs.get(EXAMPLES_INPUT_ALIAS)
-    return spec is None or spec.dtype == tf.string
-
-  @property
-  def rpc(self) -> str:
-    """The RPC the client sends: Classify, Regress or Predict."""
-    if self.takes_examples:
-      return "Classify" if self.method_name == CLASSIFY else "Regress"
-    return "Predict"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelMetadata:
-  """What `GetModelMetadata` says about a model.
-
-  Attributes:
-    model_name: the model name the server answered for.
-    version: the version that answered (None if the server did not say).
-    signatures: signature name -> Signature, sorted by name.
-  """
-  model_name: str
-  version: Optional[int]
-  signatures: Mapping[str, Signature]
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-  """The answer to one Predict, Classify or Regress call.
-
-  Attributes:
-    signature_name: the signature that was called.
-    method: predict, classify or regress.
-    outputs: output alias -> array. Classify gives "classes" (bytes,
-      [batch, k]) and "scores" (float32, [batch, k]); regress gives
-      "outputs" (float32, [batch]).
-    model_version: the version that answered (None if not reported).
-    latency_s: wall time of the call in seconds.
-  """
-  signature_name: str
-  method: str
-  outputs: Mapping[str, np.ndarray]
-  model_version: Optional[int]
-  latency_s: float
+# The shared errors and types (serving_types), named here as users know them.
+ClientError = serving_types.ClientError
+RpcError = serving_types.RpcError
+ConnectError = serving_types.ConnectError
+SignatureError = serving_types.SignatureError
+InputError = serving_types.InputError
+TensorSpec = serving_types.TensorSpec
+Signature = serving_types.Signature
+ModelMetadata = serving_types.ModelMetadata
+Result = serving_types.Result
+ArrayLike = serving_types.ArrayLike
+PREDICT = serving_types.PREDICT
+CLASSIFY = serving_types.CLASSIFY
+REGRESS = serving_types.REGRESS
+METHOD_SHORT_NAMES = serving_types.METHOD_SHORT_NAMES
+EXAMPLES_INPUT_ALIAS = serving_types.EXAMPLES_INPUT_ALIAS
+# Array and tf.Example conversion (tensors), named here as users know them.
+examples_from_features = tensors.examples_from_features
+sample_array = tensors.sample_array
 
 
 def _spec_from_tensor_info(info) -> TensorSpec:
@@ -246,136 +106,6 @@ def _unknown_name_message(kind: str, name: str, choices: Iterable[str],
   return message
 
 
-def examples_from_features(
-    features: Mapping[str, ArrayLike],
-    batch_size: int = 1) -> List[example_pb2.Example]:
-  """Builds one tf.Example per row of the feature arrays.
-
-  Args:
-    features: feature name -> array whose first dimension is the batch; each
-      row is flattened into the feature's list. Floats become `float_list`,
-      integers and booleans `int64_list`, bytes and str `bytes_list`.
-    batch_size: how many (empty) Examples to build when `features` is empty.
-
-  Returns:
-    The Examples, one per row.
-
-  Raises:
-    InputError: if the arrays disagree on the batch size, are scalars, or
-      have a dtype that a tf.Example cannot hold.
-  """
-  if not features:
-    return [example_pb2.Example() for _ in range(batch_size)]
-  arrays = {}
-  for name, value in features.items():
-    array = np.asarray(value)
-    if array.ndim == 0:
-      raise InputError(
-          f"feature {name!r} is a scalar; give it a batch dimension "
-          f"(shape [batch] or [batch, ...]), e.g. [{array.item()!r}]")
-    arrays[name] = array
-  batches = {name: a.shape[0] for name, a in arrays.items()}
-  if len(set(batches.values())) != 1:
-    raise InputError(
-        "features disagree on the batch size (first dimension): "
-        + ", ".join(f"{n}={b}" for n, b in sorted(batches.items()))
-        + ". Give every feature one row per example (with several classify "
-        "or regress signatures, scope each --input as SIGNATURE:NAME=FILE).")
-  batch = next(iter(batches.values()))
-  examples = [example_pb2.Example() for _ in range(batch)]
-  for name, array in sorted(arrays.items()):
-    kind = array.dtype.kind
-    if kind not in "fiubSUO":
-      raise InputError(
-          f"feature {name!r} has dtype {array.dtype}, which a tf.Example "
-          "cannot hold; use floats, integers, booleans, bytes or strings")
-    for row, example in zip(array.reshape(batch, -1), examples):
-      feature = example.features.feature[name]
-      if kind == "f":
-        feature.float_list.value.extend(float(v) for v in row)
-      elif kind in "iub":
-        feature.int64_list.value.extend(int(v) for v in row)
-      else:
-        feature.bytes_list.value.extend(
-            v.encode("utf-8") if isinstance(v, str) else bytes(v)
-            for v in row)
-  return examples
-
-
-def _coerce_input(signature: Signature, alias: str, spec: TensorSpec,
-                  value: ArrayLike) -> np.ndarray:
-  """Converts `value` to the dtype of `spec`, refusing lossy conversions."""
-  want = spec.dtype
-  where = f"input {alias!r} of signature {signature.name!r}"
-  if want == tf.string:
-    array = np.asarray(value, dtype=object)
-    flat = [v.encode("utf-8") if isinstance(v, str) else v
-            for v in array.reshape(-1)]
-    if not all(isinstance(v, bytes) for v in flat):
-      raise InputError(f"{where} wants strings (DT_STRING); got "
-                       f"{np.asarray(value).dtype}")
-    return np.array(flat, dtype=object).reshape(array.shape)
-  array = np.asarray(value)
-  target = np.dtype(want.as_numpy_dtype)
-  if array.dtype.kind in "SUO":
-    raise InputError(
-        f"{where} wants {want.name}; got {array.dtype} (strings)")
-  if array.dtype != target and not np.can_cast(array.dtype, target,
-                                              casting="same_kind"):
-    raise InputError(
-        f"{where} wants {want.name}; got {array.dtype}, which does not "
-        f"convert without losing values. Save the input as {target.name}.")
-  array = array.astype(target)
-  if spec.shape is not None:
-    if array.ndim != len(spec.shape):
-      raise InputError(
-          f"{where} wants rank {len(spec.shape)} ({spec.describe()}); got "
-          f"shape {list(array.shape)}")
-    for i, (want_dim, got_dim) in enumerate(zip(spec.shape, array.shape)):
-      if want_dim >= 0 and want_dim != got_dim:
-        raise InputError(
-            f"{where} wants {spec.describe()}; got shape {list(array.shape)} "
-            f"(dimension {i} must be {want_dim})")
-  return array
-
-
-def sample_array(spec: TensorSpec, batch_size: int = 1,
-                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
-  """Makes a sample value for one tensor from its dtype and shape.
-
-  Unknown dimensions become `batch_size`. Floats are standard normal,
-  integers uniform in [0, 10), booleans random, strings b"sample".
-
-  Args:
-    spec: the tensor's dtype and shape.
-    batch_size: the size of every unknown (-1) dimension.
-    rng: the random generator (a seeded one by default).
-
-  Returns:
-    The array.
-
-  Raises:
-    InputError: if the rank is unknown or the dtype has no sample.
-  """
-  if spec.shape is None:
-    raise InputError(f"tensor {spec.name!r} has unknown rank")
-  rng = rng or np.random.default_rng(0)
-  shape = tuple(batch_size if d < 0 else d for d in spec.shape)
-  dtype = spec.dtype
-  if dtype == tf.string:
-    return np.full(shape, b"sample", dtype=object)
-  if dtype == tf.bool:
-    return rng.integers(0, 2, size=shape).astype(bool)
-  if dtype.is_floating:
-    return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
-  if dtype.is_complex:
-    values = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    return values.astype(dtype.as_numpy_dtype)
-  if dtype.is_integer:
-    return rng.integers(0, 10, size=shape).astype(dtype.as_numpy_dtype)
-  raise InputError(
-      f"tensor {spec.name!r} has dtype {dtype.name}, for which the client "
-      "makes no sample")
 
 
 class ServingClient:
@@ -624,7 +354,7 @@ class ServingClient:
             f"input {alias!r} ({spec.name}) of signature {signature_name!r} "
             f"has unknown rank, so the client cannot make a sample; pass it "
             f"with --input={signature_name}:{alias}=FILE.npy")
-      inputs[alias] = sample_array(spec, batch_size, rng)
+      inputs[alias] = tensors.sample_array(spec, batch_size, rng)
     return inputs
 
   def predict(self, signature_name: str, inputs: Mapping[str, ArrayLike],
@@ -655,7 +385,8 @@ class ServingClient:
         model_spec=self._model_spec(signature_name),
         output_filter=list(output_filter))
     for alias, value in inputs.items():
-      array = _coerce_input(signature, alias, signature.inputs[alias], value)
+      array = tensors.coerce_input(signature, alias, signature.inputs[alias],
+                                   value)
       request.inputs[alias].CopyFrom(
           tf.make_tensor_proto(array, dtype=signature.inputs[alias].dtype))
     start = time.perf_counter()
@@ -689,7 +420,7 @@ class ServingClient:
                 f"({e})") from e
           examples.append(example)
       else:
-        examples = examples_from_features(inputs, batch_size)
+        examples = tensors.examples_from_features(inputs, batch_size)
     else:
       examples = list(inputs)
     return input_pb2.Input(

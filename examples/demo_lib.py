@@ -28,7 +28,9 @@ from typing import Dict, List, Optional, TextIO
 
 import numpy as np
 
+from client import calls
 from client import client_lib
+from client import report
 from client import run_lib
 from examples import runfiles_path
 from examples.digits import digits_model
@@ -333,8 +335,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
       metadata = client.metadata()
       signatures = list(metadata.signatures.values())
       reports = run_lib.check(client, signatures, [], batch_size=1,
-                              bundle=run_lib.Bundle(v1.path))
-      say.say(run_lib.to_text(client, metadata, reports, [], None, 4))
+                              bundle=calls.Bundle(v1.path))
+      say.say(report.to_text(client, metadata, reports, [], None, 4))
       failed = [r for r in reports if not r.ok]
       if failed:
         raise DemoError("signatures failed: " + "; ".join(
@@ -345,9 +347,9 @@ def run_demo(options: DemoOptions) -> DemoSummary:
       with client_lib.ServingClient(rest_address, MODEL_NAME, timeout_s=30.0,
                                     protocol="rest") as rest:
         rest_reports = run_lib.check(rest, signatures, [], batch_size=1,
-                                     bundle=run_lib.Bundle(v1.path))
-        say.say(run_lib.to_text(rest, rest.metadata(), rest_reports, [], None,
-                                4))
+                                     bundle=calls.Bundle(v1.path))
+        say.say(report.to_text(rest, rest.metadata(), rest_reports, [], None,
+                               4))
         rest_failed = [r for r in rest_reports if not r.ok]
         if rest_failed:
           raise DemoError("signatures failed over REST: " + "; ".join(

@@ -31,6 +31,7 @@ from absl.testing import parameterized
 import grpc
 import numpy as np
 
+from client import calls
 from client import client_lib
 from client import run_lib
 from examples import demo_lib
@@ -582,7 +583,7 @@ class HalfPlusTwoTest(parameterized.TestCase):
     self.addCleanup(client.close)
     signature = client.signature("regress_x_to_y")
     info = {}
-    result, examples = run_lib.call_with_learned_examples(
+    result, examples = calls.call_with_learned_examples(
         client, signature, 4, None, "", 10, info)
     x = np.array([e.features.feature["x"].float_list.value[0]
                   for e in examples])
