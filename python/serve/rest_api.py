@@ -25,10 +25,10 @@ never runs TensorFlow: every request runs in a pool of
 
 aiohttp rather than uvicorn+starlette: the server lives inside a process that
 gRPC and TensorFlow already own, so it must run as a component started and
-stopped by `ModelServer` in a thread, without installing signal handlers or
-owning the main loop; aiohttp's AppRunner/TCPSite API is exactly that, with a
-bounded graceful shutdown, and the same package is the HTTP client the tests
-use. uvicorn is built to be the process's entry point.
+stopped by `server_lib.ModelServer` in a thread, without installing signal
+handlers or owning the main loop; aiohttp's AppRunner/TCPSite API is exactly
+that, with a bounded graceful shutdown, and the same package is the HTTP client
+the tests use. uvicorn is built to be the process's entry point.
 """
 
 import asyncio

@@ -65,6 +65,9 @@ class StartCancelledError(server_config.ServerError):
 class ModelServer:
   """Loads the configured models, then serves them over gRPC.
 
+  The server itself, in this process (the `serve` binary runs one);
+  `launcher.ServerProcess` is the other kind, a server in a subprocess.
+
   `start()` and `stop()` may run in different threads: a `stop()` during
   `start()` makes `start()` give up (StartCancelledError) without ever
   opening the port, and a `stop()` after it drains and closes the port.
