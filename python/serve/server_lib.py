@@ -283,17 +283,6 @@ class ModelServer:
         logging.error('Reloading %s failed; keeping the current models: %s',
                       self._options.model_config_file, e)
 
-  def wait_for_termination(self, timeout_s: Optional[float] = None) -> bool:
-    """Blocks until `stop()` has finished.
-
-    Args:
-      timeout_s: Bound on the wait; None waits as long as it takes.
-
-    Returns:
-      Whether `stop()` has finished.
-    """
-    return self._stopped.wait(timeout_s)
-
   def stop(self) -> bool:
     """Stops accepting RPCs, drains in-flight ones, unloads all models.
 
