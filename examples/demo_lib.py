@@ -319,7 +319,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
 
   say.step("start the model server")
   rest_port = launcher.free_port()
-  server = launcher.ModelServer(
+  server = launcher.ServerProcess(
       model_name=MODEL_NAME, model_base_path=output_base,
       extra_flags=["--file_system_poll_wait_seconds=1",
                    f"--rest_api_port={rest_port}"],

@@ -103,8 +103,8 @@ class ClientEndToEndTest(parameterized.TestCase):
           "    model_version_policy { all {} }\n"
           '    version_labels { key: "stable" value: 1 }\n'
           "  }\n}\n")
-    cls.server = launcher.ModelServer(model_config_file=config,
-                                      log_dir=cls.work)
+    cls.server = launcher.ServerProcess(model_config_file=config,
+                                        log_dir=cls.work)
     cls.server.start()
     cls.address = cls.server.address
 
@@ -329,7 +329,7 @@ class ClientEndToEndTest(parameterized.TestCase):
     self.assertNotRegex(done.stderr, _LOG_LINE)
     self.assertNotIn("E0000", done.stderr)
 
-  def start_tls_server(self, client_verify: bool) -> launcher.ModelServer:
+  def start_tls_server(self, client_verify: bool) -> launcher.ServerProcess:
     """Serves the bundle over TLS (mutual TLS with client_verify)."""
     if not hasattr(self, "certs"):  # Made once, kept for the whole class.
       certs_dir = os.path.join(self.work, "certs")
@@ -343,7 +343,7 @@ class ClientEndToEndTest(parameterized.TestCase):
         read(certs.ca_cert),
         private_key=read(certs.client_key) if client_verify else None,
         certificate_chain=read(certs.client_cert) if client_verify else None)
-    server = launcher.ModelServer(
+    server = launcher.ServerProcess(
         MODEL, self.base, extra_flags=[f"--ssl_config_file={config}"],
         log_dir=self.create_tempdir().full_path,
         channel_credentials=credentials)
@@ -453,7 +453,7 @@ class HalfPlusTwoTest(parameterized.TestCase):
         os.path.join(work, "models.config"),
         {"half_plus_two": cls.base, "half_plus_two_tf2": cls.tf2_base})
     cls.rest_port = launcher.free_port()
-    cls.server = launcher.ModelServer(
+    cls.server = launcher.ServerProcess(
         model_config_file=config, log_dir=work,
         extra_flags=[f"--rest_api_port={cls.rest_port}"])
     cls.server.start()

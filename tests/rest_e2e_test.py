@@ -170,7 +170,7 @@ class RestApiTest(absltest.TestCase):
     with open(monitoring, 'w', encoding='utf-8') as f:
       f.write('prometheus_config { enable: true }\n')
     cls.rest_port = launcher.free_port()
-    cls.server = launcher.ModelServer(
+    cls.server = launcher.ServerProcess(
         model_config_file=config, use_real_server=False,
         extra_flags=[f'--rest_api_port={cls.rest_port}',
                      f'--rest_api_timeout_in_ms={_TIMEOUT_MS}',
@@ -453,7 +453,7 @@ class TFServingRestCasesTest(absltest.TestCase):
       f.write('prometheus_config { enable: true path: '
               f'"{_MONITORING_PATH}" }}\n')
     cls.rest_port = launcher.free_port()
-    cls.server = launcher.ModelServer(
+    cls.server = launcher.ServerProcess(
         'default', os.path.join(root, 'half_plus_two'),
         extra_flags=[f'--rest_api_port={cls.rest_port}',
                      f'--monitoring_config_file={monitoring}'])
@@ -544,7 +544,7 @@ class ReadinessTest(absltest.TestCase):
     config = os.path.join(root, 'models.config')
     tf_serving_models.write_model_config(config, {'a': f'{root}/a'})
     rest_port = launcher.free_port()
-    server = launcher.ModelServer(
+    server = launcher.ServerProcess(
         model_config_file=config, use_real_server=False,
         extra_flags=[f'--rest_api_port={rest_port}',
                      '--enable_grpc_healthcheck_service',
@@ -599,7 +599,7 @@ class RestShutdownTest(absltest.TestCase):
     base = os.path.join(_tmpdir('rest_shutdown'), 'special')
     write_special_model(base)
     rest_port = launcher.free_port()
-    server = launcher.ModelServer(
+    server = launcher.ServerProcess(
         'special', base, use_real_server=False,
         extra_flags=[f'--rest_api_port={rest_port}',
                      '--rest_api_timeout_in_ms=3000',
@@ -668,7 +668,7 @@ class RestStartupFailureTest(parameterized.TestCase):
       taken.bind(('127.0.0.1', 0))
       taken.listen()
       port = taken.getsockname()[1]
-      server = launcher.ModelServer(
+      server = launcher.ServerProcess(
           'default', base, use_real_server=False,
           extra_flags=[f'--rest_api_port={port}'])
       with self.assertRaisesRegex(

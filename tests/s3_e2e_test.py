@@ -115,7 +115,7 @@ class S3EndToEndTest(absltest.TestCase):
     self.assertEqual((first.version, first.path), (1, f"{base}/1"))
 
     caches = [os.path.join(self.root, f"cache_{i}") for i in range(_REPLICAS)]
-    servers = [launcher.ModelServer(
+    servers = [launcher.ServerProcess(
         model_name="merged", model_base_path=base, use_real_server=False,
         env=self.moto.env({}),
         extra_flags=["--file_system_poll_wait_seconds=1",

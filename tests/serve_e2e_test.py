@@ -96,11 +96,11 @@ def _examples_input(model_input, examples, context=None) -> None:
 class _ServerTestCase(parameterized.TestCase):
   """Starts one server per class; gives stubs to the tests."""
 
-  server: launcher.ModelServer
+  server: launcher.ServerProcess
 
   @classmethod
   def start_server(cls, **kwargs) -> None:
-    cls.server = launcher.ModelServer(**kwargs)
+    cls.server = launcher.ServerProcess(**kwargs)
     cls.server.start()
     cls.addClassCleanup(cls.server.stop)
     cls.channel = grpc.insecure_channel(cls.server.address)
@@ -692,9 +692,9 @@ class GracefulShutdownTest(parameterized.TestCase):
 
   def _start_and_wait_until_running_slow(self, n: int, extra_flags=(),
                                          use_real_server=None):
-    server = launcher.ModelServer(model_name='m', model_base_path=self.base,
-                                  extra_flags=extra_flags,
-                                  use_real_server=use_real_server)
+    server = launcher.ServerProcess(model_name='m', model_base_path=self.base,
+                                    extra_flags=extra_flags,
+                                    use_real_server=use_real_server)
     server.start()
     self.addCleanup(server.stop)
     channel = grpc.insecure_channel(server.address)
@@ -821,7 +821,7 @@ class StartupFailureTest(parameterized.TestCase):
     os.makedirs(os.path.join(base, '1'))
     with open(os.path.join(base, '1', 'saved_model.pb'), 'wb') as f:
       f.write(b'garbage')
-    server = launcher.ModelServer(
+    server = launcher.ServerProcess(
         model_name='broken', model_base_path=base, use_real_server=False,
         extra_flags=['--max_num_load_retries=1',
                      '--load_retry_interval_micros=100000'])

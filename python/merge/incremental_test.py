@@ -265,8 +265,8 @@ class IncrementalDeployTest(absltest.TestCase):
                             list(self.v2.signatures) + ["serving_default"])
 
   def test_model_server_serves_v2(self):
-    with launcher.ModelServer(model_name="merged",
-                              model_base_path=self.base) as server:
+    with launcher.ServerProcess(model_name="merged",
+                                model_base_path=self.base) as server:
       channel = grpc.insecure_channel(server.address)
       self.addCleanup(channel.close)
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)

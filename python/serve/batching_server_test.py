@@ -34,6 +34,7 @@ from tensorflow_serving.apis import regression_pb2
 from python.serve import batching
 from python.serve import inference
 from python.serve import model_manager
+from python.serve import server_config
 from python.serve import server_lib
 from tests.testdata import tf_serving_models as models
 
@@ -208,7 +209,7 @@ class ControlCallIsolationTest(absltest.TestCase):
     with socket.socket() as s:
       s.bind(('127.0.0.1', 0))
       free_port = s.getsockname()[1]
-    server = server_lib.ModelServer(server_lib.ServerOptions(
+    server = server_lib.ModelServer(server_config.ServerOptions(
         port=free_port, model_config_file=config_path, grpc_max_threads=4,
         enable_grpc_healthcheck_service=True,
         manager=model_manager.ManagerOptions(

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
@@ -239,6 +240,40 @@ class HalfPlusTwoTest(absltest.TestCase):
                      .classifications[0].classes[0].score, 3.0)
     self.assertEqual(
         response.results[2].regression_result.regressions[0].value, 4.0)
+
+  def test_metadata_packs_every_signature_of_the_version(self):
+    # GetModelMetadata in process, as both APIs answer it: the resolved
+    # version and the whole SignatureDefMap, packed under 'signature_def'.
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = 'm'
+    request.metadata_field.append(inference.SIGNATURE_DEF_FIELD)
+    inference.validate_metadata_request(request)
+    response = inference.get_model_metadata(self.servable, request)
+    self.assertEqual(response.model_spec.name, 'm')
+    self.assertEqual(response.model_spec.version.value, 123)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    self.assertTrue(
+        response.metadata[inference.SIGNATURE_DEF_FIELD].Unpack(signature_map))
+    self.assertEqual(set(signature_map.signature_def),
+                     set(self.servable.signatures))
+    self.assertIn('serving_default', signature_map.signature_def)
+    self.assertEqual(signature_map.signature_def['serving_default'],
+                     self.servable.signatures['serving_default'])
+
+  def test_metadata_request_without_or_with_unknown_field_fails(self):
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = 'm'
+    with self.assertRaises(serving_error.ServingError) as ctx:
+      inference.validate_metadata_request(request)
+    self.assertEqual(ctx.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+    self.assertIn('must specify at least one metadata_field',
+                  ctx.exception.message)
+    request.metadata_field.append('nope')
+    with self.assertRaises(serving_error.ServingError) as ctx:
+      inference.validate_metadata_request(request)
+    self.assertEqual(ctx.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+    self.assertIn('Metadata field nope is not supported',
+                  ctx.exception.message)
 
   def test_unused_metagraph_fields_are_dropped_by_default(self):
     self.assertFalse(self.servable.meta_graph_def.HasField('graph_def'))

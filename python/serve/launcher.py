@@ -8,7 +8,7 @@ plain checkout and from Bazel runfiles alike). Both get the same flags.
 
   from python.serve import launcher
 
-  with launcher.ModelServer(model_name='m', model_base_path='/abs/m') as srv:
+  with launcher.ServerProcess(model_name='m', model_base_path='/abs/m') as srv:
     channel = grpc.insecure_channel(srv.address)  # "127.0.0.1:PORT"
 
 The context manager picks a free port, waits until the server answers
@@ -120,8 +120,13 @@ def _model_names(model_name: Optional[str],
   return [model_name or 'default']
 
 
-class ModelServer:
+class ServerProcess:
   """A model server subprocess on a free port, as a context manager.
+
+  Named for what it is, a process: it runs tensorflow_model_server or the
+  project's `serve` binary (whose in-process server is
+  `server_lib.ModelServer`) and talks to it only over the network, so tests
+  and demos exercise either server the same way.
 
   Attributes:
     port: The gRPC port.
@@ -211,7 +216,7 @@ class ModelServer:
       text = f.read()
     return text[-max_chars:]
 
-  def start(self) -> 'ModelServer':
+  def start(self) -> 'ServerProcess':
     """Starts the process and waits until it serves every model.
 
     Returns:
@@ -299,7 +304,7 @@ class ModelServer:
       self._log_file = None
     return self.process.returncode
 
-  def __enter__(self) -> 'ModelServer':
+  def __enter__(self) -> 'ServerProcess':
     return self.start()
 
   def __exit__(self, *unused_exc) -> None:

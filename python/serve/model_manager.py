@@ -13,12 +13,12 @@ ServerCore, in one class:
   model's
   `model_version_policy` (latest{num_versions}, all, specific{versions}) picks
   the aspired versions.
-* Transitions: the highest new aspired version is loaded (and warmed up)
-  before any version is unloaded; a version that is no longer aspired is
-  unloaded only while another aspired version is available (or none is
-  aspired at all). A failed load is retried `max_num_load_retries` times, then
-  left in the END state with its error while the previous version keeps
-  serving.
+* Transitions (`next_action`): the highest new aspired version is loaded
+  (and warmed up) before any version is unloaded; a version that is no longer
+  aspired is unloaded only while another aspired version is available (or
+  none is aspired at all). A failed load is retried `max_num_load_retries`
+  times, then left in the END state with its error while the previous
+  version keeps serving.
 * Serving: requests take a reference on a fully loaded version through
   `ModelManager.servable()`; a version enters the serving map only after load
   and warmup, and its session closes only after the last request holding it
@@ -31,8 +31,8 @@ import dataclasses
 import os
 import threading
 import time
-from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
-                    Sequence, Set, Tuple)
+from typing import (Callable, Collection, Dict, Iterable, Iterator, List,
+                    Mapping, Optional, Sequence, Set, Tuple)
 
 from absl import logging
 import grpc
@@ -231,6 +231,45 @@ def aspired_versions(config: ModelConfig,
     num_versions = policy.latest.num_versions
   newest = sorted(on_disk, reverse=True)[:num_versions]
   return {v: on_disk[v] for v in newest}
+
+
+# What `next_action` asks the manager to do with one version.
+LOAD = 'load'
+UNLOAD = 'unload'
+
+
+def next_action(aspired: Collection[int], states: Mapping[int, int]
+               ) -> Optional[Tuple[str, int]]:
+  """The next (un)load of a model, keeping it available, as TF Serving does.
+
+  TF Serving's AvailabilityPreservingPolicy as a pure function of what is
+  aspired and what the manager holds, so that the policy is tested without
+  loading anything and the manager only carries out its answers, one at a
+  time, until it returns None. A version that is no longer aspired is
+  unloaded only while an aspired version is available, when nothing is
+  aspired at all (the model was removed), or when more than one unaspired
+  version serves (the oldest goes first); otherwise the newest aspired
+  version not yet known is loaded first, so a model never stops serving
+  during a version change, even when the new version fails to load.
+
+  Args:
+    aspired: The versions the version policy wants served.
+    states: Every version the manager holds -> its State (LOADING,
+      AVAILABLE, UNLOADING or END after a failed load).
+
+  Returns:
+    (UNLOAD, version), (LOAD, version), or None when nothing is to be done.
+  """
+  serving = [v for v, state in states.items() if state == State.AVAILABLE]
+  aspired_serving = [v for v in serving if v in aspired]
+  unaspired_serving = [v for v in serving if v not in aspired]
+  if unaspired_serving and (not aspired or aspired_serving or
+                            len(unaspired_serving) > 1):
+    return UNLOAD, min(unaspired_serving)
+  new = [v for v in aspired if v not in states]
+  if new:
+    return LOAD, max(new)
+  return None
 
 
 def list_versions(base_path: str) -> Dict[int, str]:
@@ -694,19 +733,15 @@ class ModelManager:
         for version in [v for v, h in model.harnesses.items()
                         if h.state == State.END and v not in aspired]:
           del model.harnesses[version]  # forget failed loads once unaspired
-        serving = [v for v, h in model.harnesses.items()
-                   if h.state == State.AVAILABLE]
-        aspired_serving = [v for v in serving if v in aspired]
-        unaspired_serving = [v for v in serving if v not in aspired]
-        new = [v for v in aspired if v not in model.harnesses]
-      if unaspired_serving and (not aspired or aspired_serving or
-                                len(unaspired_serving) > 1):
-        self._unload(name, model, min(unaspired_serving))
-      elif new:
-        version = max(new)
-        self._load(name, model, version, aspired[version])
-      else:
+        action = next_action(
+            aspired, {v: h.state for v, h in model.harnesses.items()})
+      if action is None:
         return
+      kind, version = action
+      if kind == UNLOAD:
+        self._unload(name, model, version)
+      else:
+        self._load(name, model, version, aspired[version])
 
   def _load(self, name: str, model: _Model, version: int, path: str) -> None:
     harness = _Harness(version=version, path=path, state=State.LOADING)

@@ -26,6 +26,36 @@ def _config_list(text: str) -> model_manager.ModelConfigList:
 _ON_DISK = {1: '/m/1', 2: '/m/2', 5: '/m/5', 10: '/m/10'}
 
 
+_AVAILABLE = model_manager.State.AVAILABLE
+_END = model_manager.State.END
+_LOAD = model_manager.LOAD
+_UNLOAD = model_manager.UNLOAD
+
+
+class NextActionTest(parameterized.TestCase):
+  """The availability-preserving policy, without loading anything."""
+
+  @parameterized.named_parameters(
+      ('first_load_is_the_newest', {1, 2}, {}, (_LOAD, 2)),
+      ('then_the_next', {1, 2}, {2: _AVAILABLE}, (_LOAD, 1)),
+      ('all_served', {1, 2}, {1: _AVAILABLE, 2: _AVAILABLE}, None),
+      ('new_version_loads_before_the_old_unloads', {2}, {1: _AVAILABLE},
+       (_LOAD, 2)),
+      ('old_version_unloads_once_the_new_serves', {2},
+       {1: _AVAILABLE, 2: _AVAILABLE}, (_UNLOAD, 1)),
+      ('a_failed_load_keeps_the_old_version', {2},
+       {1: _AVAILABLE, 2: _END}, None),
+      ('a_removed_model_unloads', set(), {1: _AVAILABLE}, (_UNLOAD, 1)),
+      ('of_two_unaspired_the_oldest_unloads', {3},
+       {1: _AVAILABLE, 2: _AVAILABLE}, (_UNLOAD, 1)),
+      ('a_loading_version_is_not_loaded_again', {2},
+       {1: _AVAILABLE, 2: model_manager.State.LOADING}, None),
+      ('nothing_to_do', set(), {}, None),
+  )
+  def test_next_action(self, aspired, states, expected):
+    self.assertEqual(model_manager.next_action(aspired, states), expected)
+
+
 class AspiredVersionsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(

@@ -4,7 +4,7 @@
 routes a request (case-insensitive paths, `versions/N` and `labels/L`
 variants), turns the JSON body into the same request proto the gRPC API takes
 (`json_tensor`), runs it through the call path the gRPC servicers use (a
-`Backend`, see server_lib.RequestRunner), and answers JSON or
+`Backend`, see servicers.RequestRunner), and answers JSON or
 `{"error": "..."}` with TF Serving's gRPC -> HTTP status map:
 
   POST /v1/models/<name>[/versions/<N>|/labels/<L>]:(predict|classify|regress)
@@ -25,10 +25,10 @@ never runs TensorFlow: every request runs in a pool of
 
 aiohttp rather than uvicorn+starlette: the server lives inside a process that
 gRPC and TensorFlow already own, so it must run as a component started and
-stopped by `ModelServer` in a thread, without installing signal handlers or
-owning the main loop; aiohttp's AppRunner/TCPSite API is exactly that, with a
-bounded graceful shutdown, and the same package is the HTTP client the tests
-use. uvicorn is built to be the process's entry point.
+stopped by `server_lib.ModelServer` in a thread, without installing signal
+handlers or owning the main loop; aiohttp's AppRunner/TCPSite API is exactly
+that, with a bounded graceful shutdown, and the same package is the HTTP client
+the tests use. uvicorn is built to be the process's entry point.
 """
 
 import asyncio
@@ -100,7 +100,7 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 class Backend(Protocol):
-  """The request path shared with the gRPC servicers (server_lib)."""
+  """The request path shared with the gRPC servicers (servicers)."""
 
   def run(self, api: str, request, timeout_s: Optional[float],
           entrypoint: str, fill: Optional[Callable] = None):

@@ -40,6 +40,7 @@ from python.serve import batching
 from python.serve import flags as serve_flags
 from python.serve import model_manager
 from python.serve import servable as servable_lib
+from python.serve import server_config
 from python.serve import server_lib
 from python.serve import signal_waiter
 
@@ -59,10 +60,10 @@ def _session_config() -> tf.compat.v1.ConfigProto:
       with open(path, encoding='utf-8') as f:
         text_format.Parse(f.read(), config)
     except (OSError, UnicodeDecodeError) as e:
-      raise server_lib.ServerError(
+      raise server_config.ServerError(
           f'Cannot read --tensorflow_session_config_file={path}: {e}') from e
     except text_format.ParseError as e:
-      raise server_lib.ServerError(
+      raise server_config.ServerError(
           'Error parsing text-format tensorflow.ConfigProto: '
           f'{str(e)[:300]}. Invalid protobuf file: \'{path}\'') from e
   session = serve_flags.TENSORFLOW_SESSION_PARALLELISM.value
@@ -80,14 +81,14 @@ def _batching_parameters():
   """The server's BatchingParameters, as server.cc builds them, or None.
 
   Raises:
-    server_lib.ServerError: unreadable or invalid file, or a file without
+    server_config.ServerError: unreadable or invalid file, or a file without
       --enable_batching (TF Serving refuses that too).
   """
   f = serve_flags
   path = cli.user_path(f.BATCHING_PARAMETERS_FILE.value)
   if not f.ENABLE_BATCHING.value:
     if path:
-      raise server_lib.ServerError(
+      raise server_config.ServerError(
           'server_options.batching_parameters_file is set without setting '
           'server_options.enable_batching to true. Add --enable_batching.')
     return None
@@ -98,12 +99,12 @@ def _batching_parameters():
     batching.queue_options(params, f'--batching_parameters_file={path}')
     batching.scheduler_options(params, f'--batching_parameters_file={path}')
   except batching.BatchingConfigError as e:
-    raise server_lib.ServerError(str(e)) from e
+    raise server_config.ServerError(str(e)) from e
   return params
 # --- end batching -----------------------------------------------------------
 
 
-def _options() -> server_lib.ServerOptions:
+def _options() -> server_config.ServerOptions:
   f = serve_flags
   runtime = servable_lib.RuntimeOptions(
       enable_signature_method_name_check=(
@@ -132,7 +133,7 @@ def _options() -> server_lib.ServerOptions:
       enable_per_model_batching_parameters=(
           f.ENABLE_PER_MODEL_BATCHING_PARAMETERS.value),
       runtime=runtime)
-  return server_lib.ServerOptions(
+  return server_config.ServerOptions(
       port=f.PORT.value,
       host=f.HOST.value,
       grpc_socket_path=cli.user_path(f.GRPC_SOCKET_PATH.value),
@@ -237,7 +238,7 @@ def main(argv):
     try:
       status = server_lib.serve_until_signal(
           server_lib.ModelServer(_options()), signals)
-    except server_lib.ServerError as e:
+    except server_config.ServerError as e:
       print(f'Failed to start server. Error: {e}', file=sys.stderr,
             flush=True)
       status = EXIT_START_FAILED

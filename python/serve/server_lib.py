@@ -7,7 +7,9 @@ Classify, Regress, MultiInference, GetModelMetadata),
 and `grpc.health.v1.Health` (which also answers per model name). With
 `rest_api_port`, it also serves TF Serving's HTTP/REST API, the Prometheus
 page of `monitoring_config_file` and /readyz (`rest_api`, `metrics`); both
-APIs run requests through one `RequestRunner`, which records the metrics. As
+APIs run requests through one `servicers.RequestRunner`, which records the
+metrics. This module is the server's lifecycle only: what each request runs is
+in `servicers`, and the options and model config file in `server_config`. As
 in TF Serving, the ports open only after every configured model's latest
 version is available; `stop()` stops accepting requests, drains the ones in
 flight (gRPC and REST together), then unloads every version.
@@ -28,21 +30,17 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from absl import logging
 import grpc
-from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
-from google.protobuf import text_format
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from python.serve import inference
 from python.serve import metrics as metrics_lib
 from python.serve import model_manager
 from python.serve import rest_api
-from python.serve import serving_error
+from python.serve import server_config
+from python.serve import servicers
 from python.serve import signal_waiter
 from python.serve import ssl_config
 
@@ -60,358 +58,28 @@ EXIT_FORCED = 1
 _STOP_SLACK_S = 2.0
 
 
-class ServerError(RuntimeError):
-  """The server cannot start (bad config, model that does not load, port)."""
-
-
-class StartCancelledError(ServerError):
+class StartCancelledError(server_config.ServerError):
   """`ModelServer.stop()` was called while `start()` was loading models."""
-
-
-@dataclasses.dataclass
-class ServerOptions:
-  """Options of `ModelServer`, named after tensorflow_model_server flags.
-
-  Exactly one of `model_base_path` and `model_config_file` is used; as in TF
-  Serving, `model_config_file` wins when both are set.
-  """
-  port: int = 8500
-  host: str = '127.0.0.1'
-  # Also serve gRPC on this Unix socket ('' = no socket).
-  grpc_socket_path: str = ''
-  # (key, value) pairs given to the gRPC server, as --grpc_channel_arguments.
-  grpc_channel_arguments: Sequence[Tuple[str, object]] = ()
-  enable_grpc_healthcheck_service: bool = False
-  model_name: str = 'default'
-  model_base_path: str = ''
-  model_config_file: str = ''
-  model_config_file_poll_wait_seconds: float = 0.0
-  grpc_max_threads: int = 4 * (os.cpu_count() or 1)
-  ssl_config_file: str = ''
-  rest_api_port: int = 0
-  rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
-  rest_api_timeout_in_ms: int = 30000
-  rest_api_enable_cors_support: bool = False
-  monitoring_config_file: str = ''
-  drain_timeout_seconds: float = 30.0
-  manager: model_manager.ManagerOptions = dataclasses.field(
-      default_factory=model_manager.ManagerOptions)
-  # --- REST API and monitoring (issue 12) ---
-  # 0 = no HTTP/REST server. It binds `host` like the gRPC port.
-  rest_api_port: int = 0
-  rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
-  # Deadline of each REST request's TensorFlow run; <= 0: none.
-  rest_api_timeout_in_ms: int = 30000
-  rest_api_enable_cors_support: bool = False
-  # A text MonitoringConfig: prometheus_config { enable: true path: "..." }.
-  monitoring_config_file: str = ''
-
-
-def parse_model_config_text(text: str, source: str
-                           ) -> model_server_config_pb2.ModelServerConfig:
-  """Parses a text-format ModelServerConfig with a model_config_list.
-
-  Args:
-    text: The text proto.
-    source: Where it came from, for messages.
-
-  Returns:
-    The parsed config.
-
-  Raises:
-    ServerError: the text does not parse or has no model_config_list.
-  """
-  config = model_server_config_pb2.ModelServerConfig()
-  try:
-    text_format.Parse(text, config)
-  except text_format.ParseError as e:
-    # The wording of TF Serving's log (protobuf's text parser, then
-    # ParseProtoTextFile's status); the parser's message quotes at most a
-    # short excerpt of the input.
-    raise ServerError(
-        'Error parsing text-format tensorflow.serving.ModelServerConfig: '
-        f"{_excerpt(str(e))}. Invalid protobuf file: '{source}'") from e
-  if config.WhichOneof('config') != 'model_config_list':
-    raise ServerError(
-        f"{source}: expected a `model_config_list {{ config {{ name: ... "
-        f"base_path: ... }} }}` block; custom_model_config is not supported.")
-  return config
-
-
-def _excerpt(text: str, limit: int = 300) -> str:
-  return text if len(text) <= limit else text[:limit] + '...'
-
-
-def read_model_config_file(path: str
-                          ) -> model_server_config_pb2.ModelServerConfig:
-  """Reads and parses --model_config_file.
-
-  Args:
-    path: The text-format ModelServerConfig file.
-
-  Returns:
-    The parsed config.
-
-  Raises:
-    ServerError: the file is unreadable or invalid.
-  """
-  try:
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-  except OSError as e:
-    raise ServerError(f'Cannot read --model_config_file={path}: {e}') from e
-  return parse_model_config_text(text, path)
-
-
-def single_model_config(model_name: str, model_base_path: str
-                       ) -> model_server_config_pb2.ModelServerConfig:
-  """The config TF Serving builds from --model_name/--model_base_path."""
-  config = model_server_config_pb2.ModelServerConfig()
-  model = config.model_config_list.config.add()
-  model.name = model_name
-  model.base_path = model_base_path
-  model.model_platform = 'tensorflow'
-  return config
-
-
-def _abort(context: grpc.ServicerContext,
-           error: serving_error.ServingError) -> None:
-  context.abort(error.code, error.message)
-
-
-def _internal(error: Exception) -> serving_error.ServingError:
-  """An unexpected failure: one log line (no traceback), INTERNAL."""
-  logging.error('Request failed with an internal error: %s: %s',
-                type(error).__name__, str(error)[:500])
-  return serving_error.internal(
-      f'{type(error).__name__}: {str(error)[:500]}')
-
-
-def _timeout(context: grpc.ServicerContext) -> Optional[float]:
-  remaining = context.time_remaining()
-  return remaining if remaining is not None and remaining < 1e8 else None
-
-
-# --- The call path shared by gRPC and REST (issue 12) ----------------------
-
-_RUNS = {'Predict': inference.predict, 'Classify': inference.classify,
-         'Regress': inference.regress}
-
-
-class RequestRunner:
-  """Runs requests for both APIs: resolve the version, run, record metrics.
-
-  The gRPC servicers and `rest_api.RestApiHandler` both call this, so the
-  two entrypoints share validation, errors and instrumentation.
-  """
-
-  def __init__(self, manager: model_manager.ModelManager,
-               metrics: metrics_lib.Metrics):
-    self._manager = manager
-    self._metrics = metrics
-
-  def run(self, api: str, request, timeout_s: Optional[float],
-          entrypoint: str, fill: Optional[Callable] = None):
-    """Runs a Predict/Classify/Regress request and records its metrics.
-
-    Args:
-      api: 'Predict', 'Classify' or 'Regress'.
-      request: The request proto (model_spec set).
-      timeout_s: Deadline of the TensorFlow run, or None.
-      entrypoint: metrics_lib.ENTRYPOINT_GRPC or ENTRYPOINT_REST.
-      fill: Optional `fill(servable)` completing the request once the
-        version is resolved (REST builds its tensors from the signature).
-
-    Returns:
-      The response proto.
-
-    Raises:
-      ServingError: as TF Serving would fail the request.
-    """
-    spec = request.model_spec
-    with self._metrics.request(spec.name, api, entrypoint) as record:
-      with self._manager.servable(spec) as servable:
-        try:
-          if fill is not None:
-            fill(servable)
-        finally:
-          name = spec.signature_name or inference.DEFAULT_SIGNATURE
-          if name in servable.signatures:
-            record.signature_name = name
-        return _RUNS[api](self._metrics.timed(servable, spec.name, api),
-                          request, timeout_s)
-
-  def metadata(self, request):
-    """GetModelMetadata, as the gRPC and REST APIs answer it."""
-    inference.validate_metadata_request(request)
-    with self._manager.servable(request.model_spec) as servable:
-      return inference.get_model_metadata(servable, request)
-
-  def status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
-    """GetModelStatus, as the gRPC and REST APIs answer it."""
-    spec = request.model_spec
-    version = spec.version.value if spec.HasField('version') else None
-    states = self._manager.model_status(spec.name, version)
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for version, state, error in states:
-      status = response.model_version_status.add()
-      status.version = version
-      status.state = state
-      # Always present, as TF Serving sets it from the servable's health
-      # (error_code 0 = OK).
-      status.status.SetInParent()
-      if error:
-        status.status.error_code = error.code.value[0]
-        status.status.error_message = error.message
-    return response
-
-
-class _ModelHealthServicer(health.HealthServicer):
-  """grpc.health.v1 that also answers per model name (issue 12).
-
-  Check(service=<model name>) is SERVING while that configured model has an
-  available version, NOT_SERVING while it has none (a failed or pending
-  load) and once the server stops; other names answer as set with `set()`
-  ('' and the two services). Watch is the base class's (set() names only).
-  """
-
-  def __init__(self, manager: model_manager.ModelManager):
-    super().__init__()
-    self._manager = manager
-    self._stopping = False
-
-  def enter_graceful_shutdown(self):
-    self._stopping = True
-    super().enter_graceful_shutdown()
-
-  def Check(self, request, context):
-    available = self._manager.model_availability().get(request.service)
-    if available is None:
-      return super().Check(request, context)
-    serving = available and not self._stopping
-    return health_pb2.HealthCheckResponse(
-        status=health_pb2.HealthCheckResponse.SERVING if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING)
-
-# --- end of the shared call path -------------------------------------------
-
-
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer
-                        ):
-  """tensorflow.serving.PredictionService over a ModelManager."""
-
-  def __init__(self, manager: model_manager.ModelManager,
-               runner: RequestRunner):
-    self._manager = manager
-    self._runner = runner
-
-  def _call(self, context: grpc.ServicerContext, request, api: str):
-    if not request.HasField('model_spec'):
-      _abort(context, serving_error.invalid_argument(
-          'Missing ModelSpec: set model_spec.name (and optionally version, '
-          'version_label, signature_name).'))
-    try:
-      return self._runner.run(api, request, _timeout(context),
-                              metrics_lib.ENTRYPOINT_GRPC)
-    except serving_error.ServingError as e:
-      _abort(context, e)
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, _internal(e))
-
-  def Predict(self, request, context):
-    return self._call(context, request, 'Predict')
-
-  def Classify(self, request, context):
-    return self._call(context, request, 'Classify')
-
-  def Regress(self, request, context):
-    return self._call(context, request, 'Regress')
-
-  def MultiInference(self, request, context):
-    if not request.tasks:
-      _abort(context, serving_error.invalid_argument(
-          'MultiInferenceRequest must contain at least one task.'))
-    spec = request.tasks[0].model_spec
-    try:
-      with self._manager.servable(spec) as servable:
-        return inference.multi_inference(servable, request, _timeout(context))
-    except serving_error.ServingError as e:
-      _abort(context, e)
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, _internal(e))
-
-  def GetModelMetadata(self, request, context):
-    if not request.HasField('model_spec'):
-      _abort(context, serving_error.invalid_argument('Missing ModelSpec'))
-    try:
-      return self._runner.metadata(request)
-    except serving_error.ServingError as e:
-      _abort(context, e)
-
-
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-  """tensorflow.serving.ModelService over a ModelManager."""
-
-  def __init__(self, manager: model_manager.ModelManager,
-               runner: RequestRunner):
-    self._manager = manager
-    self._runner = runner
-
-  def GetModelStatus(self, request, context):
-    if not request.HasField('model_spec'):
-      _abort(context, serving_error.invalid_argument('Missing ModelSpec'))
-    try:
-      return self._runner.status(request)
-    except serving_error.ServingError as e:
-      _abort(context, e)
-
-  def HandleReloadConfigRequest(self, request, context):
-    response = model_management_pb2.ReloadConfigResponse()
-    error = None
-    if request.config.WhichOneof('config') != 'model_config_list':
-      error = serving_error.invalid_argument(
-          'ServerModelConfig type not supported by HandleReloadConfigRequest.'
-          ' Only ModelConfigList is currently supported')
-    else:
-      # --- control-call isolation (serve-speed): a reload waits in one of
-      # the manager's control slots, bounded by the caller's deadline, never
-      # in a thread that serving calls and health checks need.
-      try:
-        with self._manager.control_call():
-          self._manager.reload_config(request.config.model_config_list,
-                                      _timeout(context))
-      except model_manager.ControlCallsExhaustedError as e:
-        error = serving_error.ServingError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-      # --- end control-call isolation
-      except model_manager.ConfigError as e:
-        error = serving_error.invalid_argument(str(e))
-      except model_manager.ModelsUnavailableError as e:
-        error = serving_error.failed_precondition(str(e))
-    if error is not None:
-      logging.error('ReloadConfig failed: %s', error.message)
-      response.status.error_code = error.code.value[0]
-      response.status.error_message = error.message
-      context.set_code(error.code)
-      context.set_details(error.message)
-    return response
 
 
 class ModelServer:
   """Loads the configured models, then serves them over gRPC.
+
+  The server itself, in this process (the `serve` binary runs one);
+  `launcher.ServerProcess` is the other kind, a server in a subprocess.
 
   `start()` and `stop()` may run in different threads: a `stop()` during
   `start()` makes `start()` give up (StartCancelledError) without ever
   opening the port, and a `stop()` after it drains and closes the port.
   """
 
-  def __init__(self, options: ServerOptions):
+  def __init__(self, options: server_config.ServerOptions):
     self._options = options
     self.metrics = metrics_lib.Metrics()
     self._manager = model_manager.ModelManager(
         dataclasses.replace(options.manager, metrics=self.metrics))
-    self._runner = RequestRunner(self._manager, self.metrics)
-    self._health = _ModelHealthServicer(self._manager)
+    self._runner = servicers.RequestRunner(self._manager, self.metrics)
+    self._health = servicers.ModelHealthServicer(self._manager)
     self._rest: Optional[rest_api.RestServer] = None
     self.rest_port: Optional[int] = None
     # Guards the hand-over between start() and stop(): _server and
@@ -437,14 +105,15 @@ class ModelServer:
 
   def _initial_config(self) -> model_server_config_pb2.ModelServerConfig:
     if self._options.model_config_file:
-      return read_model_config_file(self._options.model_config_file)
+      return server_config.read_model_config_file(
+          self._options.model_config_file)
     if not self._options.model_base_path:
-      raise ServerError(
+      raise server_config.ServerError(
           'Both server_options.model_base_path and '
           'server_options.model_config_file are empty! Pass '
           '--model_base_path=/abs/path (with --model_name) or '
           '--model_config_file=/path/models.config.')
-    return single_model_config(self._options.model_name,
+    return server_config.single_model_config(self._options.model_name,
                                self._options.model_base_path)
 
   def _cancelled(self) -> StartCancelledError:
@@ -459,8 +128,8 @@ class ModelServer:
 
     Raises:
       StartCancelledError: `stop()` was called before the port opened.
-      ServerError: invalid config, a model that cannot load, or a port that
-        cannot be bound.
+      server_config.ServerError: invalid config, a model that cannot load, or
+        a port that cannot be bound.
     """
     if self.stop_requested:
       raise self._cancelled()
@@ -472,7 +141,7 @@ class ModelServer:
         credentials = ssl_config.server_credentials(
             ssl_config.read_ssl_config_file(self._options.ssl_config_file))
       except ssl_config.SSLConfigError as e:
-        raise ServerError(str(e)) from e
+        raise server_config.ServerError(str(e)) from e
     self._manager.start()
     try:
       self._manager.reload_config(config.model_config_list)
@@ -481,7 +150,7 @@ class ModelServer:
       if self.stop_requested:
         raise self._cancelled() from e
       self._manager.stop()
-      raise ServerError(str(e)) from e
+      raise server_config.ServerError(str(e)) from e
 
     # Serving threads plus the control calls' own slots (serve-speed), so
     # that waiting reloads never take the threads of requests and health.
@@ -495,9 +164,9 @@ class ModelServer:
                  ('grpc.so_reuseport', 0)] +
         list(self._options.grpc_channel_arguments))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(self._manager, self._runner), server)
+        servicers.PredictionServicer(self._manager, self._runner), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(self._manager, self._runner), server)
+        servicers.ModelServicer(self._manager, self._runner), server)
     if self._options.enable_grpc_healthcheck_service:
       health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
     addresses = []
@@ -531,7 +200,7 @@ class ModelServer:
           self._config_poller.start()
     if bind_error is not None:
       self._manager.stop()
-      raise ServerError(bind_error)
+      raise server_config.ServerError(bind_error)
     for address in addresses:
       logging.info('Running gRPC ModelServer at %s%s ...',
                    address if not address.endswith(':0') else
@@ -569,7 +238,7 @@ class ModelServer:
       options = metrics_lib.read_monitoring_config_file(
           self._options.monitoring_config_file)
     except metrics_lib.MonitoringConfigError as e:
-      raise ServerError(str(e)) from e
+      raise server_config.ServerError(str(e)) from e
     if options.enable and not self._options.rest_api_port:
       logging.warning('--monitoring_config_file enables Prometheus, but it is '
                       'served on the REST port and --rest_api_port is 0: no '
@@ -577,7 +246,7 @@ class ModelServer:
     return options
 
   def _start_rest(self, prometheus: metrics_lib.PrometheusOptions
-                 ) -> Optional[ServerError]:
+                 ) -> Optional[server_config.ServerError]:
     """Opens the REST port (if configured); returns the error, if any."""
     if not self._options.rest_api_port:
       return None
@@ -594,7 +263,7 @@ class ModelServer:
     try:
       self.rest_port = rest.start()
     except rest_api.RestServerError as e:
-      return ServerError(str(e))
+      return server_config.ServerError(str(e))
     self._rest = rest
     return None
 
@@ -604,25 +273,15 @@ class ModelServer:
     wait = self._options.model_config_file_poll_wait_seconds
     while not self._stop_requested.wait(wait):
       try:
-        config = read_model_config_file(self._options.model_config_file)
+        config = server_config.read_model_config_file(
+            self._options.model_config_file)
         self._manager.reload_config(config.model_config_list)
-      except (ServerError, model_manager.ConfigError,
+      except (server_config.ServerError, model_manager.ConfigError,
               model_manager.ModelsUnavailableError) as e:
         if self.stop_requested:
           return
         logging.error('Reloading %s failed; keeping the current models: %s',
                       self._options.model_config_file, e)
-
-  def wait_for_termination(self, timeout_s: Optional[float] = None) -> bool:
-    """Blocks until `stop()` has finished.
-
-    Args:
-      timeout_s: Bound on the wait; None waits as long as it takes.
-
-    Returns:
-      Whether `stop()` has finished.
-    """
-    return self._stopped.wait(timeout_s)
 
   def stop(self) -> bool:
     """Stops accepting RPCs, drains in-flight ones, unloads all models.
@@ -720,7 +379,8 @@ def serve_until_signal(server: ModelServer,
     the caller should end the process without interpreter teardown.
 
   Raises:
-    ServerError: the server could not start (and no signal came).
+    server_config.ServerError: the server could not start (and no signal
+      came).
   """
   starting = _in_thread('model_server_start', server.start, signals.wake)
   signum = None

@@ -9,8 +9,6 @@ the rest with the last value, and zeros for an empty list), and
 TF Serving read `float_val`. This module does what the C++ runtime does.
 """
 
-from typing import Optional
-
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
@@ -67,12 +65,6 @@ def cpp_dtype_name(dtype: int) -> str:
     return tf.dtypes.as_dtype(dtype).name
   except TypeError:
     return f'unknown dtype {dtype}'
-
-
-def numpy_dtype(dtype: int) -> Optional[type]:
-  """The numpy dtype that holds a DataType, or None if unsupported."""
-  entry = _TYPED_FIELDS.get(dtype)
-  return entry[0] if entry else None
 
 
 def _shape(proto: tensor_pb2.TensorProto):

@@ -233,7 +233,7 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int,
 
   publish_runs = []
   steady, swaps = [], []
-  with launcher.ModelServer(
+  with launcher.ServerProcess(
       model_name=MODEL, model_base_path=base,
       extra_flags=["--file_system_poll_wait_seconds=1"]) as server:
     print(f"Serving {base} on {server.address}; publishing {publishes} "

@@ -98,7 +98,7 @@ def run(*, requests: int, blocks: int, warmup_requests: int, model_mb: float,
                      "inputs": {a: v.tolist() for a, v in feeds.items()}})
 
   rest_port = launcher.free_port()
-  server = launcher.ModelServer(
+  server = launcher.ServerProcess(
       model_name=MODEL, model_base_path=base, use_real_server=False,
       extra_flags=[f"--rest_api_port={rest_port}"]).start()
   rest = _RestClient(rest_port, f"/v1/models/{MODEL}:predict",

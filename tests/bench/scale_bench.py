@@ -124,9 +124,9 @@ def serve_and_query(base_path: str, graphs: Sequence[graph_gen.GraphInfo],
     (signatures answered), "error"}.
   """
   start = time.monotonic()
-  server = launcher.ModelServer(model_name="scale",
-                                model_base_path=os.path.abspath(base_path),
-                                startup_timeout_s=timeout_s)
+  server = launcher.ServerProcess(model_name="scale",
+                                  model_base_path=os.path.abspath(base_path),
+                                  startup_timeout_s=timeout_s)
   try:
     server.start()
   except launcher.LauncherError as e:

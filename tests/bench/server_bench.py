@@ -150,9 +150,9 @@ def _serve(label: str, base: str, use_real_server: bool,
            seconds: float, warmup_requests: int,
            extra_flags: Sequence[str] = ()) -> dict:
   """Starts one server and loads it at every concurrency level."""
-  server = launcher.ModelServer(model_name=MODEL, model_base_path=base,
-                                use_real_server=use_real_server,
-                                extra_flags=extra_flags).start()
+  server = launcher.ServerProcess(model_name=MODEL, model_base_path=base,
+                                  use_real_server=use_real_server,
+                                  extra_flags=extra_flags).start()
   results = {}
   try:
     with grpc.insecure_channel(server.address) as channel:

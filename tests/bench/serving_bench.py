@@ -157,8 +157,8 @@ def measure_load(bases: dict[str, str], rounds: int) -> dict[str, dict]:
     order = list(bases) if r % 2 == 0 else list(reversed(bases))
     for name in order:
       start = time.monotonic()
-      server = launcher.ModelServer(model_name=name,
-                                    model_base_path=bases[name])
+      server = launcher.ServerProcess(model_name=name,
+                                      model_base_path=bases[name])
       with server:
         ready[name].append(time.monotonic() - start)
         peak = bench_lib.peak_rss_of_pid(server.process.pid)
@@ -211,7 +211,7 @@ def run(*, graphs: int, graph_mb: float, nodes_per_graph: int, requests: int,
         'model_platform: "tensorflow" }\n'
         for name, base in bases.items()) + "}\n")
 
-  with launcher.ModelServer(model_config_file=config) as server:
+  with launcher.ServerProcess(model_config_file=config) as server:
     real = server.is_real_server
     print(f"Measuring latency on {server.address} "
           f"({'tensorflow_model_server' if real else '//python/serve'}) ...",
