@@ -174,7 +174,7 @@ class ServerProcess:
     """
     if not model_base_path and not model_config_file:
       raise LauncherError(
-          'ModelServer needs model_base_path (with model_name) or '
+          'ServerProcess needs model_base_path (with model_name) or '
           'model_config_file.')
     self._model_name = model_name
     self._model_base_path = model_base_path
