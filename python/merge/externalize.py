@@ -72,7 +72,7 @@ bit-identical to its frozen graph alone.
 import concurrent.futures
 import dataclasses
 import hashlib
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -591,75 +591,101 @@ class Externalizer:
         raise errors.GraphError(
             f"cannot write the variables checkpoint {destination}: "
             f"{e.message}") from e
-    return self._nodes(), saver_pb2.SaverDef(
-        filename_tensor_name=f"{_SCOPE}/filename:0",
-        save_tensor_name=f"{_SCOPE}/save/control_dependency:0",
-        restore_op_name=f"{_SCOPE}/restore_all",
-        max_to_keep=1,
-        sharded=False,
-        version=saver_pb2.SaverDef.V2)
-
-  def _nodes(self) -> list[node_def_pb2.NodeDef]:
-    nodes = []
-
-    def add(name, op, inputs=(), device=""):
-      node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs),
-                                  device=device)
-      nodes.append(node)
-      return node
-
-    def string_const(name, values):
-      node = add(name, "Const")
-      node.attr["dtype"].type = types_pb2.DT_STRING
-      tensor = node.attr["value"].tensor
-      tensor.dtype = types_pb2.DT_STRING
-      if isinstance(values, list):
-        tensor.tensor_shape.dim.add(size=len(values))
-        tensor.string_val.extend(v.encode() for v in values)
-      else:
-        tensor.string_val.append(values.encode())
-      return node
-
-    def handle_op(name, var, control=()):
-      handle = add(name, "VarHandleOp", control, device=var.device)
-      handle.attr["dtype"].type = var.dtype
-      handle.attr["shape"].shape.CopyFrom(var.shape)
-      handle.attr["shared_name"].s = var.key.encode()
-
+    handles = []
     for var in self._variables:
-      handle_op(var.handle, var)
+      handles.append(_handle_op(var.handle, var))
       if var.control:
-        handle_op(f"{_SCOPE}/read_handles/{var.key}", var, var.control)
-    keys = [v.key for v in self._variables]
-    dtypes = [v.dtype for v in self._variables]
-    string_const(f"{_SCOPE}/filename", "model")
-    string_const(f"{_SCOPE}/tensor_names", keys)
-    string_const(f"{_SCOPE}/shape_and_slices", [""] * len(keys))
+        handles.append(_handle_op(f"{_SCOPE}/read_handles/{var.key}", var,
+                                  var.control))
     groups = {}
     for var in self._variables:
       groups.setdefault(var.group, []).append(var)
-    group_ops = []
-    for group, variables in groups.items():
-      scope = f"{_SCOPE}/restore_{group}"
-      string_const(f"{scope}/tensor_names", [v.key for v in variables])
-      string_const(f"{scope}/shape_and_slices", [""] * len(variables))
-      restore = add(f"{scope}/RestoreV2", "RestoreV2",
-                    [f"{_SCOPE}/filename", f"{scope}/tensor_names",
-                     f"{scope}/shape_and_slices"], device="/device:CPU:0")
-      restore.attr["dtypes"].list.type.extend(v.dtype for v in variables)
-      assigns = []
-      for i, var in enumerate(variables):
-        assign = add(f"{_SCOPE}/assign/{var.key}", "AssignVariableOp",
-                     [var.handle, f"{restore.name}:{i}"], device=var.device)
-        assign.attr["dtype"].type = var.dtype
-        assigns.append("^" + assign.name)
-      group_ops.append("^" + add(scope, "NoOp", assigns).name)
-    add(f"{_SCOPE}/restore_all", "NoOp", group_ops)
-    save = add(f"{_SCOPE}/save/SaveV2", "SaveV2",
-               [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
-                f"{_SCOPE}/shape_and_slices"] + keys, device="/device:CPU:0")
-    save.attr["dtypes"].list.type.extend(dtypes)
-    control = add(f"{_SCOPE}/save/control_dependency", "Identity",
-                  [f"{_SCOPE}/filename", "^" + save.name])
-    control.attr["T"].type = types_pb2.DT_STRING
-    return nodes
+    nodes, saver_def = checkpoint_nodes(
+        [(str(g), members) for g, members in groups.items()],
+        lambda var: var.handle)
+    return handles + nodes, saver_def
+
+
+def _handle_op(name: str, var, control=()) -> node_def_pb2.NodeDef:
+  """The VarHandleOp of an externalized variable (shared_name = its key)."""
+  handle = node_def_pb2.NodeDef(name=name, op="VarHandleOp",
+                                input=list(control), device=var.device)
+  handle.attr["dtype"].type = var.dtype
+  handle.attr["shape"].shape.CopyFrom(var.shape)
+  handle.attr["shared_name"].s = var.key.encode()
+  return handle
+
+
+def checkpoint_nodes(groups: Sequence[tuple[str, Sequence[Any]]],
+                     handle_of: Callable[[Any], str]
+                     ) -> tuple[list[node_def_pb2.NodeDef],
+                                saver_pb2.SaverDef]:
+  """The restore and save nodes of variables held in one V2 checkpoint.
+
+  The layout every merged bundle has, full merges (`Externalizer`) and
+  incremental deploys (`incremental`) alike: one `RestoreV2` per group under
+  `merge_internal/restore_<label>` (so `bundle_check` restores one group at a
+  time), `merge_internal/restore_all` depending on every group (what TF
+  Serving's loader runs), and a SaveV2 over all of them.
+
+  Args:
+    groups: (label, variables) in restore order; each variable has `key`
+      (its checkpoint key), `dtype` and `device`.
+    handle_of: a variable -> the name of its VarHandleOp.
+
+  Returns:
+    (nodes, saver_def); the VarHandleOps are the caller's.
+  """
+  nodes = []
+
+  def add(name, op, inputs=(), device=""):
+    node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs),
+                                device=device)
+    nodes.append(node)
+    return node
+
+  def string_const(name, values):
+    node = add(name, "Const")
+    node.attr["dtype"].type = types_pb2.DT_STRING
+    tensor = node.attr["value"].tensor
+    tensor.dtype = types_pb2.DT_STRING
+    if isinstance(values, list):
+      tensor.tensor_shape.dim.add(size=len(values))
+      tensor.string_val.extend(v.encode() for v in values)
+    else:
+      tensor.string_val.append(values.encode())
+
+  variables = [v for _, members in groups for v in members]
+  keys = [v.key for v in variables]
+  string_const(f"{_SCOPE}/filename", "model")
+  string_const(f"{_SCOPE}/tensor_names", keys)
+  string_const(f"{_SCOPE}/shape_and_slices", [""] * len(keys))
+  group_ops = []
+  for label, members in groups:
+    scope = f"{_SCOPE}/restore_{label}"
+    string_const(f"{scope}/tensor_names", [v.key for v in members])
+    string_const(f"{scope}/shape_and_slices", [""] * len(members))
+    restore = add(f"{scope}/RestoreV2", "RestoreV2",
+                  [f"{_SCOPE}/filename", f"{scope}/tensor_names",
+                   f"{scope}/shape_and_slices"], device="/device:CPU:0")
+    restore.attr["dtypes"].list.type.extend(v.dtype for v in members)
+    assigns = []
+    for i, var in enumerate(members):
+      assign = add(f"{_SCOPE}/assign/{var.key}", "AssignVariableOp",
+                   [handle_of(var), f"{restore.name}:{i}"], device=var.device)
+      assign.attr["dtype"].type = var.dtype
+      assigns.append("^" + assign.name)
+    group_ops.append("^" + add(scope, "NoOp", assigns).name)
+  add(f"{_SCOPE}/restore_all", "NoOp", group_ops)
+  save = add(f"{_SCOPE}/save/SaveV2", "SaveV2",
+             [f"{_SCOPE}/filename", f"{_SCOPE}/tensor_names",
+              f"{_SCOPE}/shape_and_slices"] + keys, device="/device:CPU:0")
+  save.attr["dtypes"].list.type.extend(v.dtype for v in variables)
+  control = add(f"{_SCOPE}/save/control_dependency", "Identity",
+                [f"{_SCOPE}/filename", "^" + save.name])
+  control.attr["T"].type = types_pb2.DT_STRING
+  return nodes, saver_pb2.SaverDef(
+      filename_tensor_name=f"{_SCOPE}/filename:0",
+      save_tensor_name=f"{_SCOPE}/save/control_dependency:0",
+      restore_op_name=f"{_SCOPE}/restore_all", max_to_keep=1, sharded=False,
+      version=saver_pb2.SaverDef.V2)

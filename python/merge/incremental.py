@@ -51,16 +51,15 @@ from google.protobuf import message as proto_message
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import function_pb2
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.core.protobuf import saver_pb2
 from tensorflow.python.framework import meta_graph as meta_graph_lib
 from tensorflow_serving.apis import prediction_log_pb2
 
 from python.common import object_store
 from python.merge import bundle_writer
 from python.merge import errors
+from python.merge import externalize
 from python.merge import graph_merge
 from python.merge import publish
 from python.merge import saved_model_io
@@ -624,69 +623,18 @@ def _kept_assets(plan: Plan) -> list:
 def _restore_nodes(variables: Sequence[_Variable]) -> tuple[list, Any]:
   """Restore (one group per scope) and save nodes, and the SaverDef.
 
-  The layout `externalize` writes, so `bundle_check` restores one group at a
-  time and TF Serving's loader runs `restore_all`.
+  The layout `externalize` writes (`externalize.checkpoint_nodes`), so
+  `bundle_check` restores one group at a time and TF Serving's loader runs
+  `restore_all`.
   """
   if not variables:
     return [], None
-  nodes = []
-
-  def add(name, op, inputs=(), device=""):
-    node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs),
-                                device=device)
-    nodes.append(node)
-    return node
-
-  def strings(name, values):
-    node = add(name, "Const")
-    node.attr["dtype"].type = types_pb2.DT_STRING
-    tensor = node.attr["value"].tensor
-    tensor.dtype = types_pb2.DT_STRING
-    if isinstance(values, list):
-      tensor.tensor_shape.dim.add(size=len(values))
-      tensor.string_val.extend(v.encode() for v in values)
-    else:
-      tensor.string_val.append(values.encode())
-
-  keys = [v.key for v in variables]
-  strings(f"{_INTERNAL}/filename", "model")
-  strings(f"{_INTERNAL}/tensor_names", keys)
-  strings(f"{_INTERNAL}/shape_and_slices", [""] * len(keys))
   groups = {}
   for var in variables:
     groups.setdefault(var.group, []).append(var)
-  group_ops = []
-  for index, members in enumerate(groups.values()):
-    scope = f"{_INTERNAL}/restore_{index}"
-    strings(f"{scope}/tensor_names", [v.key for v in members])
-    strings(f"{scope}/shape_and_slices", [""] * len(members))
-    restore = add(f"{scope}/RestoreV2", "RestoreV2",
-                  [f"{_INTERNAL}/filename", f"{scope}/tensor_names",
-                   f"{scope}/shape_and_slices"], device="/device:CPU:0")
-    restore.attr["dtypes"].list.type.extend(v.dtype for v in members)
-    assigns = []
-    for i, var in enumerate(members):
-      assign = add(f"{_INTERNAL}/assign/{var.key}", "AssignVariableOp",
-                   [f"{_INTERNAL}/variables/{var.key}",
-                    f"{restore.name}:{i}"], device=var.device)
-      assign.attr["dtype"].type = var.dtype
-      assigns.append("^" + assign.name)
-    group_ops.append("^" + add(scope, "NoOp", assigns).name)
-  add(f"{_INTERNAL}/restore_all", "NoOp", group_ops)
-  save = add(f"{_INTERNAL}/save/SaveV2", "SaveV2",
-             [f"{_INTERNAL}/filename", f"{_INTERNAL}/tensor_names",
-              f"{_INTERNAL}/shape_and_slices"] + keys,  # The reads.
-             device="/device:CPU:0")
-  save.attr["dtypes"].list.type.extend(v.dtype for v in variables)
-  control = add(f"{_INTERNAL}/save/control_dependency", "Identity",
-                [f"{_INTERNAL}/filename", "^" + save.name])
-  control.attr["T"].type = types_pb2.DT_STRING
-  saver_def = saver_pb2.SaverDef(
-      filename_tensor_name=f"{_INTERNAL}/filename:0",
-      save_tensor_name=f"{_INTERNAL}/save/control_dependency:0",
-      restore_op_name=f"{_INTERNAL}/restore_all", max_to_keep=1,
-      sharded=False, version=saver_pb2.SaverDef.V2)
-  return nodes, saver_def
+  return externalize.checkpoint_nodes(
+      [(str(index), members) for index, members in enumerate(groups.values())],
+      lambda var: f"{_INTERNAL}/variables/{var.key}")
 
 
 def _nbytes(var: _Variable) -> int:
