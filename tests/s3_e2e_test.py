@@ -29,6 +29,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from python.common import built_binaries
 from python.common import moto_server
 from python.common import object_store
 from python.merge import incremental
@@ -38,24 +39,13 @@ from python.merge.testdata import graphs
 from python.serve import launcher
 
 State = get_model_status_pb2.ModelVersionStatus.State
-_WORKSPACE = "tf_serving_merge"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BUCKET = "fleet"
 _DEADLINE_S = 180.0
 _REPLICAS = 3
 
 
 def _binary(*parts: str) -> str:
-  srcdir = os.environ.get("TEST_SRCDIR")
-  candidates = []
-  if srcdir:
-    candidates.append(os.path.join(srcdir, _WORKSPACE, *parts))
-  candidates.append(os.path.join(_REPO_ROOT, "bazel-bin", *parts))
-  for path in candidates:
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-      return path
-  raise FileNotFoundError(f"{'/'.join(parts)} is not at any of {candidates}; "
-                          "run this test with bazel test //tests:s3_e2e_test")
+  return built_binaries.built_binary(*parts)
 
 
 class S3EndToEndTest(absltest.TestCase):

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import prediction_log_pb2
 
+from python.common import built_binaries
 from python.merge import merge_lib
 from python.merge import signatures as signatures_lib
 from python.merge import spec as spec_lib
@@ -26,30 +27,13 @@ from python.merge import warmup as warmup_lib
 from python.merge.testdata import graphs
 from tests.testdata import tf_serving_models
 
-_WORKSPACE = "tf_serving_merge"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 _TIMEOUT_SECONDS = 240
 
 
 def _verifier() -> str:
   """//cc/verify from runfiles; outside Bazel $VERIFY_BINARY or bazel-bin."""
-  candidates = []
-  srcdir = os.environ.get("TEST_SRCDIR")
-  if srcdir:
-    candidates.append(os.path.join(
-        srcdir, os.environ.get("TEST_WORKSPACE", _WORKSPACE), "cc", "verify",
-        "verify"))
-  if os.environ.get("VERIFY_BINARY"):
-    candidates.append(os.environ["VERIFY_BINARY"])
-  candidates.append(os.path.join(_REPO_ROOT, "bazel-bin", "cc", "verify",
-                                 "verify"))
-  for path in candidates:
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-      return path
-  raise FileNotFoundError(
-      f"the //cc/verify binary is not at any of {candidates}; run this test "
-      "with `bazel test //python/merge:cc_verify_test` or set VERIFY_BINARY.")
+  return built_binaries.built_binary("cc", "verify", "verify",
+                                     env_var="VERIFY_BINARY")
 
 
 class CcVerifyTest(parameterized.TestCase):

@@ -30,6 +30,7 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import convert_to_constants
 
+from python.common import built_binaries
 from python.merge import externalize
 from python.merge import function_constants
 from python.merge import graph_io
@@ -38,7 +39,6 @@ from python.merge import numerics
 
 _THRESHOLD = 1024
 _DIM = 32  # Weights are 32x32 float32: 4 KiB, above the threshold.
-_WORKSPACE = "tf_serving_merge"
 
 
 def _weights(seed: int) -> np.ndarray:
@@ -157,19 +157,7 @@ def _inputs(seed: int) -> list[np.ndarray]:
 
 def _verifier() -> str:
   """//cc/verify from runfiles (or bazel-bin outside Bazel)."""
-  candidates = []
-  if os.environ.get("TEST_SRCDIR"):
-    candidates.append(os.path.join(
-        os.environ["TEST_SRCDIR"],
-        os.environ.get("TEST_WORKSPACE", _WORKSPACE), "cc", "verify",
-        "verify"))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  candidates.append(os.path.join(root, "bazel-bin", "cc", "verify", "verify"))
-  for path in candidates:
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-      return path
-  raise FileNotFoundError(f"//cc/verify is not at any of {candidates}")
+  return built_binaries.built_binary("cc", "verify", "verify")
 
 
 _MAIN = ("loop", "nested", "twice", "cond", "loop_call", "loop_in_call")

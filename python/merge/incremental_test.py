@@ -27,6 +27,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from python.common import built_binaries
 from python.merge import errors
 from python.merge import incremental
 from python.merge import inspect_lib
@@ -36,28 +37,13 @@ from python.merge import warmup as warmup_lib
 from python.merge.testdata import graphs
 from python.serve import launcher
 
-_WORKSPACE = "tf_serving_merge"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 _TIMEOUT_SECONDS = 240
 
 
 def _verifier() -> str:
   """//cc/verify from runfiles (as cc_verify_test finds it)."""
-  candidates = []
-  srcdir = os.environ.get("TEST_SRCDIR")
-  if srcdir:
-    candidates.append(os.path.join(
-        srcdir, os.environ.get("TEST_WORKSPACE", _WORKSPACE), "cc", "verify",
-        "verify"))
-  if os.environ.get("VERIFY_BINARY"):
-    candidates.append(os.environ["VERIFY_BINARY"])
-  candidates.append(os.path.join(_REPO_ROOT, "bazel-bin", "cc", "verify",
-                                 "verify"))
-  for path in candidates:
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-      return path
-  raise FileNotFoundError(f"the //cc/verify binary is not at {candidates}.")
+  return built_binaries.built_binary("cc", "verify", "verify",
+                                     env_var="VERIFY_BINARY")
 
 
 def _model(name: str, info: dict) -> merge_lib.ModelSpec:
