@@ -9,23 +9,11 @@ from client import fake_server_testlib
 from client import input_files
 
 
-class CallsTest(absltest.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = fake_server_testlib.FakeServer()
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.stop()
-    super().tearDownClass()
+class CallsTest(fake_server_testlib.ServerTestCase):
 
   def setUp(self):
     super().setUp()
-    self.client = client_lib.ServingClient(self.server.address, "toy",
-                                           timeout_s=5.0)
-    self.addCleanup(self.client.close)
+    self.client = self.make_client()
     self.signatures = self.client.metadata().signatures
 
   def test_missing_inputs_are_sampled(self):

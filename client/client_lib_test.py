@@ -24,24 +24,7 @@ def _unused_port() -> int:
     return s.getsockname()[1]
 
 
-class ServingClientTest(parameterized.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = fake_server_testlib.FakeServer()
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.stop()
-    super().tearDownClass()
-
-  def make_client(self, model_name=fake_server_testlib.MODEL_NAME, **kwargs):
-    kwargs.setdefault("timeout_s", 5.0)
-    client = client_lib.ServingClient(self.server.address, model_name,
-                                      **kwargs)
-    self.addCleanup(client.close)
-    return client
+class ServingClientTest(fake_server_testlib.ServerTestCase):
 
   def test_metadata_lists_every_signature_with_dtypes_and_shapes(self):
     metadata = self.make_client().metadata()

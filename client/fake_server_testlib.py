@@ -19,6 +19,7 @@ import concurrent.futures
 import threading
 from typing import Dict
 
+from absl.testing import parameterized
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -30,6 +31,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
+
+from client import client_lib
 
 MODEL_NAME = "toy"
 VERSIONS = (1, 2)
@@ -201,3 +204,26 @@ class FakeServer:
 
   def stop(self) -> None:
     self._server.stop(grace=None)
+
+
+class ServerTestCase(parameterized.TestCase):
+  """A test case with one FakeServer for the class and clients of it."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.server = FakeServer()
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.server.stop()
+    super().tearDownClass()
+
+  def make_client(self, model_name: str = MODEL_NAME,
+                  **kwargs) -> client_lib.ServingClient:
+    """A client of the fake server, closed when the test ends."""
+    kwargs.setdefault("timeout_s", 5.0)
+    client = client_lib.ServingClient(self.server.address, model_name,
+                                      **kwargs)
+    self.addCleanup(client.close)
+    return client

@@ -3,7 +3,6 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from client import client_lib
 from client import fake_server_testlib
 from client import load_test
 
@@ -25,23 +24,11 @@ class LoadReportTest(absltest.TestCase):
     self.assertFalse(r.ok)
 
 
-class LoadTest(parameterized.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = fake_server_testlib.FakeServer()
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.stop()
-    super().tearDownClass()
+class LoadTest(fake_server_testlib.ServerTestCase):
 
   def setUp(self):
     super().setUp()
-    self.client = client_lib.ServingClient(self.server.address, "toy",
-                                           timeout_s=5.0)
-    self.addCleanup(self.client.close)
+    self.client = self.make_client()
     self.signatures = self.client.metadata().signatures
 
   @parameterized.parameters((0, 1), (1, 0))

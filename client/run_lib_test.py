@@ -37,22 +37,10 @@ class ProgressBarTest(absltest.TestCase):
     self.assertLessEqual(len(lines), 5)
 
 
-class RunTest(parameterized.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = fake_server_testlib.FakeServer()
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.stop()
-    super().tearDownClass()
+class RunTest(fake_server_testlib.ServerTestCase):
 
   def run_client(self, model_name="toy", **config):
-    client = client_lib.ServingClient(self.server.address, model_name,
-                                      timeout_s=5.0)
-    self.addCleanup(client.close)
+    client = self.make_client(model_name)
     out, err = io.StringIO(), io.StringIO()
     code = run_lib.run(client, run_lib.RunConfig(**config), out, err)
     return code, out.getvalue(), err.getvalue()
