@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cc/verify/runner.h"
-#include "cc/verify/static_checks.h"
+#include "cc/verify/saved_model_checks.h"
 #include "cc/verify/synthesis.h"
 #include "cc/verify/warmup_replay.h"
 #include "tensorflow/cc/saved_model/loader.h"
@@ -171,7 +171,8 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   };
 
-  // Steps 1-6 (static_checks.h): everything that only needs saved_model.pb.
+  // Steps 1-6 (saved_model_checks.h): everything that only needs
+  // saved_model.pb.
   // Step 1: the export directory.
   if (absl::Status s = CheckExportDir(options.export_dir); !s.ok()) {
     return failed(s);

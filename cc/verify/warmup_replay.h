@@ -13,7 +13,7 @@
 #include "cc/verify/prediction_log.h"
 #include "cc/verify/report.h"
 #include "cc/verify/runner.h"
-#include "cc/verify/static_checks.h"
+#include "cc/verify/saved_model_checks.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 
 namespace tf_serving_merge {
