@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "cc/verify/runner.h"
+#include "cc/verify/request_runner.h"
 #include "cc/verify/saved_model_checks.h"
 #include "cc/verify/synthesis.h"
 #include "cc/verify/warmup_replay.h"
@@ -220,7 +220,7 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   }
 
-  // Step 8 (runner.h, warmup_replay.h): run.
+  // Step 8 (request_runner.h, warmup_replay.h): run.
   InputSynthesizer synthesizer((*meta_graph)->graph_def());
   std::vector<std::string> fed_records;
   Runner runner;

@@ -48,8 +48,9 @@
 // returned as an error status (a usage error for the command line).
 //
 // Each concern has its own file, and this one is the recipe that calls them:
-// steps 1-6 in saved_model_checks.h, step 8's Session::Runs in runner.h and
-// its warmup replay in warmup_replay.h, input synthesis in synthesis.h, the report
+// steps 1-6 in saved_model_checks.h, step 8's Session::Runs in
+// request_runner.h and its warmup replay in warmup_replay.h, input synthesis
+// in synthesis.h, the report
 // and its text / JSON rendering in report.h, and the names and helpers they
 // share in common.h. report.h and common.h are included here, so callers of
 // this header keep VerifyReport, FormatText, FormatJson and the constants.

@@ -1,4 +1,4 @@
-#include "cc/verify/runner.h"
+#include "cc/verify/request_runner.h"
 
 #include <algorithm>
 #include <utility>
