@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "cc/verify/prediction_log.h"
-#include "cc/verify/report.h"
+#include "cc/verify/report_format.h"
 #include "cc/verify/request_runner.h"
 #include "cc/verify/saved_model_checks.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
