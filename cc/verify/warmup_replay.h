@@ -3,6 +3,12 @@
 // at most kMaxWarmupRecords, stopping at the first error, each request checked
 // the way TF Serving's Predict / Classify / Regress / MultiInference APIs
 // check it before running.
+//
+// Counterparts in TF Serving's tensorflow_serving/servables/tensorflow/:
+// saved_model_warmup_util.cc (internal::RunSavedModelWarmup: the file, its
+// WarmupConsts::kMaxNumRecords limit, the first error stops the load) for
+// ReplayWarmup, and saved_model_warmup.cc (RunWarmupRequest: one request by
+// its log type, through request_runner.h here) for RunWarmupRequest.
 
 #ifndef TF_SERVING_MERGE_CC_VERIFY_WARMUP_REPLAY_H_
 #define TF_SERVING_MERGE_CC_VERIFY_WARMUP_REPLAY_H_
