@@ -7,7 +7,8 @@ merge's warmup writer (`python/merge/warmup.py`, one request per signature in
 (`cc/verify/example_synthesis.cc` ports this module rule for rule). They follow
 this policy, so a request the check ran is the request TF Serving replays, and
 the verifier feeds what the merge wrote. `//python/merge:cc_verify_test`
-compares the verifier's `--dump_requests` with this module's output.
+compares the verifier's `--dump_requests` with this module's output, its
+tf.Examples byte for byte.
 
 The policy:
 
