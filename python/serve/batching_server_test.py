@@ -250,8 +250,12 @@ class ControlCallIsolationTest(absltest.TestCase):
           health_pb2.HealthCheckResponse.SERVING)
       model_stub.GetModelStatus(status_request, timeout=5)
     self.assertFalse(any(r.done() for r in reloads))
-    # A version appears: every waiting reload succeeds.
-    models.write_half_plus_two(empty, version_dir='1')
+    # A version appears (written aside and renamed in, as a publish does,
+    # so the 0.2 s poll never sees a half-written one): every waiting
+    # reload succeeds.
+    staging = os.path.join(root, 'staging')
+    models.write_half_plus_two(staging, version_dir='1')
+    os.rename(os.path.join(staging, '1'), os.path.join(empty, '1'))
     for future in reloads:
       self.assertEqual(future.result(timeout=60).status.error_code, 0)
 

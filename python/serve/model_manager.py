@@ -45,6 +45,7 @@ from python.common import object_store
 from python.common import versions as versions_lib
 from python.serve import object_store_cache
 from python.serve import batching
+from python.serve import gil_slices
 from python.serve import inference
 from python.serve import servable as servable_lib
 from python.serve import serving_error
@@ -743,6 +744,7 @@ class ModelManager:
       else:
         self._load(name, model, version, aspired[version])
 
+  @gil_slices.loading
   def _load(self, name: str, model: _Model, version: int, path: str) -> None:
     harness = _Harness(version=version, path=path, state=State.LOADING)
     with self._cond:

@@ -12,6 +12,8 @@ feeds `x` of shape [1] into a [None, 1] placeholder and answers). Callables
 are built once per (feeds, fetches, deadline bucket) and cached; the ones of
 each signature's full inputs/outputs are built at load (`inference.prepare`).
 They release the GIL, so many request threads can run one servable at once.
+Runs of small signatures execute in the request's thread instead of TF's
+inter-op pool (`caller_thread`), which saves the pool's hand-off.
 With --enable_batching, runs go through a `batching.BatchingSession` (one
 queue per feeds/fetches set, a shared pool of batch threads). A reference
 count lets the manager unload a version only after every request holding it
@@ -30,6 +32,7 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.serve import batching as batching_lib
+from python.serve import caller_thread
 from python.serve import serving_error
 
 # Callables kept per servable; the oldest built is released past this many
@@ -104,7 +107,9 @@ class Servable:
   def __init__(self, name: str, version: int, path: str,
                session: tf.compat.v1.Session,
                meta_graph_def: meta_graph_pb2.MetaGraphDef,
-               options: RuntimeOptions = RuntimeOptions()):
+               options: RuntimeOptions = RuntimeOptions(),
+               caller_thread_runs: Optional[Mapping[Tuple[str, ...],
+                                                    frozenset]] = None):
     self.name = name
     self.version = version
     self.path = path
@@ -119,6 +124,9 @@ class Servable:
     self._callables: 'collections.OrderedDict[Tuple, object]' = (
         collections.OrderedDict())
     self._batching: Optional[batching_lib.BatchingSession] = None
+    # Feeds -> fetches whose runs stay in the calling thread
+    # (caller_thread.simple_runs).
+    self._caller_thread_runs = caller_thread_runs or {}
     # Per-signature request plans (inference.py fills it at load).
     self.plans: dict = {}
 
@@ -144,6 +152,12 @@ class Servable:
     """The BatchingSession of this version, or None when not batched."""
     return self._batching
 
+  def in_caller_thread(self, feeds: Tuple[str, ...],
+                       fetches: Tuple[str, ...]) -> bool:
+    """True if runs of these sorted feeds and fetches skip TF's pool."""
+    return caller_thread.in_caller_thread(self._caller_thread_runs, feeds,
+                                          fetches)
+
   def callable_for(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
                    timeout_s: Optional[float] = None):
     """Builds (or finds) the session callable of a feeds/fetches set."""
@@ -159,6 +173,8 @@ class Servable:
                                          fetch=list(fetches))
     if timeout_ms:
       options.run_options.timeout_in_ms = timeout_ms
+    if self.in_caller_thread(feeds, fetches):
+      options.run_options.inter_op_thread_pool = -1
     # pylint: disable-next=protected-access
     run = self._session._make_callable_from_options(options)
     with self._callables_lock:
@@ -314,7 +330,10 @@ def load(name: str, version: int, path: str, tags: Sequence[str],
         f'{path} with tags {{{",".join(tags)}}}: {detail}',
         _load_error_code(e)) from e
   graph.finalize()
+  simple = ({} if caller_thread.pool_configured(session_config) else
+            caller_thread.simple_runs(meta_graph_def))
   if options.remove_unused_fields_from_bundle_metagraph:
     meta_graph_def = _trimmed(meta_graph_def)
-  return Servable(name, version, path, session, meta_graph_def, options)
+  return Servable(name, version, path, session, meta_graph_def, options,
+                  caller_thread_runs=simple)
 

@@ -234,20 +234,33 @@ class BenchSmokeTest(absltest.TestCase):
   def test_server_bench(self):
     summary = _run_bench("tests.bench.server_bench", "--concurrency=1,2",
                          "--seconds=0.5", "--floor_calls=20",
-                         "--warmup_requests=2")
+                         "--block_requests=7", "--warmup_requests=2",
+                         "--dense_width=16")
     self.assertEqual(summary["benchmark"], "server")
-    for floor in ("callable", "grpc_empty_prediction_service"):
-      self.assertEqual(summary["floors"][floor]["requests"], 20, msg=floor)
-      self.assertGreater(summary["floors"][floor]["p50_ms"], 0, msg=floor)
-    self.assertIn("python/serve", summary["servers"])
-    self.assertIn("python/serve --enable_batching", summary["servers"])
-    for label, by_concurrency in summary["servers"].items():
-      self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
-      for stats in by_concurrency.values():
-        self.assertGreater(stats["requests"], 0, msg=label)
-        self.assertGreater(stats["throughput_rps"], 0, msg=label)
-      self.assertGreater(summary["overhead_p50_vs_floors"][label], 0)
-    self.assertCountEqual(summary["batching_gain_rps"], ["1", "2"])
+    self.assertCountEqual(summary["models"], ["half_plus_two", "dense"])
+    for model, result in summary["models"].items():
+      for floor in ("callable", "grpc_empty_prediction_service"):
+        self.assertEqual(result["floors"][floor]["requests"], 20,
+                         msg=(model, floor))
+        self.assertGreater(result["floors"][floor]["p50_ms"], 0,
+                           msg=(model, floor))
+      self.assertCountEqual(result["servers"],
+                            ["python/serve", "python/serve --enable_batching"])
+      for label, by_concurrency in result["servers"].items():
+        self.assertEqual(
+            result["in_turns_concurrency_1"][label]["requests"], 20)
+        self.assertCountEqual(by_concurrency, ["1", "2"], msg=label)
+        for stats in by_concurrency.values():
+          self.assertGreater(stats["requests"], 0, msg=label)
+          self.assertGreater(stats["throughput_rps"], 0, msg=label)
+        self.assertGreater(result["overhead_p50_vs_floors"][label], 0)
+      self.assertCountEqual(result["batching_gain_rps"], ["1", "2"])
+      diffs = result["max_abs_diff_vs_sequential"]
+      self.assertCountEqual(diffs, result["servers"])
+      if model == "half_plus_two":  # Row by row: batching changes no bit.
+        self.assertEqual(set(diffs.values()), {0.0}, msg=diffs)
+      else:  # GEMM kernels may round another batch size differently.
+        self.assertLess(max(diffs.values()), 1e-4, msg=diffs)
 
   def test_rest_bench(self):
     summary = _run_bench("tests.bench.rest_bench", "--requests=10",

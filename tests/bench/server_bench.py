@@ -2,23 +2,33 @@ r"""Benchmark 4: what the model server adds on top of running the model.
 
   bazel run //tests/bench:server_bench -- --concurrency=1,16,64 --seconds=5
 
-Serves TF Serving's half_plus_two (tests/testdata/tf_serving_models.py: the
-canonical Predict, `x = [2.0]` -> `y = [3.0]`) with the project's server
-(`//python/serve`) and, when one is on PATH, the real
-`tensorflow_model_server`, and measures Predict p50 / p99 latency and
-throughput with `--concurrency` client threads sending back-to-back requests
-for `--seconds` each: once as is, once with `--enable_batching`
-(`--batching_parameters`). Next to it, two floors measured in the same run:
+Serves two models with the project's server (`//python/serve`) and, when one
+is on PATH, the real `tensorflow_model_server`:
+
+  half_plus_two  TF Serving's own (tests/testdata/tf_serving_models.py: the
+                 canonical Predict, `x = [2.0]` -> `y = [3.0]`); its run is
+                 tiny, so it measures what the server itself costs.
+  dense          `--dense_layers` fully connected ReLU layers of
+                 `--dense_width` (weights in variables), one row per request:
+                 a model whose run dominates the RPC, which is what batching
+                 is for.
+
+For each model, the floors and the server at concurrency 1 are measured
+in turns, in blocks of `--block_requests` (so they meet the same load from the rest
+of the machine):
 
   callable floor  the signature's session callable, in process (what the
-                  server's own run costs)
+                  model's own run costs; back to back, TF's default pool)
   gRPC floor      a Predict round trip to an empty Python PredictionService
                   (same grpcio and protobuf; tests/bench/empty_grpc_server.py)
 
-and the ratios: server p50 / (callable floor p50 + gRPC floor p50) at
-concurrency 1, and the batching gain (requests/s with batching / without) at
-each concurrency. Clients and servers share the machine's cores. Prints a
-Markdown table, then one JSON line (the last line).
+with the ratio server p50 / (callable floor p50 + gRPC floor p50). Then
+`--concurrency` client threads send back-to-back requests for `--seconds`
+each, to the server as is and with `--enable_batching`
+(`--batching_parameters`), and the batching gain is requests/s with
+batching / without at each concurrency. Batched answers are compared with
+unbatched ones. Clients and servers share the machine's cores. Prints a
+Markdown table per model, then one JSON line (the last line).
 """
 
 import contextlib
@@ -43,16 +53,32 @@ from python.common import cli
 from tests.bench import bench_lib
 from tests.testdata import tf_serving_models
 
+MODELS = ("half_plus_two", "dense")
+
+_MODELS = flags.DEFINE_list("models", list(MODELS),
+                             "Models to serve: half_plus_two, dense.")
+_DENSE_WIDTH = flags.DEFINE_integer("dense_width", 1024,
+                                    "Width of the dense model's layers.",
+                                    lower_bound=1)
+_DENSE_LAYERS = flags.DEFINE_integer("dense_layers", 2,
+                                     "Layers of the dense model.",
+                                     lower_bound=1)
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "16", "64"],
                                  "Client thread counts.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0,
                               "Measured seconds per concurrency level.",
                               lower_bound=0.1)
+_BLOCK_REQUESTS = flags.DEFINE_integer(
+    "block_requests", 100,
+    "At concurrency 1, the floor and the servers take turns in blocks of "
+    "this many requests.", lower_bound=1)
 _WARMUP_REQUESTS = flags.DEFINE_integer(
     "warmup_requests", 50, "Unmeasured requests before each server's run.",
     lower_bound=0)
 _FLOOR_CALLS = flags.DEFINE_integer(
-    "floor_calls", 2000, "Calls measured for each floor.", lower_bound=1)
+    "floor_calls", 2000,
+    "Calls measured for each floor, and requests per server at "
+    "concurrency 1.", lower_bound=1)
 _BATCHING_PARAMETERS = flags.DEFINE_string(
     "batching_parameters",
     "max_batch_size { value: 64 } batch_timeout_micros { value: 0 } "
@@ -64,8 +90,37 @@ _WORK_DIR = flags.DEFINE_string(
     "the scratch directory is deleted at the end unless --keep.")
 _KEEP = flags.DEFINE_boolean("keep", False, "Keep the scratch directory.")
 
-MODEL = "half_plus_two"
 SIGNATURE = "serving_default"
+
+
+def write_dense(base_path: str, width: int, layers: int) -> str:
+  """A TF1 SavedModel of `layers` Dense+ReLU layers; returns the version dir.
+
+  Signature serving_default: `x` float [None, width] -> `y` [None, width].
+  Weights are seeded variables (in the checkpoint, as trained models hold
+  them), scaled so activations stay near 1.
+  """
+  version_dir = os.path.join(base_path, "1")
+  graph = tf.Graph()
+  with graph.as_default():
+    x = tf.compat.v1.placeholder(tf.float32, [None, width], name="x")
+    y = x
+    for i in range(layers):
+      w = tf.compat.v1.get_variable(
+          f"dense_{i}/kernel", [width, width], tf.float32,
+          tf.compat.v1.random_normal_initializer(
+              stddev=np.sqrt(2.0 / width), seed=i))
+      y = tf.nn.relu(tf.matmul(y, w))
+    y = tf.identity(y, name="y")
+    with tf.compat.v1.Session(graph=graph) as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      builder = tf.compat.v1.saved_model.Builder(version_dir)
+      builder.add_meta_graph_and_variables(
+          sess, ["serve"], signature_def_map={
+              SIGNATURE: tf.compat.v1.saved_model.predict_signature_def(
+                  {"x": x}, {"y": y})})
+      builder.save()
+  return version_dir
 
 
 def _stats(latencies: Sequence[float], elapsed: float) -> dict:
@@ -84,6 +139,27 @@ def time_calls(call: Callable[[], None], count: int) -> list[float]:
     start = time.perf_counter()
     call()
     latencies.append(time.perf_counter() - start)
+  return latencies
+
+
+def time_alternating(calls: Sequence[Callable[[], None]], count: int,
+                     block: int) -> list[list[float]]:
+  """Latencies of `count` calls of each, alternating in blocks of `block`.
+
+  Each contender serves a block of back-to-back calls (so its threads are as
+  awake as in a sequential run), then the next one; the order rotates every
+  round, so all of them meet the same load from the rest of the machine.
+  """
+  latencies = [[] for _ in calls]
+  round_index = 0
+  while len(latencies[0]) < count:
+    for k in range(len(calls)):
+      j = (round_index + k) % len(calls)
+      for _ in range(min(block, count - len(latencies[j]))):
+        start = time.perf_counter()
+        calls[j]()
+        latencies[j].append(time.perf_counter() - start)
+    round_index += 1
   return latencies
 
 
@@ -145,40 +221,53 @@ def empty_server() -> Iterator[str]:
         proc.wait()
 
 
-def _serve(label: str, base: str, use_real_server: bool,
-           request: predict_pb2.PredictRequest, concurrency: Sequence[int],
-           seconds: float, warmup_requests: int,
-           extra_flags: Sequence[str] = ()) -> dict:
-  """Starts one server and loads it at every concurrency level."""
-  server = launcher.ServerProcess(model_name=MODEL, model_base_path=base,
-                                  use_real_server=use_real_server,
-                                  extra_flags=extra_flags).start()
-  results = {}
-  try:
-    with grpc.insecure_channel(server.address) as channel:
-      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-      call = functools.partial(stub.Predict, request, timeout=30)
-      response = call()
-      if list(response.outputs["y"].float_val) != [3.0]:
-        raise bench_lib.BenchError(
-            f"{label} answered {response.outputs['y']}, not y = [3.0]")
-      time_calls(call, warmup_requests)
-      for c in concurrency:
-        results[str(c)] = load(call, c, seconds)
-        print(f"  {label} concurrency {c}: {results[str(c)]}", flush=True)
-  finally:
-    server.stop()
-  return results
+@contextlib.contextmanager
+def predict_stub(address: str, request: predict_pb2.PredictRequest,
+                 timeout_s: float = 30) -> Iterator[Callable]:
+  """Yields a no-argument Predict of `request` on a fresh channel."""
+  with grpc.insecure_channel(address) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    yield functools.partial(stub.Predict, request, timeout=timeout_s)
 
 
-def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
-        floor_calls: int, batching_parameters: str, work_dir: str) -> dict:
-  """Runs the benchmark and prints its table; returns the JSON summary."""
-  base = os.path.join(work_dir, "models", MODEL)
-  version_dir = tf_serving_models.write_half_plus_two(base)
-  x = np.array([2.0], np.float32)
+def _output(response: predict_pb2.PredictResponse) -> np.ndarray:
+  return tf.make_ndarray(response.outputs["y"])
 
-  # Floor 1: the signature's session callable, in process.
+
+def concurrent_answers(call: Callable[[], predict_pb2.PredictResponse],
+                       threads: int, per_thread: int) -> list[np.ndarray]:
+  """Answers of `threads` threads sending `per_thread` requests each.
+
+  With batching on, these are the answers of rows run in batches.
+  """
+  answers = [[] for _ in range(threads)]
+  workers = [threading.Thread(
+      target=lambda out: out.extend(_output(call()) for _ in range(per_thread)),
+      args=(out,)) for out in answers]
+  for worker in workers:
+    worker.start()
+  for worker in workers:
+    worker.join()
+  return [a for out in answers for a in out]
+
+
+def _model(name: str, work_dir: str, dense_width: int, dense_layers: int):
+  """Writes model `name`; returns (base path, version dir, input, label)."""
+  base = os.path.join(work_dir, "models", name)
+  if name == "half_plus_two":
+    return (base, tf_serving_models.write_half_plus_two(base),
+            np.array([2.0], np.float32),
+            "TF Serving's half_plus_two, Predict x = [2.0]")
+  rows = np.random.default_rng(0).standard_normal(
+      (1, dense_width)).astype(np.float32)
+  return (base, write_dense(base, dense_width, dense_layers), rows,
+          f"dense: {dense_layers} x ReLU(MatMul {dense_width}x{dense_width}), "
+          f"one row of {dense_width} floats per request")
+
+
+def _callable_floor(version_dir: str, x: np.ndarray, warmup: int,
+                    calls: int) -> tuple[list[float], np.ndarray]:
+  """The signature's session callable in process: latencies and answer."""
   with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], version_dir)
     signature = meta.signature_def[SIGNATURE]
@@ -186,23 +275,24 @@ def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
     run_callable = sess._make_callable_from_options(
         config_pb2.CallableOptions(feed=[signature.inputs["x"].name],
                                    fetch=[signature.outputs["y"].name]))
-    time_calls(lambda: run_callable(x), warmup_requests)
-    run_floor = time_calls(lambda: run_callable(x), floor_calls)
+    answer = run_callable(x)[0]
+    time_calls(lambda: run_callable(x), warmup)
+    return time_calls(lambda: run_callable(x), calls), answer
 
+
+def run_model(name: str, *, concurrency: Sequence[int], seconds: float,
+              warmup_requests: int, floor_calls: int,
+              batching_parameters: str, dense_width: int, dense_layers: int,
+              block_requests: int, work_dir: str) -> dict:
+  """Measures one model; prints its table; returns its JSON summary."""
+  base, version_dir, x, description = _model(name, work_dir, dense_width,
+                                             dense_layers)
+  run_floor, expected = _callable_floor(version_dir, x, warmup_requests,
+                                        floor_calls)
   request = predict_pb2.PredictRequest()
-  request.model_spec.name = MODEL
+  request.model_spec.name = name
   request.model_spec.signature_name = SIGNATURE
   request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
-  # Floor 2: a Predict round trip to an empty PredictionService.
-  with empty_server() as address, grpc.insecure_channel(address) as channel:
-    empty = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
-    time_calls(lambda: empty(request, timeout=10), warmup_requests)
-    grpc_floor = time_calls(lambda: empty(request, timeout=10), floor_calls)
-  floors = {"callable": _stats(run_floor, sum(run_floor)),
-            "grpc_empty_prediction_service": _stats(grpc_floor,
-                                                    sum(grpc_floor))}
-  floor_p50 = (floors["callable"]["p50_ms"] +
-               floors["grpc_empty_prediction_service"]["p50_ms"])
 
   params_path = os.path.join(work_dir, "batching.pbtxt")
   with open(params_path, "w", encoding="utf-8") as f:
@@ -214,51 +304,123 @@ def run(*, concurrency: Sequence[int], seconds: float, warmup_requests: int,
                   f"--batching_parameters_file={params_path}")))
   if launcher.find_real_server():
     runs.append(("tensorflow_model_server", True, ()))
-  results = {label: _serve(label, base, real, request, concurrency, seconds,
-                           warmup_requests, extra)
-             for label, real, extra in runs}
 
-  rows = [["session callable (in process)", 1,
+  results = {}
+  answers = {}
+  diffs = {}
+  with contextlib.ExitStack() as stack:
+    servers = {}
+    for label, real, extra in runs:
+      server = launcher.ServerProcess(model_name=name, model_base_path=base,
+                                      use_real_server=real,
+                                      extra_flags=extra).start()
+      stack.callback(server.stop)
+      servers[label] = stack.enter_context(
+          predict_stub(server.address, request))
+      answers[label] = _output(servers[label]())
+      if not np.allclose(answers[label], expected, rtol=1e-5, atol=1e-5):
+        raise bench_lib.BenchError(
+            f"{label} answered {answers[label]!r}, not {expected!r}")
+      time_calls(servers[label], warmup_requests)
+      # Answers under concurrency (batched rows, with batching) against the
+      # first, sequential one.
+      for answer in concurrent_answers(servers[label], max(concurrency), 10):
+        diffs[label] = max(diffs.get(label, 0.0),
+                           float(np.max(np.abs(answer - answers[label]))))
+    address = stack.enter_context(empty_server())
+    empty = stack.enter_context(predict_stub(address, request, 10))
+    time_calls(empty, warmup_requests)
+    # Floors and servers at concurrency 1, request by request.
+    labels = ["grpc_empty_prediction_service"] + list(servers)
+    alternating = time_alternating(
+        [empty] + list(servers.values()), floor_calls, block_requests)
+    sequential = {label: _stats(l, sum(l))
+                  for label, l in zip(labels, alternating)}
+    for label, call in servers.items():
+      results[label] = {}
+      for c in concurrency:
+        results[label][str(c)] = load(call, c, seconds)
+        print(f"  {name} {label} concurrency {c}: {results[label][str(c)]}",
+              flush=True)
+
+  floors = {"callable": _stats(run_floor, sum(run_floor)),
+            "grpc_empty_prediction_service":
+                sequential.pop("grpc_empty_prediction_service")}
+  floor_p50 = (floors["callable"]["p50_ms"] +
+               floors["grpc_empty_prediction_service"]["p50_ms"])
+  rows = [["session callable (in process, floor)", 1,
            bench_lib.fmt(floors["callable"]["p50_ms"], 3),
-           bench_lib.fmt(floors["callable"]["p99_ms"], 3), "-", "-", "-"],
-          ["empty Python PredictionService", 1,
+           bench_lib.fmt(floors["callable"]["p99_ms"], 3), "", "", ""],
+          ["empty Python PredictionService (floor)", "1, in turns",
            bench_lib.fmt(floors["grpc_empty_prediction_service"]["p50_ms"], 3),
            bench_lib.fmt(floors["grpc_empty_prediction_service"]["p99_ms"], 3),
-           "-", "-", "-"]]
+           "", "", ""]]
   overhead = {}
   batching_gain = {}
   plain = results["python/serve"]
   for label, by_c in results.items():
-    overhead[label] = bench_lib.ratio(by_c[str(concurrency[0])]["p50_ms"],
-                                      floor_p50)
+    s = sequential[label]
+    overhead[label] = bench_lib.ratio(s["p50_ms"], floor_p50)
+    rows.append([f"`{label}`", "1, in turns", bench_lib.fmt(s["p50_ms"], 3),
+                 bench_lib.fmt(s["p99_ms"], 3), "",
+                 f"**{bench_lib.fmt(overhead[label])}**", ""])
     for c in concurrency:
       s = by_c[str(c)]
       gain = bench_lib.ratio(s["throughput_rps"],
                              plain[str(c)]["throughput_rps"])
       if label.endswith("--enable_batching"):
         batching_gain[str(c)] = gain
-      rows.append([label, c, bench_lib.fmt(s["p50_ms"], 3),
+      rows.append([f"`{label}`", c, bench_lib.fmt(s["p50_ms"], 3),
                    bench_lib.fmt(s["p99_ms"], 3),
-                   bench_lib.fmt(s["throughput_rps"], 0),
-                   bench_lib.fmt(bench_lib.ratio(s["p50_ms"], floor_p50)),
+                   bench_lib.fmt(s["throughput_rps"], 0), "",
                    bench_lib.fmt(gain)])
+  # Every answer, sequential or concurrent, against python/serve's first.
+  batched_diff = {
+      label: max(diffs[label],
+                 float(np.max(np.abs(answer - answers["python/serve"]))))
+      for label, answer in answers.items()}
   print()
-  print(f"Machine: {bench_lib.machine_description()}")
-  print(f"Model: TF Serving's half_plus_two, Predict x = [2.0]; {seconds:g} s "
-        "per concurrency level; clients share the cores. Batching: "
+  print(f"Model: {description}; {seconds:g} s per concurrency level; "
+        f"{floor_calls} requests each at concurrency 1, taking turns in blocks "
+        f"of {block_requests}; clients "
+        "share the cores. Batching: "
         f"{batching_parameters or 'not run'}.")
   print(bench_lib.markdown_table(
       ["what", "concurrency", "p50 ms", "p99 ms", "requests/s",
        "p50 / (callable + gRPC floor)", "requests/s vs python/serve"], rows))
+  print("Max |answer - python/serve's first answer| over sequential and "
+        f"{max(concurrency)}-thread requests: {batched_diff}")
   print()
   return {
-      "benchmark": "server",
-      "machine": bench_lib.machine_description(),
+      "description": description,
       "floors": floors,
       "floor_p50_ms": round(floor_p50, 3),
+      "in_turns_concurrency_1": sequential,
       "servers": results,
       "overhead_p50_vs_floors": overhead,
       "batching_gain_rps": batching_gain,
+      "max_abs_diff_vs_sequential": batched_diff,
+  }
+
+
+def run(*, models: Sequence[str], concurrency: Sequence[int], seconds: float,
+        warmup_requests: int, floor_calls: int, batching_parameters: str,
+        dense_width: int, dense_layers: int, block_requests: int,
+        work_dir: str) -> dict:
+  """Runs the benchmark on each model; returns the JSON summary."""
+  print(f"Machine: {bench_lib.machine_description()}")
+  by_model = {
+      name: run_model(name, concurrency=concurrency, seconds=seconds,
+                      warmup_requests=warmup_requests,
+                      floor_calls=floor_calls,
+                      batching_parameters=batching_parameters,
+                      dense_width=dense_width, dense_layers=dense_layers,
+                      block_requests=block_requests, work_dir=work_dir)
+      for name in models}
+  return {
+      "benchmark": "server",
+      "machine": bench_lib.machine_description(),
+      "models": by_model,
       "batching_parameters": batching_parameters,
       "concurrency": list(concurrency),
   }
@@ -275,10 +437,17 @@ def main(argv: Sequence[str]) -> None:
         "counts like 1,4,16.") from e
   if not concurrency or min(concurrency) < 1:
     raise app.UsageError(f"--concurrency must be positive; got {concurrency}")
+  unknown = sorted(set(_MODELS.value) - set(MODELS))
+  if unknown or not _MODELS.value:
+    raise app.UsageError(f"--models: unknown {unknown or 'empty'}; choose "
+                         f"from {','.join(MODELS)}")
   tf.get_logger().setLevel("ERROR")
 
   def _run(work_dir: str) -> dict:
-    return run(concurrency=concurrency, seconds=_SECONDS.value,
+    return run(models=_MODELS.value, concurrency=concurrency,
+               seconds=_SECONDS.value, dense_width=_DENSE_WIDTH.value,
+               dense_layers=_DENSE_LAYERS.value,
+               block_requests=_BLOCK_REQUESTS.value,
                warmup_requests=_WARMUP_REQUESTS.value,
                floor_calls=_FLOOR_CALLS.value,
                batching_parameters=_BATCHING_PARAMETERS.value,
