@@ -10,9 +10,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "cc/verify/runner.h"
-#include "cc/verify/static_checks.h"
-#include "cc/verify/synthesis.h"
+#include "cc/verify/example_synthesis.h"
+#include "cc/verify/request_runner.h"
+#include "cc/verify/saved_model_checks.h"
 #include "cc/verify/warmup_replay.h"
 #include "tensorflow/cc/saved_model/loader.h"
 #include "tensorflow/core/lib/io/record_writer.h"
@@ -171,7 +171,8 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   };
 
-  // Steps 1-6 (static_checks.h): everything that only needs saved_model.pb.
+  // Steps 1-6 (saved_model_checks.h): everything that only needs
+  // saved_model.pb.
   // Step 1: the export directory.
   if (absl::Status s = CheckExportDir(options.export_dir); !s.ok()) {
     return failed(s);
@@ -219,7 +220,7 @@ absl::StatusOr<VerifyReport> VerifySavedModel(const VerifyOptions& options) {
     return report;
   }
 
-  // Step 8 (runner.h, warmup_replay.h): run.
+  // Step 8 (request_runner.h, warmup_replay.h): run.
   InputSynthesizer synthesizer((*meta_graph)->graph_def());
   std::vector<std::string> fed_records;
   Runner runner;

@@ -29,10 +29,11 @@
 //                         the bundle has one, as TF Serving's load does, then
 //                         smoke. smoke: each signature once with inputs
 //                         synthesized by python/common/synthesis.py's policy
-//                         (synthesis.h): batch 1; inputs of unknown rank
-//                         tried with each candidate shape until one runs (the
-//                         report names it); string inputs hold the tf.Example
-//                         or tf.SequenceExample their parse ops read.
+//                         (example_synthesis.h): batch 1; inputs of unknown
+//                         rank tried with each candidate shape until one runs
+//                         (the report names it); string inputs hold the
+//                         tf.Example or tf.SequenceExample their parse ops
+//                         read.
 //                         Classify/regress signatures whose input is not a
 //                         string (TF Serving's Classify/Regress APIs cannot
 //                         call them, Predict can) run as Predict, with a
@@ -48,11 +49,12 @@
 // returned as an error status (a usage error for the command line).
 //
 // Each concern has its own file, and this one is the recipe that calls them:
-// steps 1-6 in static_checks.h, step 8's Session::Runs in runner.h and its
-// warmup replay in warmup_replay.h, input synthesis in synthesis.h, the report
-// and its text / JSON rendering in report.h, and the names and helpers they
-// share in common.h. report.h and common.h are included here, so callers of
-// this header keep VerifyReport, FormatText, FormatJson and the constants.
+// steps 1-6 in saved_model_checks.h, step 8's Session::Runs in
+// request_runner.h and its warmup replay in warmup_replay.h, input synthesis
+// in example_synthesis.h, the report and its text / JSON rendering in
+// report_format.h, and the names and helpers they share in common.h.
+// report_format.h and common.h are included here, so callers of this header
+// keep VerifyReport, FormatText, FormatJson and the constants.
 
 #ifndef TF_SERVING_MERGE_CC_VERIFY_VERIFY_LIB_H_
 #define TF_SERVING_MERGE_CC_VERIFY_VERIFY_LIB_H_
@@ -65,7 +67,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cc/verify/common.h"  // IWYU pragma: export
-#include "cc/verify/report.h"  // IWYU pragma: export
+#include "cc/verify/report_format.h"  // IWYU pragma: export
 #include "tensorflow/core/framework/graph.pb.h"
 
 namespace tf_serving_merge {

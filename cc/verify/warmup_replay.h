@@ -3,6 +3,12 @@
 // at most kMaxWarmupRecords, stopping at the first error, each request checked
 // the way TF Serving's Predict / Classify / Regress / MultiInference APIs
 // check it before running.
+//
+// Counterparts in TF Serving's tensorflow_serving/servables/tensorflow/:
+// saved_model_warmup_util.cc (internal::RunSavedModelWarmup: the file, its
+// WarmupConsts::kMaxNumRecords limit, the first error stops the load) for
+// ReplayWarmup, and saved_model_warmup.cc (RunWarmupRequest: one request by
+// its log type, through request_runner.h here) for RunWarmupRequest.
 
 #ifndef TF_SERVING_MERGE_CC_VERIFY_WARMUP_REPLAY_H_
 #define TF_SERVING_MERGE_CC_VERIFY_WARMUP_REPLAY_H_
@@ -11,9 +17,9 @@
 
 #include "absl/status/status.h"
 #include "cc/verify/prediction_log.h"
-#include "cc/verify/report.h"
-#include "cc/verify/runner.h"
-#include "cc/verify/static_checks.h"
+#include "cc/verify/report_format.h"
+#include "cc/verify/request_runner.h"
+#include "cc/verify/saved_model_checks.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 
 namespace tf_serving_merge {

@@ -4,10 +4,11 @@ Three parts of the toolkit feed a graph inputs that nobody recorded: the
 merge's warmup writer (`python/merge/warmup.py`, one request per signature in
 `assets.extra/tf_serving_warmup_requests`), the merge's check
 (`python/merge/bundle_check.py`) and the C++ verifier's smoke run
-(`cc/verify/verify_lib.cc`, which ports this module rule for rule). They follow
+(`cc/verify/example_synthesis.cc` ports this module rule for rule). They follow
 this policy, so a request the check ran is the request TF Serving replays, and
 the verifier feeds what the merge wrote. `//python/merge:cc_verify_test`
-compares the verifier's `--dump_requests` with this module's output.
+compares the verifier's `--dump_requests` with this module's output, its
+tf.Examples byte for byte.
 
 The policy:
 

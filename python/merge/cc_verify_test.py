@@ -3,6 +3,12 @@
 Publishes bundles with every kind of test graph through merge_lib, then runs
 the verifier binary (tensorflow::LoadSavedModel under `serve`, as TF Serving
 loads) with --run=smoke and --run=warmup on each published version.
+
+`SynthesisAgreementTest` holds the golden parity test of the one
+input-synthesis policy: python/common/synthesis.py owns it, the verifier's
+cc/verify/example_synthesis mirrors it, and the tf.Examples (and
+SequenceExamples) the verifier feeds must be byte for byte the ones
+`synthesis.GraphSynthesizer.example_for` builds.
 """
 
 import json
@@ -19,7 +25,9 @@ import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import prediction_log_pb2
 
+from cc.verify.testdata import bundles as verify_bundles
 from python.common import built_binaries
+from python.common import synthesis
 from python.merge import merge_lib
 from python.merge import signatures as signatures_lib
 from python.merge import spec as spec_lib
@@ -165,6 +173,73 @@ def _requests(records) -> dict:
   return requests
 
 
+def _length_delimited(message: bytes, number: int) -> list[bytes]:
+  """The payloads of field `number` (wire type 2) of a serialized message.
+
+  Read off the wire so that they are the writer's own bytes: parsing them into
+  a message and serializing it again would reorder map entries and hide a
+  difference.
+  """
+  payloads, i = [], 0
+
+  def varint() -> int:
+    nonlocal i
+    value = shift = 0
+    while True:
+      byte = message[i]
+      i += 1
+      value |= (byte & 0x7F) << shift
+      shift += 7
+      if byte < 0x80:
+        return value
+
+  while i < len(message):
+    key = varint()
+    wire_type = key & 7
+    if wire_type == 0:
+      varint()
+    elif wire_type in (1, 5):
+      i += 8 if wire_type == 1 else 4
+    elif wire_type == 2:
+      size = varint()
+      if key >> 3 == number:
+        payloads.append(message[i:i + size])
+      i += size
+    else:
+      raise ValueError(f"unexpected wire type {wire_type} at byte {i}")
+  return payloads
+
+
+# PredictionLog's classify_log and regress_log; in each, the log's request
+# (1), the request's input (2), Input.example_list (1), ExampleList.examples.
+_EXAMPLE_LOG_FIELDS = {"classify_log": 2, "regress_log": 3}
+
+
+def _fed_protos(records) -> dict:
+  """Signature -> {alias: the serialized protos fed to its string inputs}.
+
+  The bytes are the writer's: string tensors' elements, and a classify or
+  regress request's examples read off the wire (`_length_delimited`).
+  """
+  fed = {}
+  for record in records:
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    kind = log.WhichOneof("log_type")
+    request = getattr(log, kind).request
+    protos = fed.setdefault(request.model_spec.signature_name, {})
+    if kind == "predict_log":
+      for alias, tensor in request.inputs.items():
+        if tensor.dtype == tf.string.as_datatype_enum:
+          protos[alias] = list(tensor.string_val)
+      continue
+    payloads = [record]
+    for number in (_EXAMPLE_LOG_FIELDS[kind], 1, 2, 1, 1):
+      payloads = [p for payload in payloads
+                  for p in _length_delimited(payload, number)]
+    protos["inputs"] = payloads
+  return {name: protos for name, protos in fed.items() if protos}
+
+
 def _write_parse_ops_bundle(export_dir: str) -> str:
   """A TF1 bundle with one predict signature per kind of parse op.
 
@@ -263,16 +338,27 @@ class SynthesisAgreementTest(parameterized.TestCase):
         "counter": tf_serving_models.write_counter(
             os.path.join(root, "counter")),
         "parse_ops": _write_parse_ops_bundle(os.path.join(root, "parse_ops")),
+        "classify_regress": os.path.join(root, "classify_regress"),
     }
+    verify_bundles.write_classify_regress_bundle(cls.dirs["classify_regress"])
+    cls._records = {}
+
+  def _dumped_records(self, export_dir) -> list[bytes]:
+    """The records of the verifier's --dump_requests (one run per bundle)."""
+    if export_dir not in self._records:
+      dump = os.path.join(self.create_tempdir().full_path, "fed.tfrecord")
+      proc = subprocess.run(
+          [_verifier(), f"--export_dir={export_dir}", "--run=smoke",
+           f"--dump_requests={dump}"],
+          capture_output=True, text=True, timeout=_TIMEOUT_SECONDS,
+          check=False)
+      self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+      self._records[export_dir] = list(
+          tf.data.TFRecordDataset(dump).as_numpy_iterator())
+    return self._records[export_dir]
 
   def _dumped(self, export_dir):
-    dump = os.path.join(self.create_tempdir().full_path, "fed.tfrecord")
-    proc = subprocess.run(
-        [_verifier(), f"--export_dir={export_dir}", "--run=smoke",
-         f"--dump_requests={dump}"],
-        capture_output=True, text=True, timeout=_TIMEOUT_SECONDS, check=False)
-    self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
-    return _requests(tf.data.TFRecordDataset(dump).as_numpy_iterator())
+    return _requests(self._dumped_records(export_dir))
 
   def _assert_same(self, cpp, python):
     self.assertEqual(sorted(cpp), sorted(python))
@@ -290,7 +376,7 @@ class SynthesisAgreementTest(parameterized.TestCase):
         np.testing.assert_array_equal(got, value, f"{name}/{alias}")
 
   @parameterized.parameters("half_plus_two", "half_plus_two_tf2", "counter",
-                            "merged", "parse_ops")
+                            "merged", "parse_ops", "classify_regress")
   def test_verifier_feeds_what_the_warmup_writer_writes(self, kind):
     export_dir = self.dirs[kind]
     meta_graph = loader_impl.parse_saved_model(export_dir).meta_graphs[0]
@@ -316,6 +402,56 @@ class SynthesisAgreementTest(parameterized.TestCase):
       self.assertEqual(sorted(sequence.context.feature), ["cd", "cs"])
       self.assertEqual(sorted(sequence.feature_lists.feature_list),
                        ["fd", "fs"])
+
+  # Per bundle, the signatures whose string input a parse op reads: v1
+  # ParseExample (half_plus_two), ParseExampleV2 in TF1 graphs (merged,
+  # classify_regress) and in TF2 functions (half_plus_two_tf2), and every
+  # other parse op (parse_ops).
+  @parameterized.parameters(
+      ("half_plus_two", ["classify_x_to_y", "regress_x_to_y",
+                         "regress_x_to_y2"]),
+      ("half_plus_two_tf2", ["classify_x_to_y", "regress_x_to_y",
+                             "regress_x_to_y2"]),
+      ("merged", ["classifier", "regressor"]),
+      ("classify_regress", ["classify", "regress"]),
+      ("parse_ops", ["example_v1", "example_v2", "sequence_v1", "sequence_v2",
+                     "single"]))
+  def test_verifier_examples_are_the_python_policy_bytes(self, kind, parsed):
+    export_dir = self.dirs[kind]
+    meta_graph = loader_impl.parse_saved_model(export_dir).meta_graphs[0]
+    synthesizer = synthesis.GraphSynthesizer(meta_graph.graph_def)
+    python = {}
+    for name, sig in meta_graph.signature_def.items():
+      strings = {alias: synthesizer.example_for(info.name)
+                 for alias, info in sig.inputs.items()
+                 if info.dtype == tf.string.as_datatype_enum}
+      if strings:
+        python[name] = strings
+    self.assertEqual(sorted(n for n, s in python.items() if any(s.values())),
+                     parsed)
+    cpp = _fed_protos(self._dumped_records(export_dir))
+    self.assertEqual(sorted(cpp), sorted(python))
+    for name, strings in python.items():
+      self.assertEqual(sorted(cpp[name]), sorted(strings), name)
+      for alias, example in strings.items():
+        self.assertNotEmpty(cpp[name][alias], f"{name}/{alias}")
+        for fed in cpp[name][alias]:
+          self.assertEqual(fed, example, f"{name}/{alias}: the verifier's "
+                           "proto differs from python/common/synthesis.py's")
+
+  def test_classify_regress_example_is_the_policy_golden(self):
+    # The bytes both sides agree on carry the policy's values: every feature
+    # the parse op reads, floats 0.5, integers 1, strings b"a".
+    golden = tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, 0.5])),
+        "scale": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+        "tags": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a"])),
+    }))
+    fed = _fed_protos(self._dumped_records(self.dirs["classify_regress"]))
+    for name in ("classify", "regress"):
+      self.assertEqual(
+          [tf.train.Example.FromString(e) for e in fed[name]["inputs"]],
+          [golden], name)
 
   def test_merged_bundle_warmup_file_is_what_the_verifier_feeds(self):
     # The merge's own warmup file (written through bundle_writer).

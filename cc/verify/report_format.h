@@ -2,9 +2,14 @@
 // report for people and the `--json` document for scripts. Formatting is kept
 // apart from verification so both renderings can be tested on a hand-built
 // report, and neither needs TensorFlow to have loaded anything.
+//
+// Counterpart: none in TF Serving, whose verdict on a version is a load
+// status in its log. Each signature lists what TF Serving's GetModelMetadata
+// (get_model_metadata_impl.cc) returns for it: the method name and, per
+// alias, the tensor's name, dtype and shape.
 
-#ifndef TF_SERVING_MERGE_CC_VERIFY_REPORT_H_
-#define TF_SERVING_MERGE_CC_VERIFY_REPORT_H_
+#ifndef TF_SERVING_MERGE_CC_VERIFY_REPORT_FORMAT_H_
+#define TF_SERVING_MERGE_CC_VERIFY_REPORT_FORMAT_H_
 
 #include <map>
 #include <optional>
@@ -102,4 +107,4 @@ std::string FormatJson(const VerifyReport& report);
 }  // namespace verify
 }  // namespace tf_serving_merge
 
-#endif  // TF_SERVING_MERGE_CC_VERIFY_REPORT_H_
+#endif  // TF_SERVING_MERGE_CC_VERIFY_REPORT_FORMAT_H_

@@ -2,9 +2,17 @@
 // the checks TF Serving's Predict, Classify and Regress APIs apply to what
 // goes in and comes out, and the smoke run's synthesized requests. Warmup
 // replay (warmup_replay.h) sends its recorded requests through the same calls.
+//
+// Counterparts in TF Serving's tensorflow_serving/servables/tensorflow/:
+// predict_util.cc (RunPredict) for RunSignature; classifier.cc and
+// regressor.cc (PreProcessClassification / PreProcessRegression,
+// PostProcessClassificationResult / PostProcessRegressionResult) for
+// RunExamples, CheckClassifyResult and CheckRegressResult, with the examples
+// batched into one string tensor as util.cc's InputToSerializedExampleTensor
+// does.
 
-#ifndef TF_SERVING_MERGE_CC_VERIFY_RUNNER_H_
-#define TF_SERVING_MERGE_CC_VERIFY_RUNNER_H_
+#ifndef TF_SERVING_MERGE_CC_VERIFY_REQUEST_RUNNER_H_
+#define TF_SERVING_MERGE_CC_VERIFY_REQUEST_RUNNER_H_
 
 #include <cstdint>
 #include <map>
@@ -13,8 +21,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cc/verify/report.h"
-#include "cc/verify/synthesis.h"
+#include "cc/verify/example_synthesis.h"
+#include "cc/verify/report_format.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/protobuf/config.pb.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
@@ -68,4 +76,4 @@ void RunSmoke(const Runner& runner, const std::string& name,
 }  // namespace verify
 }  // namespace tf_serving_merge
 
-#endif  // TF_SERVING_MERGE_CC_VERIFY_RUNNER_H_
+#endif  // TF_SERVING_MERGE_CC_VERIFY_REQUEST_RUNNER_H_

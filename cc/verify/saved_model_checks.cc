@@ -1,4 +1,4 @@
-#include "cc/verify/static_checks.h"
+#include "cc/verify/saved_model_checks.h"
 
 #include <algorithm>
 #include <set>

@@ -1,7 +1,7 @@
-// Tests of the runner on a session built from a two-node graph (no bundle on
-// disk) and of TF Serving's result checks on hand-built tensors.
+// Tests of the request runner on a session built from a two-node graph (no
+// bundle on disk) and of TF Serving's result checks on hand-built tensors.
 
-#include "cc/verify/runner.h"
+#include "cc/verify/request_runner.h"
 
 #include <map>
 #include <memory>

@@ -1,7 +1,7 @@
 // Tests of the checks on hand-written MetaGraphDefs: what saved_model.pb alone
 // reveals, with no bundle on disk and nothing loaded.
 
-#include "cc/verify/static_checks.h"
+#include "cc/verify/saved_model_checks.h"
 
 #include <map>
 #include <string>

@@ -1,7 +1,15 @@
 // Inputs that a graph accepts, synthesized by the policy of
-// python/common/synthesis.py (its module docstring is the specification; this
-// file ports it rule for rule, and //python/merge:cc_verify_test checks that
-// both produce the same requests for the same graph).
+// python/common/synthesis.py, which owns it (its module docstring is the
+// specification; this file ports it rule for rule, and
+// //python/merge:cc_verify_test checks that both produce the same requests,
+// and byte for byte the same tf.Examples, for the same graph).
+//
+// Counterpart: none in TF Serving, which only replays the warmup requests a
+// model's authors recorded (tensorflow_serving/g3doc/saved_model_warmup.md
+// shows writing them by hand); here python/merge/warmup.py writes them with
+// the policy and the smoke run feeds the same. The protos built are what
+// TensorFlow's parse-op kernels (tensorflow/core/kernels/
+// example_parsing_ops.cc) read.
 //
 // In short: unknown dimensions become 1; an input of unknown rank has the
 // candidate shapes [its Placeholder's shape, or the shape its consumers pin
@@ -13,8 +21,8 @@
 // found through Identity chains and into function bodies, with keys read from
 // Const inputs or attrs.
 
-#ifndef TF_SERVING_MERGE_CC_VERIFY_SYNTHESIS_H_
-#define TF_SERVING_MERGE_CC_VERIFY_SYNTHESIS_H_
+#ifndef TF_SERVING_MERGE_CC_VERIFY_EXAMPLE_SYNTHESIS_H_
+#define TF_SERVING_MERGE_CC_VERIFY_EXAMPLE_SYNTHESIS_H_
 
 #include <cstdint>
 #include <map>
@@ -102,4 +110,4 @@ double SynthesizedFloat(int64_t i);
 }  // namespace verify
 }  // namespace tf_serving_merge
 
-#endif  // TF_SERVING_MERGE_CC_VERIFY_SYNTHESIS_H_
+#endif  // TF_SERVING_MERGE_CC_VERIFY_EXAMPLE_SYNTHESIS_H_

@@ -1,7 +1,7 @@
 // Tests of the text and --json renderings on hand-built reports: no bundle is
 // loaded, so every byte of the output is pinned.
 
-#include "cc/verify/report.h"
+#include "cc/verify/report_format.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "cc/verify/report.h"
+#include "cc/verify/report_format.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "cc/verify/synthesis.h"
+#include "cc/verify/example_synthesis.h"
 
 #include <string>
 #include <vector>

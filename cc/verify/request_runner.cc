@@ -1,4 +1,4 @@
-#include "cc/verify/runner.h"
+#include "cc/verify/request_runner.h"
 
 #include <algorithm>
 #include <utility>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "cc/verify/common.h"
 #include "cc/verify/prediction_log.h"
-#include "cc/verify/static_checks.h"
+#include "cc/verify/saved_model_checks.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/framework/types.h"
 #include "tensorflow/core/platform/errors.h"

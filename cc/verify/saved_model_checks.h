@@ -3,11 +3,19 @@
 // broken bundle is explained in its own terms rather than by the loader's or
 // a Session::Run's message.
 //
+// Counterparts: TensorFlow's tensorflow/cc/saved_model/reader.cc
+// (ReadSavedModel, FindMetaGraphDef: steps 2-3), through which TF Serving's
+// saved_model_bundle_factory.cc loads a version, and the signature structure
+// TF Serving's classifier.cc and regressor.cc (PreProcessClassification,
+// PreProcessRegression) check on every request, here checked once before
+// loading. The denied-op check (python/common/denied_ops.txt) is this
+// project's own.
+//
 // Functions returning a Status stop verification; those filling a report
 // record findings and let the remaining checks run.
 
-#ifndef TF_SERVING_MERGE_CC_VERIFY_STATIC_CHECKS_H_
-#define TF_SERVING_MERGE_CC_VERIFY_STATIC_CHECKS_H_
+#ifndef TF_SERVING_MERGE_CC_VERIFY_SAVED_MODEL_CHECKS_H_
+#define TF_SERVING_MERGE_CC_VERIFY_SAVED_MODEL_CHECKS_H_
 
 #include <map>
 #include <string>
@@ -17,7 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cc/verify/report.h"
+#include "cc/verify/report_format.h"
 #include "tensorflow/core/common_runtime/shape_refiner.h"
 #include "tensorflow/core/framework/graph.pb.h"
 #include "tensorflow/core/framework/node_def.pb.h"
@@ -120,4 +128,4 @@ std::vector<std::string> DeniedOpErrors(
 }  // namespace verify
 }  // namespace tf_serving_merge
 
-#endif  // TF_SERVING_MERGE_CC_VERIFY_STATIC_CHECKS_H_
+#endif  // TF_SERVING_MERGE_CC_VERIFY_SAVED_MODEL_CHECKS_H_
