@@ -10,7 +10,8 @@ tensorflow_model_server (`--port`, `--rest_api_port`,
 and readiness is probed as the suite probes it (a Predict on a missing model
 until the error names a 'Servable'). The binary is the real
 tensorflow_model_server when one is on PATH (or named by
-$TENSORFLOW_MODEL_SERVER), else `python -m python.serve.serve`.
+$TENSORFLOW_MODEL_SERVER), else the project's //python/serve:serve from the
+runfiles (launcher.server_command).
 
 The bundles are not TF Serving's files: tests/testdata writes bundles with
 their structure (a TF1 half_plus_two with the v1 ParseExample op and `x` of

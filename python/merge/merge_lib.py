@@ -86,7 +86,8 @@ class MergeResult:
     bytes: total size of the bundle's files (estimated for a dry run).
     seconds: wall-clock time of the whole merge.
     dry_run: True when nothing was written.
-    deleted_versions: versions removed because of keep_versions.
+    deleted_versions: versions removed (dry run: to remove) because of
+      keep_versions.
     serving_default: the signature also served as `serving_default`, if any.
     bundle: the writer's BundleInfo (signature dtypes and shapes, files...).
     numerics: signature -> `numerics.SignatureNumerics`: the check's
@@ -170,7 +171,8 @@ class MergeResult:
     if self.incremental is not None:
       lines += self.incremental.text_lines()
     if self.deleted_versions:
-      lines.append("  deleted old versions: " +
+      lines.append(("  would delete old versions: " if self.dry_run else
+                    "  deleted old versions: ") +
                    ", ".join(map(str, self.deleted_versions)))
     if self.bundle is not None:
       for name, info in self.bundle.signatures.items():
@@ -292,8 +294,10 @@ def merge_and_publish(
 
   if dry_run:
     info = bundle_writer.plan(spec, **options)
-    return _dry_run(spec, info, output_base, version, signatures, start,
-                    allow_removed_signatures, allow_same_content)
+    return _dry_run(spec, info, start, publish.plan(
+        output_base, signatures, version, keep_versions=keep_versions,
+        allow_removed_signatures=allow_removed_signatures),
+                    allow_same_content)
 
   previous, previous_version = incremental.newest_manifest(output_base)
 
@@ -421,14 +425,16 @@ def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
   options = dict(warmup=warmup,
                  externalize_threshold_bytes=externalize_threshold_bytes,
                  max_input_bytes=max_input_bytes, allow_ops=allow_ops)
-  _, exported = publish.read_history(output_base)
-  unexpected = [s for s in exported
-                if s not in set(signatures) and s not in set(spec.remove)]
-  allow_removed = allow_removed_signatures or not unexpected
   if dry_run:
     info = incremental.plan_bundle(plan, **options)
-    result = _dry_run(spec, info, output_base, version, signatures, start,
-                      allow_removed, allow_same_content=True)
+    result = _dry_run(spec, info, start, publish.plan(
+        output_base, signatures, version, keep_versions=keep_versions,
+        allow_removed_signatures=allow_removed_signatures,
+        removable=spec.remove),
+                      # Its fingerprint comes from the manifest written with
+                      # the bundle: the same-content refusal cannot be
+                      # foreseen.
+                      allow_same_content=True)
     return dataclasses.replace(result, serving_default=plan.serving_default,
                                incremental=plan)
 
@@ -451,8 +457,10 @@ def _merge_incremental(spec: MergeSpec, output_base: str, start: float, *,
   publication = publish.publish(
       output_base, write, signatures=signatures, version=version,
       message=message, check=check if verify else None,
-      keep_versions=keep_versions, allow_removed_signatures=allow_removed,
-      check_written=check_written, lock_timeout_seconds=lock_timeout_seconds)
+      keep_versions=keep_versions,
+      allow_removed_signatures=allow_removed_signatures,
+      removable=spec.remove, check_written=check_written,
+      lock_timeout_seconds=lock_timeout_seconds)
   info = publication.written
   return MergeResult(
       version=publication.version, path=publication.path,
@@ -472,42 +480,32 @@ def _resolve_spec(spec: Union[MergeSpec, str, os.PathLike]) -> MergeSpec:
   return spec
 
 
-def _dry_run(spec: MergeSpec, info: BundleInfo, output_base: str,
-             version: Optional[int], signatures: tuple[str, ...],
-             start: float, allow_removed_signatures: bool,
+def _dry_run(spec: MergeSpec, info: BundleInfo, start: float,
+             plan: publish.Plan,
              allow_same_content: bool) -> MergeResult:
-  dirs = publish.version_dirs(output_base)
-  existing = list(dirs)
-  if version is None:
-    version = publish.next_version(output_base)  # What publish() would take.
-  elif version in existing:
-    raise publish.version_exists_error(output_base, version, existing)
-  _, exported = publish.read_history(output_base)
-  new = tuple(s for s in signatures if s not in set(exported))
-  removed = tuple(s for s in exported if s not in set(signatures))
-  warnings = []
-  if removed and not allow_removed_signatures:
-    warnings.append(str(publish.removed_signatures_error(
-        output_base, version, removed)))
-  if existing and not allow_same_content:
-    same = _same_content_version(
-        info, publish.version_path(output_base, dirs[existing[-1]][-1]))
+  """The result a run would return, from publish's plan of it.
+
+  What publishing would refuse becomes a warning: the plan's refusals, and
+  the same-content refusal the run's `check_written` makes (against the
+  same `plan.newest`).
+  """
+  warnings = [str(refusal) for refusal in plan.refusals]
+  if not allow_same_content:
+    same = _same_content_version(info, plan.newest)
     if same is not None:
       warnings.append(str(same_content_error(same, info.fingerprint)))
-  base = output_base.rstrip("/")
-  path = (f"{base}/{version}" if "://" in base else
-          os.path.join(os.path.abspath(base), str(version)))
   return MergeResult(
-      version=version,
-      path=path,
-      signatures=signatures,
-      new_signatures=new,
+      version=plan.version,
+      path=plan.path,
+      signatures=plan.signatures,
+      new_signatures=plan.new_signatures,
       bytes=info.total_bytes,
       seconds=time.monotonic() - start,
       dry_run=True,
+      deleted_versions=plan.retired_versions,
       serving_default=spec.serving_default,
       bundle=info,
-      removed_signatures=removed,
+      removed_signatures=plan.removed_signatures,
       warnings=tuple(warnings),
       fingerprint=info.fingerprint)
 

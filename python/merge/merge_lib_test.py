@@ -183,6 +183,28 @@ class MergeLibTest(parameterized.TestCase):
         '1\thyaudio\t"from spec"'
     ], ["hyaudio"]))
 
+  def test_dry_run_shows_what_the_run_then_does(self):
+    merge_lib.merge_and_publish(self._spec("hyaudio", "regressor"),
+                                self.base, verify=False)
+    merge_lib.merge_and_publish(self._spec("regressor"), self.base,
+                                verify=False, allow_removed_signatures=True)
+    spec = self._spec("hyaudio", "classifier", serving_default="classifier")
+    options = dict(keep_versions=1, verify=False,
+                   allow_removed_signatures=True)
+    dry = merge_lib.merge_and_publish(spec, self.base, dry_run=True,
+                                      **options)
+    run = merge_lib.merge_and_publish(spec, self.base, **options)
+    fields = ("version", "path", "signatures", "new_signatures",
+              "removed_signatures", "deleted_versions", "serving_default",
+              "warnings", "fingerprint")
+    self.assertEqual({f: getattr(dry, f) for f in fields},
+                     {f: getattr(run, f) for f in fields})
+    self.assertEqual((run.version, run.new_signatures, run.removed_signatures,
+                      run.deleted_versions),
+                     (3, ("hyaudio", "classifier"), ("regressor",), (1, 2)))
+    self.assertIn("  would delete old versions: 1, 2", dry.to_text())
+    self.assertIn("  deleted old versions: 1, 2", run.to_text())
+
   def test_same_content_is_not_republished(self):
     spec = self._spec("hyaudio", message="first")
     first = merge_lib.merge_and_publish(spec, self.base)

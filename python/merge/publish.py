@@ -229,6 +229,14 @@ def validate_keep_versions(keep_versions: Optional[int]) -> None:
         "to keep every version.")
 
 
+def validate_output_base(output_base: str) -> None:
+  """Raises PublishError unless `output_base` is a non-blank string."""
+  if not isinstance(output_base, str) or not output_base.strip():
+    raise errors.PublishError(
+        f"output_base={output_base!r} must name a directory or URI, e.g. "
+        "/models/merged.")
+
+
 def read_history(output_base: str) -> tuple[list[str], list[str]]:
   """Reads the history files of `output_base`.
 
@@ -292,6 +300,170 @@ def removed_signatures_error(output_base: str, version: int,
       "to remove them.")
 
 
+def retired_versions(versions: Sequence[int], version: int,
+                     keep_versions: Optional[int]) -> tuple[int, ...]:
+  """The versions `keep_versions` retires once `version` is published.
+
+  Args:
+    versions: the published versions, with or without `version`.
+    version: the new version; it is always kept.
+    keep_versions: how many newest versions to keep; None keeps every one.
+
+  Returns:
+    The versions to delete, ascending.
+  """
+  if keep_versions is None:
+    return ()
+  every = sorted(set(versions) | {version})
+  keep = set(every[-keep_versions:]) | {version}
+  return tuple(v for v in every if v not in keep)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What publishing a version into a base would do, before anything is written.
+
+  `plan()` computes it from one listing of the base; `publish()` computes it
+  under its lock and follows it, and the merge's `--dry_run` reports it.
+
+  Attributes:
+    output_base: the base as publishing names it (absolute for local paths).
+    version: the version to publish: the given one, or the highest published
+      version + 1, or 1 (on s3://, the highest claimed number + 1; the claim
+      at publish time may take a higher one if another merge took it).
+    path: the version directory `<output_base>/<version>`.
+    existing: the published versions, ascending.
+    newest: the directory of the newest published version, which the
+      same-content refusal compares with; None without versions, and on
+      s3:// (the manifest is in the bucket, not on disk).
+    signatures: the signatures of the new version, in the given order.
+    previous_signatures: the base's `exported_models`.
+    new_signatures: `signatures` absent from `previous_signatures`.
+    removed_signatures: `previous_signatures` absent from `signatures`.
+    retired_versions: what `keep_versions` deletes after publishing.
+    refusals: why publishing would be refused (each error `publish()` would
+      raise), empty when it would publish.
+  """
+  output_base: str
+  version: int
+  path: str
+  existing: tuple[int, ...]
+  newest: Optional[str]
+  signatures: tuple[str, ...]
+  previous_signatures: tuple[str, ...]
+  new_signatures: tuple[str, ...]
+  removed_signatures: tuple[str, ...]
+  retired_versions: tuple[int, ...] = ()
+  refusals: tuple[errors.PublishError, ...] = ()
+
+  @property
+  def below_newest(self) -> bool:
+    """Whether the version is below the newest, which TF Serving keeps."""
+    return bool(self.existing) and self.version < self.existing[-1]
+
+
+def plan(output_base: str,
+         signatures: Sequence[str],
+         version: Optional[int] = None,
+         *,
+         keep_versions: Optional[int] = None,
+         allow_removed_signatures: bool = False,
+         removable: Sequence[str] = ()) -> Plan:
+  """Plans publishing `signatures` as a new version of `output_base`.
+
+  Reads the base (its versions and `exported_models`) and writes nothing; a
+  missing base plans version 1.
+
+  Args:
+    output_base: a local path or URI, as for `publish()`.
+    signatures: the signature names the new version exports.
+    version: the version to publish; default highest version + 1, or 1.
+    keep_versions: how many newest versions to keep (for
+      `Plan.retired_versions`).
+    allow_removed_signatures: dropping signatures of `exported_models` is no
+      refusal.
+    removable: signatures the caller means to remove (an incremental
+      deploy's `remove`); dropping only these is no refusal either.
+
+  Returns:
+    A Plan; what publishing would refuse is in `Plan.refusals`.
+
+  Raises:
+    errors.PublishError: bad `output_base`, `version` or `keep_versions`, the
+      base cannot be listed or its history read, or the version exists
+      (published versions are never overwritten).
+  """
+  validate_version(version)
+  validate_keep_versions(keep_versions)
+  validate_output_base(output_base)
+  s3 = object_store.is_s3(output_base)
+  base = (_local_path(output_base) if is_local(output_base) else
+          output_base.rstrip("/"))
+  dirs = version_dirs(base)
+  _, exported = read_history(base)
+  if s3:  # The claim at publish time checks the number (s3_publish).
+    default, exists, newest = s3_publish.next_version(base), None, None
+  else:
+    default = versions_lib.next_version(list(dirs))
+    exists = os.path.lexists if is_local(base) else tf.io.gfile.exists
+    newest = _join(base, dirs[max(dirs)][-1]) if dirs else None
+  return plan_from_listing(
+      base, signatures, version, versions=list(dirs), exported=exported,
+      default_version=default, exists=exists, newest=newest,
+      keep_versions=keep_versions,
+      allow_removed_signatures=allow_removed_signatures, removable=removable)
+
+
+def plan_from_listing(base: str, signatures: Sequence[str],
+                      version: Optional[int], *, versions: Sequence[int],
+                      exported: Sequence[str], default_version: int,
+                      exists: Optional[Callable[[str], bool]],
+                      newest: Optional[str],
+                      keep_versions: Optional[int] = None,
+                      allow_removed_signatures: bool = False,
+                      removable: Sequence[str] = ()) -> Plan:
+  """`plan()` from what was read of the base (s3_publish reads its own).
+
+  Args:
+    base: the normalized base (see `Plan.output_base`).
+    signatures, version, keep_versions, allow_removed_signatures, removable:
+      as for `plan()`.
+    versions: the published versions.
+    exported: the base's `exported_models`.
+    default_version: the version when `version` is None.
+    exists: whether a path exists, to refuse a version directory that is
+      not listed as one (e.g. a file named `3`); None skips that check.
+    newest: `Plan.newest`.
+
+  Returns:
+    A Plan.
+
+  Raises:
+    errors.PublishError: the version exists.
+  """
+  existing = tuple(sorted(versions))
+  if version is None:
+    version = default_version
+  validate_version(version)
+  path = _join(base, str(version))
+  if version in existing or (exists is not None and exists(path)):
+    raise version_exists_error(base, version, existing)
+  signatures = tuple(signatures)
+  new = tuple(s for s in signatures if s not in set(exported))
+  removed = tuple(s for s in exported if s not in set(signatures))
+  refusals = []
+  if removed and not allow_removed_signatures and not set(removed) <= set(
+      removable):
+    refusals.append(removed_signatures_error(base, version, removed))
+  return Plan(output_base=base, version=version, path=path,
+              existing=existing, newest=newest, signatures=signatures,
+              previous_signatures=tuple(exported), new_signatures=new,
+              removed_signatures=removed,
+              retired_versions=retired_versions(existing, version,
+                                                keep_versions),
+              refusals=tuple(refusals))
+
+
 def publish(output_base: str,
             write: Callable[[str], _T],
             *,
@@ -302,7 +474,8 @@ def publish(output_base: str,
             keep_versions: Optional[int] = None,
             allow_removed_signatures: bool = False,
             check_written: Optional[Callable[[_T, Optional[str]], None]] = None,
-            lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+            lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+            removable: Sequence[str] = ()
             ) -> Publication[_T]:
   """Publishes a bundle written by `write` as `<output_base>/<version>`.
 
@@ -327,6 +500,8 @@ def publish(output_base: str,
       directory of the newest published version (None if there is none);
       raise to abort publishing (e.g. identical content).
     lock_timeout_seconds: how long to wait for another merge's lock.
+    removable: signatures the caller means to remove; dropping only these
+      needs no `allow_removed_signatures`.
 
   Returns:
     A Publication.
@@ -340,10 +515,7 @@ def publish(output_base: str,
   """
   validate_version(version)
   validate_keep_versions(keep_versions)
-  if not isinstance(output_base, str) or not output_base.strip():
-    raise errors.PublishError(
-        f"output_base={output_base!r} must name a directory or URI, e.g. "
-        "/models/merged.")
+  validate_output_base(output_base)
   if object_store.is_s3(output_base):
     # Delimited S3 branch: local staging, conditional-write version claims,
     # server-side copy with saved_model.pb last (s3_publish.py).
@@ -352,7 +524,7 @@ def publish(output_base: str,
          output_base, write, signatures=tuple(signatures), version=version,
          message=message, check=check, keep_versions=keep_versions,
          allow_removed_signatures=allow_removed_signatures,
-         check_written=check_written)
+         check_written=check_written, removable=tuple(removable))
     return Publication(version=published, path=path,
                        new_signatures=new_signatures,
                        deleted_versions=deleted, written=written,
@@ -367,7 +539,7 @@ def publish(output_base: str,
       write, signatures=tuple(signatures), version=version, message=message,
       check=check, keep_versions=keep_versions,
       allow_removed_signatures=allow_removed_signatures,
-      check_written=check_written)
+      check_written=check_written, removable=tuple(removable))
 
 
 def _signatures_of(path: str) -> Optional[list[str]]:
@@ -452,31 +624,26 @@ class _Publisher:
           check: Optional[Callable[[str], None]],
           keep_versions: Optional[int],
           allow_removed_signatures: bool = False,
-          check_written: Optional[Callable[[_T, Optional[str]], None]] = None
+          check_written: Optional[Callable[[_T, Optional[str]], None]] = None,
+          removable: tuple[str, ...] = ()
           ) -> Publication[_T]:
     """Runs every publishing step under the lock; see publish()."""
     self.prepare_base()
     with self.lock():
       self.remove_leftovers()
       self._repair_history()
-      dirs = version_dirs(self.base)
-      existing = list(dirs)
-      if version is None:
-        version = versions_lib.next_version(existing)
-      validate_version(version)
-      final = _join(self.base, str(version))
-      if version in existing or self.exists(final):
-        raise version_exists_error(self.base, version, existing)
-      if existing and version < existing[-1]:
+      the_plan = plan(self.base, signatures, version,
+                      keep_versions=keep_versions,
+                      allow_removed_signatures=allow_removed_signatures,
+                      removable=removable)
+      version, final = the_plan.version, the_plan.path
+      if the_plan.below_newest:
         logging.warning(
             "Publishing version %d below the highest existing version %d: "
             "TensorFlow Serving keeps serving version %d.", version,
-            existing[-1], existing[-1])
-      _, exported = read_history(self.base)
-      removed = tuple(s for s in exported if s not in set(signatures))
-      if removed and not allow_removed_signatures:
-        raise removed_signatures_error(self.base, version, removed)
-      newest = _join(self.base, dirs[existing[-1]][-1]) if existing else None
+            the_plan.existing[-1], the_plan.existing[-1])
+      if the_plan.refusals:
+        raise the_plan.refusals[0]
       staging = _join(
           self.base,
           f"{_STAGING_PREFIX}{version}-{os.getpid()}-{int(time.time())}-"
@@ -489,7 +656,7 @@ class _Publisher:
               f"the bundle writer did not create the staging directory "
               f"{staging!r}; nothing to publish.")
         if check_written is not None:
-          check_written(written, newest)
+          check_written(written, the_plan.newest)
         self.flush(staging)
         if check is not None:
           logging.info("Checking staged bundle %s", staging)
@@ -500,18 +667,17 @@ class _Publisher:
           self.remove_tree(staging)
       # Published: from here on nothing raises (exit 1 would be a lie).
       logging.info("Published version %d at %s", version, final)
-      new_signatures = tuple(s for s in signatures if s not in set(exported))
-      self._after_publish(version, signatures, new_signatures, removed,
-                          message, keep_versions)
+      self._after_publish(the_plan, message, keep_versions)
       deleted = self._deleted
     return Publication(version=version, path=final,
-                       new_signatures=new_signatures,
+                       new_signatures=the_plan.new_signatures,
                        deleted_versions=deleted, written=written,
-                       removed_signatures=removed,
+                       removed_signatures=the_plan.removed_signatures,
                        warnings=tuple(self.warnings))
 
-  def _after_publish(self, version, signatures, new_signatures, removed,
-                     message, keep_versions) -> None:
+  def _after_publish(self, the_plan: Plan, message: Optional[str],
+                     keep_versions: Optional[int]) -> None:
+    version = the_plan.version
     self._deleted = ()
     try:
       self.sync_base()
@@ -520,8 +686,9 @@ class _Publisher:
                 f"{self.base!r} failed ({_reason(e)}); a power loss now could "
                 "lose the rename.")
     try:
-      self._update_history(version, signatures, new_signatures, removed,
-                           message)
+      self._update_history(version, the_plan.signatures,
+                           the_plan.new_signatures,
+                           the_plan.removed_signatures, message)
     except Exception as e:  # pylint: disable=broad-except
       self.warn(f"version {version} is published, but its history was not "
                 f"recorded: {_reason(e)}. The next merge into this base adds "
@@ -593,13 +760,11 @@ class _Publisher:
                            keep_versions: Optional[int]) -> tuple[int, ...]:
     if keep_versions is None:
       return ()
+    # Listed again: the new version is there now (so is, on a remote base,
+    # whatever other processes published meanwhile).
     dirs = version_dirs(self.base)
-    versions = list(dirs)
-    keep = set(versions[-keep_versions:]) | {version}
     deleted = []
-    for v in versions:
-      if v in keep:
-        continue
+    for v in retired_versions(list(dirs), version, keep_versions):
       for name in dirs[v]:
         logging.info("Deleting version %d (%s, --keep_versions=%d)", v, name,
                      keep_versions)

@@ -333,6 +333,101 @@ class PublishTest(parameterized.TestCase):
     self.assertEqual(publish.list_versions(base), [2])
 
 
+class PlanTest(parameterized.TestCase):
+  """plan(): what publish() will do, read from the base without writing."""
+
+  def setUp(self):
+    super().setUp()
+    self.base = os.path.join(self.create_tempdir().full_path, "models")
+
+  def test_missing_base_plans_version_1_and_creates_nothing(self):
+    plan = publish.plan(self.base, ["a", "b"])
+    self.assertEqual(
+        (plan.version, plan.path, plan.existing, plan.newest),
+        (1, os.path.join(self.base, "1"), (), None))
+    self.assertEqual((plan.new_signatures, plan.removed_signatures,
+                      plan.refusals), (("a", "b"), (), ()))
+    self.assertFalse(os.path.exists(self.base))
+
+  def test_plan_against_the_newest_version(self):
+    publish.publish(self.base, _writer(), signatures=["a", "b"])
+    _writer()(os.path.join(self.base, "010"))
+    plan = publish.plan(self.base, ["b", "c"], keep_versions=2)
+    self.assertEqual((plan.version, plan.existing), (11, (1, 10)))
+    self.assertEqual(plan.newest, os.path.join(self.base, "010"))
+    self.assertEqual(plan.previous_signatures, ("a", "b"))
+    self.assertEqual(plan.new_signatures, ("c",))
+    self.assertEqual(plan.removed_signatures, ("a",))
+    self.assertEqual(plan.retired_versions, (1,))
+    self.assertLen(plan.refusals, 1)
+    self.assertRegex(str(plan.refusals[0]),
+                     r"version 11 would remove signature\(s\) a that the "
+                     r"newest version .*--allow_removed_signatures")
+    self.assertEqual(publish.plan(self.base, ["b"], version=3).version, 3)
+    self.assertTrue(publish.plan(self.base, ["b"], version=3).below_newest)
+    self.assertFalse(plan.below_newest)
+
+  @parameterized.named_parameters(
+      ("allowed", dict(allow_removed_signatures=True), 0),
+      ("all_removable", dict(removable=["a", "x"]), 0),
+      ("some_unexpected", dict(removable=["x"]), 1))
+  def test_removals_refused_unless_allowed_or_meant(self, options, refused):
+    publish.publish(self.base, _writer(), signatures=["a", "b"])
+    self.assertLen(publish.plan(self.base, ["b"], **options).refusals,
+                   refused)
+
+  @parameterized.named_parameters(
+      ("listed_version", "2", 2), ("file_of_that_name", "2.file", 2))
+  def test_existing_version_is_refused(self, name, version):
+    publish.publish(self.base, _writer(), signatures=["a"])
+    if name.endswith(".file"):
+      with open(os.path.join(self.base, str(version)), "w"):
+        pass
+    else:
+      os.makedirs(os.path.join(self.base, name))
+    with self.assertRaisesRegex(errors.PublishError,
+                                rf"version {version} already exists"):
+      publish.plan(self.base, ["a"], version=version)
+
+  @parameterized.named_parameters(
+      ("first", [], dict()),
+      ("removal_allowed_and_keep", [["a", "b"], ["b", "c"]],
+       dict(allow_removed_signatures=True, keep_versions=1)),
+      ("explicit_version", [["c"]], dict(version=9)))
+  def test_publish_does_what_was_planned(self, before, options):
+    for signatures in before:
+      publish.publish(self.base, _writer(), signatures=signatures,
+                      allow_removed_signatures=True)
+    plan = publish.plan(self.base, ["c", "d"], **options)
+    pub = publish.publish(self.base, _writer(), signatures=["c", "d"],
+                          **options)
+    self.assertEqual(
+        (pub.version, pub.path, pub.new_signatures, pub.removed_signatures,
+         pub.deleted_versions),
+        (plan.version, plan.path, plan.new_signatures,
+         plan.removed_signatures, plan.retired_versions))
+
+  def test_publish_refuses_what_the_plan_refuses(self):
+    publish.publish(self.base, _writer(), signatures=["a", "b"])
+    plan = publish.plan(self.base, ["b"])
+    with self.assertRaises(errors.PublishError) as raised:
+      publish.publish(self.base, _writer(), signatures=["b"])
+    self.assertEqual(str(raised.exception), str(plan.refusals[0]))
+    # And with the removal meant, as an incremental deploy's `remove`:
+    pub = publish.publish(self.base, _writer(), signatures=["b"],
+                          removable=["a"])
+    self.assertEqual(pub.removed_signatures, ("a",))
+
+  @parameterized.named_parameters(
+      ("none", [1, 2, 3], 4, None, ()), ("keep_one", [1, 2, 3], 4, 1,
+                                         (1, 2, 3)),
+      ("new_below_newest", [1, 5], 3, 1, (1,)),
+      ("new_already_listed", [1, 2], 2, 1, (1,)))
+  def test_retired_versions(self, versions, version, keep, retired):
+    self.assertEqual(publish.retired_versions(versions, version, keep),
+                     retired)
+
+
 class TransactionTest(parameterized.TestCase):
   """Exit 1 means nothing new is visible; once renamed, the run completes."""
 

@@ -230,13 +230,15 @@ def publish(output_base: str,
             allow_removed_signatures: bool = False,
             check_written: Optional[Callable[[object, Optional[str]],
                                              None]] = None,
-            store: Optional[object_store.S3Store] = None):
+            store: Optional[object_store.S3Store] = None,
+            removable: Sequence[str] = ()):
   """Publishes a bundle written by `write` as `<output_base>/<version>`.
 
   Same contract as publish.publish() (which calls this for s3:// bases).
   `check_written` is called with the written result and None: the newest
   version's manifest is in the bucket, not on disk, so the same-content
-  refusal does not apply on S3.
+  refusal does not apply on S3. The refusals are publish.plan()'s, taken
+  after the check; the version is the one the claim gets.
 
   Returns:
     (version, path, new_signatures, deleted_versions, written,
@@ -260,12 +262,17 @@ def publish(output_base: str,
     if check is not None:
       logging.info("Checking staged bundle %s", local)
       check(local)
+    scan = _guard(base.scan)
     _, exported = read_history(output_base, base.store)
-    removed = tuple(s for s in exported if s not in set(signatures))
-    if removed and not allow_removed_signatures:
-      raise publish_lib.removed_signatures_error(
-          output_base, version or _guard(base.scan).highest_taken() + 1,
-          removed)
+    the_plan = publish_lib.plan_from_listing(
+        base.uri, signatures, version, versions=sorted(scan.complete),
+        exported=exported, default_version=scan.highest_taken() + 1,
+        exists=None, newest=None,
+        allow_removed_signatures=allow_removed_signatures,
+        removable=removable)
+    if the_plan.refusals:
+      raise the_plan.refusals[0]
+    removed = the_plan.removed_signatures
     claim = _claim(base, version, publish_lib)
     try:
       _upload_and_copy(base, local, claim.version)

@@ -2,9 +2,17 @@
 
 Picks the real `tensorflow_model_server` when the environment variable
 TENSORFLOW_MODEL_SERVER names one (a path or a command on PATH) or when one is
-on PATH; otherwise this project's server (`python -m python.serve.serve`, with
-the repository root derived from this file's location, so it works from a
-plain checkout and from Bazel runfiles alike). Both get the same flags.
+on PATH; otherwise this project's server, the `//python/serve:serve` binary.
+Both get the same flags.
+
+The project server is found as a built binary (python/common/built_binaries):
+in the runfiles of the program using the launcher, which carries `:serve` in
+its `data`, so any `py_binary` or `py_test` depending on
+`//python/serve:launcher` run by `bazel run` / `bazel test` has it; run from a
+plain checkout, the one `bazel build //python/serve:serve` left in bazel-bin/.
+There is no `python -m python.serve.serve` fallback: every user of the
+launcher (tests, the demo, benchmarks) runs under Bazel, and a clear
+LauncherError says how to get the binary when it is missing.
 
   from python.serve import launcher
 
@@ -33,6 +41,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from python.common import built_binaries
 from python.common import tf_env
 
 ENV_VAR = 'TENSORFLOW_MODEL_SERVER'
@@ -43,8 +52,8 @@ REAL_SERVER = 'tensorflow_model_server'
 # bits (see python/merge/externalize.py).
 ONEDNN_FROZEN_WEIGHTS_ENV = tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+# The project server: //python/serve:serve.
+_SERVE_BINARY = ('python', 'serve', 'serve')
 
 
 class LauncherError(RuntimeError):
@@ -77,6 +86,24 @@ def find_real_server() -> Optional[str]:
   return shutil.which(REAL_SERVER)
 
 
+def project_server_binary() -> str:
+  """The path of the project server, the `//python/serve:serve` binary.
+
+  Raises:
+    LauncherError: it is neither in this program's runfiles nor in bazel-bin/.
+  """
+  try:
+    return built_binaries.built_binary(*_SERVE_BINARY)
+  except FileNotFoundError as e:
+    raise LauncherError(
+        f'Cannot start the project server: {e} The launcher runs '
+        '//python/serve:serve, which //python/serve:launcher has in its data: '
+        'depend on the launcher from a py_binary or py_test and run it with '
+        '`bazel run` or `bazel test`, or run `bazel build '
+        '//python/serve:serve` before using the launcher from a checkout.'
+    ) from e
+
+
 def server_command(flags: Sequence[str],
                    real_server: Optional[str] = None) -> List[str]:
   """The command line that starts a server with `flags`.
@@ -84,30 +111,37 @@ def server_command(flags: Sequence[str],
   Args:
     flags: tensorflow_model_server flags, e.g. ["--port=8500", ...].
     real_server: Path of a real tensorflow_model_server, or None for the
-      project's server.
+      project's server (`project_server_binary()`).
 
   Returns:
     The command as a list.
+
+  Raises:
+    LauncherError: the project server's binary is not found.
   """
   if real_server:
     return [real_server] + list(flags)
-  return [sys.executable, '-m', 'python.serve.serve'] + list(flags)
+  # The binary is Bazel's Python stub, which re-executes itself with the
+  # toolchain's interpreter; starting it with this interpreter spares the
+  # stub's `#!/usr/bin/env python` line, which needs `python` on PATH.
+  return [sys.executable, project_server_binary()] + list(flags)
 
 
 def project_server_env(base_env: Optional[Dict[str, str]] = None
                       ) -> Dict[str, str]:
-  """The environment the project server needs: the repo root on PYTHONPATH.
+  """The environment to start the project server in.
+
+  The binary sets up its own import path from its runfiles, so this is a copy
+  of `base_env`; it stays so callers that start `server_command()`
+  themselves name the project server's environment in one place.
 
   Args:
-    base_env: Environment to extend (default: os.environ).
+    base_env: Environment to copy (default: os.environ).
 
   Returns:
     A new environment dict.
   """
-  env = dict(os.environ if base_env is None else base_env)
-  paths = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
-  env['PYTHONPATH'] = os.pathsep.join([_REPO_ROOT] + paths)
-  return env
+  return dict(os.environ if base_env is None else base_env)
 
 
 def _model_names(model_name: Optional[str],
@@ -239,7 +273,7 @@ class ServerProcess:
     env.update(self._env)
     self.process = subprocess.Popen(  # pylint: disable=consider-using-with
         self.command, stdout=self._log_file, stderr=subprocess.STDOUT,
-        env=env, cwd=_REPO_ROOT if not real else None)
+        env=env)
     try:
       self._wait_ready()
     except BaseException:

@@ -1,28 +1,30 @@
-"""Model discovery, version policy and availability-preserving (un)loading.
+"""The model manager: TF Serving's pieces composed, as ServerCore does.
 
-The pieces TF Serving spreads over FileSystemStoragePathSource,
-AspiredVersionsManager, AvailabilityPreservingPolicy, ServableStateMonitor and
-ServerCore, in one class:
+`ModelManager` serves every configured model's versions, composing one piece
+per concern, each in its own module with TF Serving's name:
 
-* Discovery: each model's `base_path` is listed every
-  `file_system_poll_wait_seconds`; only all-digit child names are versions
-  (staging folders such as `.tmp-3` are ignored). An `s3://` base path is
-  listed through boto3 instead (a version counts once its `saved_model.pb`
-  exists) and each version is downloaded to a local cache before it is
-  loaded, and deleted from it once unloaded (object_store_cache.py). The
-  model's
-  `model_version_policy` (latest{num_versions}, all, specific{versions}) picks
-  the aspired versions.
-* Transitions (`next_action`): the highest new aspired version is loaded
-  (and warmed up) before any version is unloaded; a version that is no longer
-  aspired is unloaded only while another aspired version is available (or
-  none is aspired at all). A failed load is retried `max_num_load_retries`
-  times, then left in the END state with its error while the previous
-  version keeps serving.
-* Serving: requests take a reference on a fully loaded version through
-  `ModelManager.servable()`; a version enters the serving map only after load
-  and warmup, and its session closes only after the last request holding it
-  has finished.
+* `storage_path_source` (FileSystemStoragePathSource): each model's
+  `base_path` is listed every `file_system_poll_wait_seconds` (local,
+  `tf.io.gfile` or `s3://`, whose versions are downloaded to a local cache),
+  and its `model_version_policy` picks the aspired versions;
+* `version_policy` (ServableVersionPolicy, AvailabilityPreservingPolicy): pure
+  functions; `next_action` says which version to load or unload next: the
+  highest new aspired version is loaded (and warmed up) before any version is
+  unloaded, and a version that is no longer aspired is unloaded only while
+  another aspired version is available (or none is aspired at all);
+* `loader_harness` (Loader, LoaderHarness): one version's load with
+  retries (`max_num_load_retries`, then END with its error while the
+  previous version keeps serving), request plans, batching and warmup; its
+  unload;
+* `servable_state_monitor` (ServableStateMonitor): every version's state and
+  error for GetModelStatus, and the waits of `reload_config`.
+
+The manager itself keeps what ServerCore and AspiredVersionsManager keep:
+the model list and its changes (`reload_config`, version labels), the
+serving map and the request path (`servable()`: a version enters it only
+after load and warmup, takes a reference per request, and its session closes
+only after the last request holding it has finished), and the threads that
+poll, load and unload.
 """
 
 import concurrent.futures
@@ -31,8 +33,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import (Callable, Collection, Dict, Iterable, Iterator, List,
-                    Mapping, Optional, Sequence, Set, Tuple)
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
 from absl import logging
 import grpc
@@ -41,15 +42,14 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from python.common import object_store
-from python.common import versions as versions_lib
-from python.serve import object_store_cache
 from python.serve import batching
 from python.serve import gil_slices
-from python.serve import inference
+from python.serve import loader_harness
 from python.serve import servable as servable_lib
+from python.serve import servable_state_monitor
 from python.serve import serving_error
-from python.serve import warmup
+from python.serve import storage_path_source
+from python.serve import version_policy
 
 State = get_model_status_pb2.ModelVersionStatus.State
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -205,107 +205,12 @@ def check_version_labels(model_name: str, labels: Dict[str, int],
         f'Available versions: {sorted(available)}.{hint}')
 
 
-def aspired_versions(config: ModelConfig,
-                     on_disk: Dict[int, str]) -> Dict[int, str]:
-  """Applies a model's version policy to the versions found on disk.
-
-  Args:
-    config: The model config holding `model_version_policy`.
-    on_disk: Version number -> version directory.
-
-  Returns:
-    The subset of `on_disk` that should be loaded.
-  """
-  policy = config.model_version_policy
-  choice = policy.WhichOneof('policy_choice')
-  if choice == 'all':
-    return dict(on_disk)
-  if choice == 'specific':
-    wanted = set(policy.specific.versions)
-    missing = wanted - set(on_disk)
-    if missing:
-      logging.warning('Model %s: specific versions %s not found under %s',
-                      config.name, sorted(missing), config.base_path)
-    return {v: p for v, p in on_disk.items() if v in wanted}
-  num_versions = 1
-  if choice == 'latest' and policy.latest.num_versions > 0:
-    num_versions = policy.latest.num_versions
-  newest = sorted(on_disk, reverse=True)[:num_versions]
-  return {v: on_disk[v] for v in newest}
-
-
-# What `next_action` asks the manager to do with one version.
-LOAD = 'load'
-UNLOAD = 'unload'
-
-
-def next_action(aspired: Collection[int], states: Mapping[int, int]
-               ) -> Optional[Tuple[str, int]]:
-  """The next (un)load of a model, keeping it available, as TF Serving does.
-
-  TF Serving's AvailabilityPreservingPolicy as a pure function of what is
-  aspired and what the manager holds, so that the policy is tested without
-  loading anything and the manager only carries out its answers, one at a
-  time, until it returns None. A version that is no longer aspired is
-  unloaded only while an aspired version is available, when nothing is
-  aspired at all (the model was removed), or when more than one unaspired
-  version serves (the oldest goes first); otherwise the newest aspired
-  version not yet known is loaded first, so a model never stops serving
-  during a version change, even when the new version fails to load.
-
-  Args:
-    aspired: The versions the version policy wants served.
-    states: Every version the manager holds -> its State (LOADING,
-      AVAILABLE, UNLOADING or END after a failed load).
-
-  Returns:
-    (UNLOAD, version), (LOAD, version), or None when nothing is to be done.
-  """
-  serving = [v for v, state in states.items() if state == State.AVAILABLE]
-  aspired_serving = [v for v in serving if v in aspired]
-  unaspired_serving = [v for v in serving if v not in aspired]
-  if unaspired_serving and (not aspired or aspired_serving or
-                            len(unaspired_serving) > 1):
-    return UNLOAD, min(unaspired_serving)
-  new = [v for v in aspired if v not in states]
-  if new:
-    return LOAD, max(new)
-  return None
-
-
-def list_versions(base_path: str) -> Dict[int, str]:
-  """Lists the numeric version directories under a base path.
-
-  Args:
-    base_path: A local path or tf.io.gfile URI.
-
-  Returns:
-    Version number -> version directory path.
-
-  Raises:
-    FileNotFoundError: the base path does not exist.
-  """
-  if not tf.io.gfile.isdir(base_path):
-    raise FileNotFoundError(base_path)
-  versions = {}
-  for child in sorted(tf.io.gfile.listdir(base_path)):
-    child = child.rstrip('/')
-    version = versions_lib.parse_version_name(child)  # As TF Serving: 010.
-    if version is not None and version not in versions:
-      path = base_path.rstrip('/') + '/' + child
-      if tf.io.gfile.isdir(path):
-        versions[version] = path
-  return versions
-
-
-@dataclasses.dataclass
-class _Harness:
-  """One version the manager knows about (loading, serving or failed)."""
-  version: int
-  path: str
-  state: int
-  servable: Optional[servable_lib.Servable] = None
-  error: Optional[serving_error.ServingError] = None
+# The pieces' public names, as this module exported them before the split.
+aspired_versions = version_policy.aspired_versions
+next_action = version_policy.next_action
+LOAD = version_policy.LOAD
+UNLOAD = version_policy.UNLOAD
+list_versions = storage_path_source.list_versions
 
 
 @dataclasses.dataclass
@@ -315,7 +220,8 @@ class _Model:
   polled: bool = False
   base_path_error: Optional[str] = None
   aspired: Dict[int, str] = dataclasses.field(default_factory=dict)
-  harnesses: Dict[int, _Harness] = dataclasses.field(default_factory=dict)
+  harnesses: Dict[int, loader_harness.LoaderHarness] = dataclasses.field(
+      default_factory=dict)
   available: Dict[int, servable_lib.Servable] = dataclasses.field(
       default_factory=dict)
   labels: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -326,11 +232,13 @@ class ModelManager:
 
   def __init__(self, options: ManagerOptions):
     self._options = options
+    # Guards the models, their harnesses and the states; notified on every
+    # change (the monitor shares it).
     self._cond = threading.Condition()
     self._models: Dict[str, _Model] = {}
-    # name -> version -> (state, error); kept after unload (END).
-    self._states: Dict[str, Dict[int, Tuple[
-        int, Optional[serving_error.ServingError]]]] = {}
+    self._monitor = servable_state_monitor.ServableStateMonitor(self._cond)
+    self._source = storage_path_source.StoragePathSource(
+        options.model_cache_dir)
     self._load_pool = None
     if options.num_load_threads > 0:
       self._load_pool = concurrent.futures.ThreadPoolExecutor(
@@ -345,8 +253,6 @@ class ModelManager:
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._config_lock = threading.Lock()
-    self._object_cache: Optional[object_store_cache.VersionCache] = None
-    self._object_cache_lock = threading.Lock()
     self._control_slots = threading.BoundedSemaphore(
         max(1, options.max_concurrent_control_calls))
     self.batch_scheduler: Optional[batching.SharedBatchScheduler] = None
@@ -355,6 +261,21 @@ class ModelManager:
       batching.queue_options(options.batching_parameters)
       self.batch_scheduler = batching.SharedBatchScheduler(
           batching.scheduler_options(options.batching_parameters))
+    self._loader = loader_harness.Loader(
+        loader_harness.LoadOptions(
+            saved_model_tags=options.saved_model_tags,
+            session_config=options.session_config,
+            runtime=options.runtime,
+            enable_model_warmup=options.enable_model_warmup,
+            num_request_iterations_for_warmup=(
+                options.num_request_iterations_for_warmup),
+            max_num_load_retries=options.max_num_load_retries,
+            load_retry_interval_seconds=options.load_retry_interval_seconds,
+            batching_parameters=options.batching_parameters,
+            enable_per_model_batching_parameters=(
+                options.enable_per_model_batching_parameters),
+            metrics=options.metrics),
+        self._source, self.batch_scheduler, self._stop)
 
   @contextlib.contextmanager
   def control_call(self) -> Iterator[None]:
@@ -401,8 +322,7 @@ class ModelManager:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     self._stop.set()
     self._wake.set()
-    with self._cond:
-      self._cond.notify_all()  # Wakes _wait_until_available.
+    self._monitor.notify()  # Wakes _wait_until_available.
     if self._thread is not None:
       self._thread.join(_remaining(deadline))
       if self._thread.is_alive():
@@ -425,8 +345,8 @@ class ModelManager:
             '%.1fs; not waiting for them.', harness.version, name,
             harness.servable.in_use, timeout_s)
         return False
-      self._set_state(name, harness.version, State.END)
-    self._close_object_cache()
+      self._monitor.set_state(name, harness.version, State.END)
+    self._source.close()
     if self.batch_scheduler is not None:
       self.batch_scheduler.stop()
     return True
@@ -497,46 +417,43 @@ class ModelManager:
 
   def _wait_until_available(self, names: Set[str],
                             timeout_s: Optional[float]) -> None:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    with self._cond:
-      while True:
-        pending = []
-        failures = []
-        for name in sorted(names):
-          model = self._models[name]
-          if model.base_path_error:
-            failures.append(model.base_path_error)
-            continue
-          if not model.polled or not model.aspired:
-            pending.append(name)
-            continue
-          # Every aspired version must settle; the newest must be available.
-          settling = [v for v in model.aspired
-                      if v not in model.harnesses or
-                      model.harnesses[v].state in (State.START, State.LOADING)]
-          latest = max(model.aspired)
-          if settling:
-            pending.append(name)
-          elif model.harnesses[latest].state != State.AVAILABLE:
-            error = model.harnesses[latest].error
-            failures.append(f'{{name: {name} version: {latest}}} failed: '
-                            f'{error.message if error else "unloaded"}')
-        if failures:
-          raise ModelsUnavailableError(
-              'Some servables were not available: ' + '; '.join(failures))
-        if not pending:
-          return
-        if self._stop.is_set():
-          raise ModelsUnavailableError(
-              f'Server stopping before models {pending} became available.')
-        remaining = None
-        if deadline is not None:
-          remaining = deadline - time.monotonic()
-          if remaining <= 0:
-            raise ModelsUnavailableError(
-                f'Models {pending} did not become available within '
-                f'{timeout_s}s.')
-        self._cond.wait(remaining if remaining is not None else 1.0)
+    pending = []
+
+    def available() -> bool:  # Under self._cond, as the monitor calls it.
+      pending.clear()
+      failures = []
+      for name in sorted(names):
+        model = self._models[name]
+        if model.base_path_error:
+          failures.append(model.base_path_error)
+          continue
+        if not model.polled or not model.aspired:
+          pending.append(name)
+          continue
+        # Every aspired version must settle; the newest must be available.
+        settling = [v for v in model.aspired
+                    if v not in model.harnesses or
+                    model.harnesses[v].state in (State.START, State.LOADING)]
+        latest = max(model.aspired)
+        if settling:
+          pending.append(name)
+        elif model.harnesses[latest].state != State.AVAILABLE:
+          error = model.harnesses[latest].error
+          failures.append(f'{{name: {name} version: {latest}}} failed: '
+                          f'{error.message if error else "unloaded"}')
+      if failures:
+        raise ModelsUnavailableError(
+            'Some servables were not available: ' + '; '.join(failures))
+      if not pending:
+        return True
+      if self._stop.is_set():
+        raise ModelsUnavailableError(
+            f'Server stopping before models {pending} became available.')
+      return False
+
+    if not self._monitor.wait_until(available, timeout_s):
+      raise ModelsUnavailableError(
+          f'Models {pending} did not become available within {timeout_s}s.')
 
   # --- request path --------------------------------------------------------
 
@@ -617,41 +534,17 @@ class ModelManager:
     return sorted(n for n, m in self._models.items() if not m.removed)
 
   def model_status(self, name: str, version: Optional[int] = None
-                  ) -> List[Tuple[int, int, Optional[str]]]:
+                  ) -> List[tuple]:
     """Returns (version, state, error) like ServableStateMonitor.
 
-    Args:
-      name: Model name.
-      version: Only this version if given.
-
-    Returns:
-      (version, ModelVersionStatus.State, ServingError or None), newest
-      version first.
+    See `servable_state_monitor.ServableStateMonitor.model_status`.
 
     Raises:
       ServingError: NOT_FOUND if the model or version was never seen.
     """
-    with self._cond:
-      states = self._states.get(name, {})
-      if version is not None:
-        if version not in states:
-          raise serving_error.not_found(
-              f'Could not find version {version} of model {name}. Known '
-              f'versions: {sorted(states, reverse=True)}.')
-        return [(version,) + states[version]]
-      if not states:
-        raise serving_error.not_found(
-            f'Could not find any versions of model {name}. Known models: '
-            f'{sorted(self._states)}.')
-      return [(v,) + states[v] for v in sorted(states, reverse=True)]
+    return self._monitor.model_status(name, version)
 
   # --- background work -----------------------------------------------------
-
-  def _set_state(self, name: str, version: int, state: int,
-                 error: Optional[serving_error.ServingError] = None) -> None:
-    with self._cond:
-      self._states.setdefault(name, {})[version] = (state, error)
-      self._cond.notify_all()
 
   def _run(self) -> None:
     _lower_thread_priority()
@@ -708,23 +601,13 @@ class ModelManager:
       config = ModelConfig()
       config.CopyFrom(model.config)
     try:
-      on_disk = self._list_versions(config.base_path)
-    except (FileNotFoundError, tf.errors.OpError,
-            object_store.ObjectStoreError,
-            object_store_cache.CacheError) as e:
-      message = (f'Could not find base path {config.base_path} for servable '
-                 f'{name}: {e}')
-      logging.error(message)
+      return self._source.aspired_versions(name, config)
+    except storage_path_source.BasePathError as e:
       with self._cond:
         if not model.polled:
-          model.base_path_error = message
+          model.base_path_error = str(e)
           self._cond.notify_all()
       return None
-    if not on_disk:
-      logging.warning('No versions of servable %s found under base path %s. '
-                      'Did you forget to name your leaf directory as a '
-                      'number (eg. \'/1/\')?', name, config.base_path)
-    return aspired_versions(config, on_disk)
 
   def _reconcile(self, name: str, model: _Model) -> None:
     """Applies availability-preserving actions until none is left."""
@@ -746,66 +629,20 @@ class ModelManager:
 
   @gil_slices.loading
   def _load(self, name: str, model: _Model, version: int, path: str) -> None:
-    harness = _Harness(version=version, path=path, state=State.LOADING)
+    harness = loader_harness.LoaderHarness(version=version, path=path,
+                                           state=State.LOADING)
     with self._cond:
       model.harnesses[version] = harness
-    self._set_state(name, version, State.LOADING)
+    self._monitor.set_state(name, version, State.LOADING)
     logging.info('Loading servable: {name: %s version: %d} from %s', name,
                  version, path)
-    attempts = self._options.max_num_load_retries + 1
-    error = None
-    for attempt in range(attempts):
-      if attempt:
-        logging.info('Retrying load of {name: %s version: %d} (retry %d of '
-                     '%d)', name, version, attempt, attempts - 1)
-        if self._stop.wait(self._options.load_retry_interval_seconds):
-          break
-      start = time.monotonic()
-      try:
-        loaded = servable_lib.load(name, version, self._local_copy(path),
-                                   self._options.saved_model_tags,
-                                   self._options.session_config,
-                                   self._options.runtime)
-      except servable_lib.LoadError as e:
-        self._record('record_load', path, False, time.monotonic() - start)
-        error = serving_error.ServingError(e.code, str(e))
-        logging.error('%s', error.message)
-        self._evict_copy(path)
-        continue
-      try:
-        self._prepare(loaded)
-      except servable_lib.LoadError as e:
-        loaded.close()
-        self._record('record_load', path, False, time.monotonic() - start)
-        error = serving_error.ServingError(e.code, str(e))
-        logging.error('%s', error.message)
-        self._evict_copy(path)
-        continue
-      self._record('record_load', path, True, time.monotonic() - start)
-      start = time.monotonic()
-      try:
-        if self._options.enable_model_warmup and not self._stop.is_set():
-          warmup.run_warmup(loaded,
-                            self._options.num_request_iterations_for_warmup)
-          self._record('record_warmup', path, grpc.StatusCode.OK,
-                        time.monotonic() - start)
-      except servable_lib.LoadError as e:
-        self._record('record_warmup', path, e.code, time.monotonic() - start)
-        loaded.close()
-        self._evict_copy(path)
-        error = serving_error.ServingError(
-            e.code,
-            f'Failed to warm up {{name: {name} version: {version}}}: {e}')
-        logging.error('%s', error.message)
-        continue
-      if self._stop.is_set():
-        loaded.close()  # stop() has stopped collecting versions to unload.
-        break
+    loaded, error = self._loader.load(name, version, path)
+    if loaded is not None:
       with self._cond:
         harness.servable = loaded
         harness.state = State.AVAILABLE
         model.available[version] = loaded
-      self._set_state(name, version, State.AVAILABLE)
+      self._monitor.set_state(name, version, State.AVAILABLE)
       logging.info('Successfully loaded servable version {name: %s version: '
                    '%d}', name, version)
       return
@@ -813,58 +650,22 @@ class ModelManager:
       harness.state = State.END
       harness.error = error or serving_error.ServingError(
           grpc.StatusCode.CANCELLED, 'load cancelled: server stopping')
-    self._set_state(name, version, State.END, harness.error)
-
-  def _prepare(self, loaded: servable_lib.Servable) -> None:
-    """Per-signature request plans and callables, then batching if on.
-
-    Raises:
-      LoadError: the version's batching parameters are invalid.
-    """
-    inference.prepare(loaded)
-    common = self._options.batching_parameters
-    if common is None:
-      return
-    try:
-      params = batching.per_model_batching_parameters(
-          loaded.path, common,
-          self._options.enable_per_model_batching_parameters)
-      if params is None:
-        logging.info('No %s in %s: version %d of %s is not batched.',
-                     batching.PER_MODEL_FILENAME, loaded.path,
-                     loaded.version, loaded.name)
-        return
-      source = (f'{loaded.path}/{batching.PER_MODEL_FILENAME}'
-                if params is not common else '--batching_parameters_file')
-      options = batching.queue_options(params, source)
-    except batching.BatchingConfigError as e:
-      raise servable_lib.LoadError(
-          f'Failed to set up batching for {{name: {loaded.name} version: '
-          f'{loaded.version}}}: {e}', grpc.StatusCode.INVALID_ARGUMENT) from e
-    loaded.enable_batching(self.batch_scheduler, options)
-    logging.info('Wrapping session to perform batch processing: {name: %s '
-                 'version: %d} (max_batch_size %d, batch_timeout_micros %d)',
-                 loaded.name, loaded.version, options.max_batch_size,
-                 options.batch_timeout_micros)
-  def _record(self, method: str, *args) -> None:
-    if self._options.metrics is not None:
-      getattr(self._options.metrics, method)(*args)
+    self._monitor.set_state(name, version, State.END, harness.error)
 
   def _unload(self, name: str, model: _Model, version: int) -> None:
     with self._cond:
       harness = model.harnesses[version]
       model.available.pop(version, None)
       harness.state = State.UNLOADING
-    self._set_state(name, version, State.UNLOADING)
+    self._monitor.set_state(name, version, State.UNLOADING)
     logging.info('Unloading servable version {name: %s version: %d}', name,
                  version)
     with self._cond:
       del model.harnesses[version]
 
     def finish():
-      harness.servable.close()
-      self._evict_copy(harness.path)
-      self._set_state(name, version, State.END)
+      self._loader.unload(harness)
+      self._monitor.set_state(name, version, State.END)
       logging.info('Done unloading servable version {name: %s version: %d}',
                    name, version)
 
@@ -872,46 +673,3 @@ class ModelManager:
       finish()
     else:
       self._unload_pool.submit(finish)
-
-
-  # --- s3:// base paths (python/serve/object_store_cache.py) ---------------
-
-  def _cache(self) -> object_store_cache.VersionCache:
-    with self._object_cache_lock:
-      if self._object_cache is None:
-        self._object_cache = object_store_cache.VersionCache(
-            self._options.model_cache_dir)
-        logging.info('Caching versions of s3:// base paths in %s',
-                     self._object_cache.directory)
-      return self._object_cache
-
-  def _list_versions(self, base_path: str) -> Dict[int, str]:
-    if object_store.is_s3(base_path):
-      return self._cache().list_versions(base_path)
-    return list_versions(base_path)
-
-  def _local_copy(self, path: str) -> str:
-    """The directory to load `path` from (downloaded first for s3://)."""
-    if not object_store.is_s3(path):
-      return path
-    try:
-      return self._cache().fetch(path)
-    except (object_store.ObjectStoreError,
-            object_store_cache.CacheError) as e:
-      raise servable_lib.LoadError(
-          f'Failed to download {path} to the model cache: {e}',
-          grpc.StatusCode.UNAVAILABLE) from e
-    except OSError as e:
-      raise servable_lib.LoadError(
-          f'Failed to download {path} to the model cache: {e}. Check the '
-          'free space of --model_cache_dir.') from e
-
-  def _evict_copy(self, path: str) -> None:
-    if object_store.is_s3(path) and self._object_cache is not None:
-      self._object_cache.evict(path)
-
-  def _close_object_cache(self) -> None:
-    with self._object_cache_lock:
-      if self._object_cache is not None:
-        self._object_cache.close()
-        self._object_cache = None
