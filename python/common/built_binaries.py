@@ -3,8 +3,9 @@
 A binary listed in the `data` of a test, of a binary or of a library they
 depend on is in the program's runfiles tree: under `bazel test` at
 $TEST_SRCDIR/$TEST_WORKSPACE/<package>/<name>, under `bazel run` (or a binary
-started by one) at $RUNFILES_DIR/<workspace>/<package>/<name>, which Bazel's
-Python stub sets. Run by hand from a checkout, it is the one `bazel build`
+started by one) at $RUNFILES_DIR/<workspace>/<package>/<name>, or, when
+RUNFILES_DIR is not set, next to this file in the runfiles tree it was run
+from. Run by hand from a checkout, it is the one `bazel build`
 left in bazel-bin/. An environment variable may name it too (e.g.
 $VERIFY_BINARY).
 
@@ -34,6 +35,10 @@ def built_binary(*parts: str, env_var: Optional[str] = None) -> str:
   runfiles = os.environ.get("RUNFILES_DIR")
   if runfiles and runfiles != srcdir:
     candidates.append(os.path.join(runfiles, WORKSPACE, *parts))
+  # This file's own runfiles tree (Bazel 4's Python stub does not always set
+  # RUNFILES_DIR under `bazel run`): <runfiles>/<workspace>/python/common.
+  if os.path.basename(os.path.dirname(_REPO_ROOT)).endswith(".runfiles"):
+    candidates.append(os.path.join(_REPO_ROOT, *parts))
   if env_var and os.environ.get(env_var):
     candidates.append(os.environ[env_var])
   candidates.append(os.path.join(_REPO_ROOT, "bazel-bin", *parts))

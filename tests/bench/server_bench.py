@@ -57,10 +57,10 @@ MODELS = ("half_plus_two", "dense")
 
 _MODELS = flags.DEFINE_list("models", list(MODELS),
                              "Models to serve: half_plus_two, dense.")
-_DENSE_WIDTH = flags.DEFINE_integer("dense_width", 1024,
+_DENSE_WIDTH = flags.DEFINE_integer("dense_width", 2048,
                                     "Width of the dense model's layers.",
                                     lower_bound=1)
-_DENSE_LAYERS = flags.DEFINE_integer("dense_layers", 2,
+_DENSE_LAYERS = flags.DEFINE_integer("dense_layers", 4,
                                      "Layers of the dense model.",
                                      lower_bound=1)
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "16", "64"],
