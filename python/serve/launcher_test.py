@@ -11,6 +11,7 @@ import sys
 
 from absl.testing import absltest
 
+from python.common import built_binaries
 from python.serve import launcher
 
 
@@ -43,8 +44,11 @@ class ServerCommandTest(absltest.TestCase):
 
   def test_missing_binary_is_a_clear_error_before_anything_starts(self):
     empty = self.create_tempdir().full_path
+    # No runfiles tree and no checkout holds it (built_binaries also looks
+    # next to itself, in the tree it was run from).
     with absltest.mock.patch.dict(os.environ, {'TEST_SRCDIR': empty,
-                                               'RUNFILES_DIR': empty}):
+                                               'RUNFILES_DIR': empty}), \
+        absltest.mock.patch.object(built_binaries, '_REPO_ROOT', empty):
       with self.assertRaisesRegex(
           launcher.LauncherError,
           r'Cannot start the project server: //python/serve:serve is not at '
