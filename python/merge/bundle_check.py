@@ -58,7 +58,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from python.common import op_policy
 from python.merge import errors
-from python.merge import graph_import
+from python.common import graph_import
 from python.merge import saved_model_io
 from python.merge import numerics as numerics_lib
 from python.merge import warmup as warmup_lib

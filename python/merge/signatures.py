@@ -27,7 +27,7 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.merge import errors
-from python.merge import graph_import
+from python.common import graph_import
 from python.merge import graph_io
 from python.merge import spec as spec_lib
 

@@ -2,7 +2,8 @@
 
 TF Serving keeps one `SavedModelBundle` (session + MetaGraphDef) per loaded
 version. `Servable` is the same thing built on TensorFlow's Python runtime:
-`tf.compat.v1` loader under the requested tags, one `Session` per version.
+one `Session` per version, loaded under the requested tags by
+`saved_model_loader` (the steps of C++ `LoadSavedModel`).
 
 Requests run through session callables (`CallableOptions`), the C++ runtime
 path TF Serving's `Session::Run` takes: feeds are checked against the graph
@@ -33,6 +34,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.serve import batching as batching_lib
 from python.serve import caller_thread
+from python.serve import saved_model_loader
 from python.serve import serving_error
 
 # Callables kept per servable; the oldest built is released past this many
@@ -316,20 +318,15 @@ def load(name: str, version: int, path: str, tags: Sequence[str],
   Raises:
     LoadError: the directory is not a loadable SavedModel for `tags`.
   """
-  graph = tf.Graph()
-  session = tf.compat.v1.Session(graph=graph, config=session_config)
   try:
-    with graph.as_default():
-      meta_graph_def = tf.compat.v1.saved_model.loader.load(
-          session, list(tags), path)
+    session, meta_graph_def = saved_model_loader.load(path, tags,
+                                                      session_config)
   except Exception as e:  # pylint: disable=broad-except
-    session.close()
     detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
     raise LoadError(
         f'Failed to load servable {{name: {name} version: {version}}} from '
         f'{path} with tags {{{",".join(tags)}}}: {detail}',
         _load_error_code(e)) from e
-  graph.finalize()
   simple = ({} if caller_thread.pool_configured(session_config) else
             caller_thread.simple_runs(meta_graph_def))
   if options.remove_unused_fields_from_bundle_metagraph:

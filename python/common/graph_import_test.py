@@ -4,7 +4,7 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
-from python.merge import graph_import
+from python.common import graph_import
 
 _v1 = tf.compat.v1
 
