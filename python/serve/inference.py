@@ -204,7 +204,7 @@ def prepare(servable: _Servable) -> None:
     plan = _predict_plan(servable, name)
     feeds = tuple(sorted({n for _, _, n, _ in plan.inputs}))
     try:
-      servable.callable_for(feeds, plan.unique)
+      servable.callable_for(feeds, plan.unique, at_load=True)
     except Exception:  # pylint: disable=broad-except
       # A signature the graph cannot run as declared fails on its request,
       # with the runtime's message, as TF Serving's does.

@@ -88,10 +88,15 @@ class Loader:
     self._batch_scheduler = batch_scheduler
     self._stopping = stopping
 
-  def load(self, name: str, version: int, path: str
+  def load(self, name: str, version: int, path: str,
+           deadline_callables: Sequence[Tuple] = ()
           ) -> Tuple[Optional[servable_lib.Servable],
                      Optional[serving_error.ServingError]]:
     """Loads, prepares and warms up one version, with retries.
+
+    `deadline_callables` are the deadline callables the version being
+    replaced was asked for (`Servable.deadline_callables`); they are built
+    before the new version serves (`Servable.prebuild`).
 
     Returns:
       (the servable, None) once loaded; (None, the last attempt's error)
@@ -121,6 +126,7 @@ class Loader:
         continue
       try:
         self.prepare(loaded)
+        loaded.prebuild(deadline_callables)
       except servable_lib.LoadError as e:
         loaded.close()
         self._record('record_load', path, False, time.monotonic() - start)

@@ -10,6 +10,7 @@ import time
 
 from absl.testing import absltest
 import grpc
+import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
 from python.serve import loader_harness
@@ -91,6 +92,18 @@ class LoaderTest(absltest.TestCase):
     self.addCleanup(loaded.close, 10)
     self.assertEqual(self._count(loaded), 0)
     self.assertEqual(self.metrics.calls, [('load', '1', True)])
+
+  def test_the_replaced_versions_deadline_callables_are_built_at_load(self):
+    old, _ = self._loader(enable_model_warmup=False).load('m', 1, self.good)
+    self.addCleanup(old.close, 10)
+    old.run({'x:0': np.ones((1, 3), np.float32)}, ['total:0', 'y:0'],
+            timeout_s=2.0)
+    asked = old.deadline_callables()
+    self.assertEqual(asked, [(('x:0',), ('total:0', 'y:0'), 2048)])
+    new, _ = self._loader(enable_model_warmup=False).load(
+        'm', 2, self.good, asked)
+    self.addCleanup(new.close, 10)
+    self.assertEqual(new.deadline_callables(), asked)
 
   def test_a_failing_load_is_retried_then_reported(self):
     bad = os.path.join(self.create_tempdir().full_path, '4')

@@ -30,7 +30,6 @@ poll, load and unload.
 import concurrent.futures
 import contextlib
 import dataclasses
-import os
 import threading
 import time
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set
@@ -44,6 +43,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from python.serve import batching
 from python.serve import gil_slices
+from python.serve import load_priority
 from python.serve import loader_harness
 from python.serve import servable as servable_lib
 from python.serve import servable_state_monitor
@@ -107,23 +107,6 @@ class ManagerOptions:
 
 class ControlCallsExhaustedError(RuntimeError):
   """Too many slow control calls are already waiting."""
-
-
-# Niceness of the threads that discover, load, warm up and unload versions.
-# Request threads keep the process's own priority, so on a busy machine a
-# load takes the CPU (and the GIL) that serving leaves, not the reverse: the
-# signatures that did not change do not feel the swap (hotswap_bench).
-LOAD_THREAD_NICENESS = 10
-
-
-def _lower_thread_priority() -> None:
-  """Lowers the calling thread's CPU priority (Linux: per-thread nice)."""
-  try:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                   min(19, os.getpriority(os.PRIO_PROCESS, 0) +
-                       LOAD_THREAD_NICENESS))
-  except (AttributeError, OSError) as e:  # Not Linux, or not permitted.
-    logging.info('Load threads keep the normal priority: %s', e)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -242,13 +225,11 @@ class ModelManager:
     self._load_pool = None
     if options.num_load_threads > 0:
       self._load_pool = concurrent.futures.ThreadPoolExecutor(
-          options.num_load_threads, thread_name_prefix='load',
-          initializer=_lower_thread_priority)
+          options.num_load_threads, thread_name_prefix='load')
     self._unload_pool = None
     if options.num_unload_threads > 0:
       self._unload_pool = concurrent.futures.ThreadPoolExecutor(
-          options.num_unload_threads, thread_name_prefix='unload',
-          initializer=_lower_thread_priority)
+          options.num_unload_threads, thread_name_prefix='unload')
     self._wake = threading.Event()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -299,6 +280,11 @@ class ModelManager:
 
   def start(self) -> None:
     """Starts the background discovery/loading thread."""
+    # TensorFlow's shared pools at this (serving) priority, not the load
+    # threads' lowered one.
+    servable_lib.start_thread_pools(self._options.session_config)
+    # Loads run at this priority but for their long GIL-free steps.
+    load_priority.start()
     self._thread = threading.Thread(target=self._run, name='model_manager',
                                     daemon=True)
     self._thread.start()
@@ -547,7 +533,6 @@ class ModelManager:
   # --- background work -----------------------------------------------------
 
   def _run(self) -> None:
-    _lower_thread_priority()
     poll_wait = self._options.file_system_poll_wait_seconds
     while not self._stop.is_set():
       self._wake.clear()
@@ -636,7 +621,13 @@ class ModelManager:
     self._monitor.set_state(name, version, State.LOADING)
     logging.info('Loading servable: {name: %s version: %d} from %s', name,
                  version, path)
-    loaded, error = self._loader.load(name, version, path)
+    with self._cond:
+      # The version this one replaces: its clients' deadlines.
+      latest = max(model.available) if model.available else None
+      previous = model.available[latest] if latest is not None else None
+    loaded, error = self._loader.load(
+        name, version, path,
+        previous.deadline_callables() if previous is not None else ())
     if loaded is not None:
       with self._cond:
         harness.servable = loaded

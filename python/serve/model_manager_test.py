@@ -3,7 +3,7 @@ of stopping: bounded waits for requests and for start-up."""
 
 import os
 import threading
-import time
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -11,8 +11,10 @@ from google.protobuf import text_format
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from python.serve import load_priority
 from python.serve import model_manager
 from python.serve import servable as servable_lib
+from python.serve.testdata import models
 
 
 def _config(text: str) -> model_manager.ModelConfig:
@@ -197,25 +199,40 @@ class StopTest(absltest.TestCase):
 
 
 class LoadPriorityTest(absltest.TestCase):
-  """Loads run below the request threads' CPU priority (hot swaps)."""
+  """Loads run at the serving priority; only their GIL-free steps niced."""
 
-  def test_manager_and_load_threads_are_niced(self):
-    base = os.getpriority(os.PRIO_PROCESS, 0)
+  def test_loads_keep_the_priority_and_build_callables_niced(self):
+    base_priority = os.getpriority(os.PRIO_PROCESS, 0)
+    base = self.create_tempdir().full_path
+    models.write_tf1_model(os.path.join(base, '1'), warmup=False)
+    niced_calls = []
+    run_niced = load_priority.run_niced
+
+    def recording(fn, *args):
+      niced_calls.append((getattr(fn, '__name__', ''),
+                          threading.get_native_id()))
+      return run_niced(fn, *args)
+
+    self.enter_context(mock.patch.object(load_priority, 'run_niced',
+                                         recording))
     manager = model_manager.ModelManager(model_manager.ManagerOptions(
         file_system_poll_wait_seconds=0.05, num_load_threads=1))
     manager.start()
     self.addCleanup(manager.stop, 30)
-    want = min(19, base + model_manager.LOAD_THREAD_NICENESS)
-    tid = manager._thread.native_id  # pylint: disable=protected-access
-    deadline = time.monotonic() + 10  # The thread lowers it as it starts.
-    while (os.getpriority(os.PRIO_PROCESS, tid) != want and
-           time.monotonic() < deadline):
-      time.sleep(0.01)
-    self.assertEqual(os.getpriority(os.PRIO_PROCESS, tid), want)
+    manager.reload_config(
+        _config_list(f'config {{ name: "m" base_path: "{base}" }}'))
     loader = manager._load_pool.submit(threading.get_native_id).result(30)  # pylint: disable=protected-access
-    self.assertEqual(os.getpriority(os.PRIO_PROCESS, loader), want)
-    # The calling (request) thread keeps its priority.
-    self.assertEqual(os.getpriority(os.PRIO_PROCESS, 0), base)
+    for tid in (loader, manager._thread.native_id, 0):  # pylint: disable=protected-access
+      self.assertEqual(os.getpriority(os.PRIO_PROCESS, tid), base_priority)
+    # Restore, init op and every signature's callable were built niced,
+    # asked for by the load thread.
+    names = [name for name, _ in niced_calls]
+    self.assertIn('_make_callable_from_options', names)
+    self.assertGreaterEqual(len(names), 2)
+    self.assertEqual({tid for _, tid in niced_calls}, {loader})
+    worker = load_priority.worker_native_id()
+    self.assertEqual(os.getpriority(os.PRIO_PROCESS, worker),
+                     min(19, base_priority + load_priority.NICENESS))
 
 
 if __name__ == '__main__':

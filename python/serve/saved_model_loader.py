@@ -43,6 +43,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
 from python.common import graph_import
+from python.serve import load_priority
 
 # Names TensorFlow's loader looks up (cc/saved_model/constants.h).
 INIT_OP_SIGNATURE_KEY = '__saved_model_init_op'
@@ -148,8 +149,9 @@ def run_once(session: tf.compat.v1.Session, feeds: Mapping[str, str],
   names = sorted(feeds)
   options = config_pb2.CallableOptions(
       feed=names, target=[_TENSOR_SUFFIX.sub('', target.lstrip('^'))])
+  # Pruning and instantiating the run is native and GIL-free: niced.
   # pylint: disable-next=protected-access
-  run = session._make_callable_from_options(options)
+  run = load_priority.run_niced(session._make_callable_from_options, options)
   try:
     run(*[np.array(os.fsencode(feeds[name]), dtype=object) for name in names])
   finally:

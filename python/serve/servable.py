@@ -11,7 +11,11 @@ by the executor (dtype), not by Python's `Session.run`, which also refuses a
 value whose shape differs from the Placeholder's declared shape (TF Serving
 feeds `x` of shape [1] into a [None, 1] placeholder and answers). Callables
 are built once per (feeds, fetches, deadline bucket) and cached; the ones of
-each signature's full inputs/outputs are built at load (`inference.prepare`).
+each signature's full inputs/outputs are built at load (`inference.prepare`),
+in the load's niced worker (`load_priority`). A request whose deadline bucket
+has no callable yet runs on the deadline-free one of its feeds and fetches
+while the bucket's is built in that worker, so no request waits for a graph
+to be pruned and instantiated again.
 They release the GIL, so many request threads can run one servable at once.
 Runs of small signatures execute in the request's thread instead of TF's
 inter-op pool (`caller_thread`), which saves the pool's hand-off.
@@ -26,6 +30,7 @@ import dataclasses
 import threading
 from typing import Mapping, Optional, Sequence, Tuple
 
+from absl import logging
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -34,6 +39,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from python.serve import batching as batching_lib
 from python.serve import caller_thread
+from python.serve import load_priority
 from python.serve import saved_model_loader
 from python.serve import serving_error
 
@@ -123,6 +129,8 @@ class Servable:
     self._refs = 0
     self._closed = False
     self._callables_lock = threading.Lock()
+    # Deadline-bucket callables queued for the niced worker (_build_later).
+    self._scheduled: set = set()
     self._callables: 'collections.OrderedDict[Tuple, object]' = (
         collections.OrderedDict())
     self._batching: Optional[batching_lib.BatchingSession] = None
@@ -161,16 +169,66 @@ class Servable:
                                           fetches)
 
   def callable_for(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
-                   timeout_s: Optional[float] = None):
-    """Builds (or finds) the session callable of a feeds/fetches set."""
-    return self._callable(feeds, fetches, _timeout_bucket_ms(timeout_s))
+                   timeout_s: Optional[float] = None, *,
+                   at_load: bool = False):
+    """Builds (or finds) the session callable of a feeds/fetches set.
+
+    With `at_load`, a callable not built yet is built in the load's niced
+    worker (`load_priority`).
+    """
+    return self._callable(feeds, fetches, _timeout_bucket_ms(timeout_s),
+                          at_load)
 
   def _callable(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...],
-                timeout_ms: int):
+                timeout_ms: int, at_load: bool = False):
     key = (feeds, fetches, timeout_ms)
     run = self._callables.get(key)
     if run is not None:
       return run
+    if timeout_ms and not at_load and load_priority.started():
+      # Building a callable prunes and instantiates the graph again (0.1 s
+      # and more on a large signature), and the first request of every
+      # deadline bucket would wait for it: right after a swap, every
+      # client's first request did (0.4 s on hotswap_bench). The
+      # deadline-free callable serves now; the bucket's is built in the
+      # niced worker for the requests after.
+      unbounded = self._callables.get((feeds, fetches, 0))
+      if unbounded is not None:
+        self._build_later(key)
+        return unbounded
+    return self._build(key, at_load)
+
+  def deadline_callables(self) -> list:
+    """The (feeds, fetches, deadline bucket ms) sets built with a deadline."""
+    return [key for key in list(self._callables) if key[2]]
+
+  def prebuild(self, keys, limit: int = 32) -> int:
+    """Builds at load the deadline callables an older version was asked for.
+
+    Only for feeds/fetches sets this version built at load (its signatures'
+    own), at most `limit`, in the niced worker. A hot-swapped version then
+    serves its clients' deadlines without building anything on their
+    requests (a build blocks the session's other runs while it prunes the
+    graph). Sets the new graph cannot run are skipped.
+
+    Returns:
+      How many were built.
+    """
+    built = 0
+    for key in keys:
+      if built >= limit:
+        break
+      if key in self._callables or (key[0], key[1], 0) not in self._callables:
+        continue
+      try:
+        self._build(key, at_load=True)
+        built += 1
+      except Exception:  # pylint: disable=broad-except
+        pass  # Its requests will build (and fail) it themselves.
+    return built
+
+  def _build(self, key: Tuple, at_load: bool = False):
+    feeds, fetches, timeout_ms = key
     options = config_pb2.CallableOptions(feed=list(feeds),
                                          fetch=list(fetches))
     if timeout_ms:
@@ -178,12 +236,35 @@ class Servable:
     if self.in_caller_thread(feeds, fetches):
       options.run_options.inter_op_thread_pool = -1
     # pylint: disable-next=protected-access
-    run = self._session._make_callable_from_options(options)
+    make = self._session._make_callable_from_options
+    run = load_priority.run_niced(make, options) if at_load else make(options)
     with self._callables_lock:
       self._callables[key] = run
       while len(self._callables) > MAX_CALLABLES:
         self._callables.popitem(last=False)  # The oldest built.
     return run
+
+  def _build_later(self, key: Tuple) -> None:
+    """Queues one build of `key` in the niced worker (once per key)."""
+    with self._callables_lock:
+      if key in self._scheduled:
+        return
+      self._scheduled.add(key)
+
+    def build():
+      try:
+        if not self._closed:
+          self._build(key)
+      except Exception as e:  # pylint: disable=broad-except
+        # Closed meanwhile, or the set cannot run: requests keep the
+        # deadline-free callable (and meet the error in their own run).
+        logging.info('No deadline callable for %s of %s: %s', key[:2],
+                     self.name, e)
+      finally:
+        with self._callables_lock:
+          self._scheduled.discard(key)
+
+    load_priority.submit_niced(build)
 
   def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str],
           timeout_s: Optional[float] = None) -> list:
@@ -275,6 +356,27 @@ class Servable:
     """How many requests hold this version right now."""
     with self._cond:
       return self._refs
+
+
+def start_thread_pools(
+    session_config: Optional[tf.compat.v1.ConfigProto] = None) -> None:
+  """Creates TensorFlow's process-wide thread pools in the calling thread.
+
+  Sessions run on pools TensorFlow creates once per process, with the first
+  session (the inter-op pool) and the first CPU device (the intra-op pool);
+  their threads inherit the creating thread's CPU priority. The manager's
+  load threads run niced, so without this the first load would create them,
+  and every request of every version would then run at the loads' lowered
+  priority. Call it from a thread at the serving priority before the first
+  load, with the config versions load with. (Per-session pools, which
+  `use_per_session_threads` or `session_inter_op_thread_pool` ask for, are
+  created by each load and cannot be made here.)
+  """
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.constant(0, name='start_thread_pools')
+  with tf.compat.v1.Session(graph=graph, config=session_config) as session:
+    session.run('start_thread_pools:0')
 
 
 def _trimmed(meta_graph_def: meta_graph_pb2.MetaGraphDef

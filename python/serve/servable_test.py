@@ -5,12 +5,16 @@ total = sum(y)).
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 from absl.testing import absltest
 import grpc
 import numpy as np
 
+from python.serve import load_priority
 from python.serve import servable as servable_lib
 from python.serve import serving_error
 from python.serve.testdata import models
@@ -79,6 +83,40 @@ class ServableTest(absltest.TestCase):
                      bucket)
     self.assertIsNot(bucket, first)
 
+  def test_a_new_deadline_bucket_is_built_off_the_request_path(self):
+    # A worker of this test's own (the other tests build synchronously).
+    self.enter_context(absltest.mock.patch.object(load_priority, '_worker',
+                                                  None))
+    load_priority.start()
+    servable = self._load()
+    unbounded = servable.callable_for(('x:0',), ('y:0',))
+    # The first request of a bucket runs on the deadline-free callable ...
+    feeds = {'x:0': np.ones((1, 3), np.float32)}
+    np.testing.assert_allclose(
+        servable.run(feeds, ['y:0'], timeout_s=5.0)[0], [[3.0, 3.0, 3.0]])
+    self.assertIs(servable.callable_for(('x:0',), ('y:0',), 0.004), unbounded)
+    # ... while the worker builds the bucket's (queued after, so done once a
+    # later call in the worker returns).
+    load_priority.run_niced(lambda: None)
+    bucket = servable._callables[(('x:0',), ('y:0',), 8192)]  # pylint: disable=protected-access
+    self.assertIsNot(bucket, unbounded)
+    self.assertIs(servable._callable(('x:0',), ('y:0',), 8192), bucket)  # pylint: disable=protected-access
+    # A set with no deadline-free callable yet is built for the request.
+    fresh = servable.callable_for(('x:0',), ('total:0',), 1.0)
+    self.assertIs(servable._callables[(('x:0',), ('total:0',), 1024)], fresh)  # pylint: disable=protected-access
+
+  def test_prebuild_builds_deadlines_of_sets_built_at_load_only(self):
+    servable = self._load()
+    servable.callable_for(('x:0',), ('y:0',))
+    keys = [(('x:0',), ('y:0',), 64), (('x:0',), ('y:0',), 128),
+            (('x:0',), ('total:0',), 64),  # No deadline-free callable.
+            (('x:0',), ('y:0',), 256)]
+    self.assertEqual(servable.prebuild(keys, limit=2), 2)
+    self.assertEqual(servable.deadline_callables(), keys[:2])
+    self.assertEqual(servable.prebuild(keys), 1)  # Only the one left.
+    self.assertEqual(servable.deadline_callables(), [keys[0], keys[1],
+                                                     keys[3]])
+
   def test_the_oldest_callable_is_released_past_the_limit(self):
     servable = self._load()
     with absltest.mock.patch.object(servable_lib, 'MAX_CALLABLES', 2):
@@ -115,6 +153,52 @@ class ServableTest(absltest.TestCase):
       servable_lib.load('m', 3, self.path, ['gpu', 'serve'])
     self.assertIn('with tags {gpu,serve}', str(raised.exception))
     self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+
+
+class ThreadPoolsTest(absltest.TestCase):
+
+  # Run in a new process: TensorFlow's pools exist once per process.
+  _SCRIPT = textwrap.dedent("""
+      import os, sys, threading
+      import tensorflow as tf
+      from python.serve import servable
+      if sys.argv[1] == 'start':
+        servable.start_thread_pools()
+
+      def niced_first_session():
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        graph = tf.Graph()
+        with graph.as_default():
+          tf.constant(1.0, name='c')
+        with tf.compat.v1.Session(graph=graph) as session:
+          session.run('c:0')
+
+      thread = threading.Thread(target=niced_first_session)
+      thread.start()
+      thread.join()
+      for tid in os.listdir('/proc/self/task'):
+        with open(f'/proc/self/task/{tid}/comm') as f:
+          if f.read().strip() == 'tf_Compute':
+            print('tf_Compute', os.getpriority(os.PRIO_PROCESS, int(tid)))
+      """)
+
+  def _pool_priorities(self, mode):
+    result = subprocess.run(
+        [sys.executable, '-c', self._SCRIPT, mode], capture_output=True,
+        text=True, timeout=120, check=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return [int(line.split()[1]) for line in result.stdout.splitlines()
+            if line.startswith('tf_Compute ')]
+
+  def test_the_pools_keep_the_priority_of_the_thread_that_started_them(self):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    started = self._pool_priorities('start')
+    self.assertNotEmpty(started)
+    self.assertEqual(set(started), {base})
+    # Without it, the first (niced) session's thread gives its priority to
+    # the pools every later run uses.
+    self.assertEqual(set(self._pool_priorities('no_start')),
+                     {min(19, base + 10)})
 
 
 if __name__ == '__main__':

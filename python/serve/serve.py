@@ -26,6 +26,7 @@ default effect: the process dies at once, with nothing loaded or served yet.
 # unless --verbose (see python/common/quiet.py).
 from python.common import quiet  # pylint: disable=unused-import,g-bad-import-order
 
+import gc
 import os
 import sys
 
@@ -234,6 +235,14 @@ def main(argv):
   # a real tensorflow_model_server (see python/merge/externalize.py). Read
   # when kernels are created, so setting it here, before any load, suffices.
   os.environ.setdefault(tf_env.ONEDNN_ASSUME_FROZEN_WEIGHTS, '1')
+  # TensorFlow's and gRPC's modules leave ~370k objects that CPython's
+  # collector tracks and that live as long as the process. A full
+  # collection walks them all, holding the GIL for ~0.2 s on this machine,
+  # and serving stalls for as long; CPython runs one whenever enough
+  # long-lived objects have piled up (after loads, for instance). Frozen, the
+  # collector skips them; what versions and requests create later is
+  # collected as before.
+  gc.freeze()
   with signal_waiter.SignalWaiter() as signals:
     try:
       status = server_lib.serve_until_signal(
