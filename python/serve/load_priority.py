@@ -17,9 +17,6 @@ native and release the GIL: building a version's session callables
 each signature: ~0.4 CPU-seconds on a 16 MiB merged bundle of four models,
 most of a load). Those run in one niced worker thread (`run_niced`) that
 only ever runs such calls; the load thread waits for them without the GIL.
-The worker also builds, without anyone waiting (`submit_niced`), the
-callables of deadline buckets that requests ask for after the load
-(`servable`).
 """
 
 import concurrent.futures
@@ -62,22 +59,6 @@ def worker_native_id() -> Optional[int]:
   if _worker is None:
     return None
   return _worker.submit(threading.get_native_id).result()
-
-
-def started() -> bool:
-  """True once `start` has made the niced worker."""
-  return _worker is not None
-
-
-def submit_niced(fn: Callable[[], object]) -> None:
-  """Queues `fn` in the niced worker without waiting (inline before start).
-
-  `fn` must handle its own errors: nobody waits for its result.
-  """
-  if _worker is None:
-    fn()
-  else:
-    _worker.submit(fn)
 
 
 def run_niced(fn: Callable[..., _T], *args) -> _T:

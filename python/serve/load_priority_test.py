@@ -34,24 +34,6 @@ class LoadPriorityTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'from the worker'):
       load_priority.run_niced(self._fail)
 
-  def test_submitted_calls_run_in_the_worker_without_waiting(self):
-    load_priority.start()
-    self.assertTrue(load_priority.started())
-    gate, ran = threading.Event(), []
-
-    def job():
-      gate.wait(10)
-      ran.append(threading.get_native_id())
-
-    load_priority.submit_niced(job)  # Returns while job still waits.
-    self.assertEqual(ran, [])
-    gate.set()
-    load_priority.run_niced(lambda: None)  # Queued after job: job is done.
-    self.assertEqual(ran, [load_priority.worker_native_id()])
-    with mock.patch.object(load_priority, '_worker', None):
-      load_priority.submit_niced(lambda: ran.append('inline'))
-    self.assertEqual(ran[-1], 'inline')
-
   @staticmethod
   def _fail():
     raise ValueError('from the worker')

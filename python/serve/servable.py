@@ -12,10 +12,9 @@ value whose shape differs from the Placeholder's declared shape (TF Serving
 feeds `x` of shape [1] into a [None, 1] placeholder and answers). Callables
 are built once per (feeds, fetches, deadline bucket) and cached; the ones of
 each signature's full inputs/outputs are built at load (`inference.prepare`),
-in the load's niced worker (`load_priority`). A request whose deadline bucket
-has no callable yet runs on the deadline-free one of its feeds and fetches
-while the bucket's is built in that worker, so no request waits for a graph
-to be pruned and instantiated again.
+in the load's niced worker (`load_priority`), with the deadline buckets the
+version being replaced was asked for (`prebuild`): building a callable on a
+request blocks the session's other runs while it prunes the graph.
 They release the GIL, so many request threads can run one servable at once.
 Runs of small signatures execute in the request's thread instead of TF's
 inter-op pool (`caller_thread`), which saves the pool's hand-off.
@@ -30,7 +29,6 @@ import dataclasses
 import threading
 from typing import Mapping, Optional, Sequence, Tuple
 
-from absl import logging
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -129,8 +127,6 @@ class Servable:
     self._refs = 0
     self._closed = False
     self._callables_lock = threading.Lock()
-    # Deadline-bucket callables queued for the niced worker (_build_later).
-    self._scheduled: set = set()
     self._callables: 'collections.OrderedDict[Tuple, object]' = (
         collections.OrderedDict())
     self._batching: Optional[batching_lib.BatchingSession] = None
@@ -185,17 +181,6 @@ class Servable:
     run = self._callables.get(key)
     if run is not None:
       return run
-    if timeout_ms and not at_load and load_priority.started():
-      # Building a callable prunes and instantiates the graph again (0.1 s
-      # and more on a large signature), and the first request of every
-      # deadline bucket would wait for it: right after a swap, every
-      # client's first request did (0.4 s on hotswap_bench). The
-      # deadline-free callable serves now; the bucket's is built in the
-      # niced worker for the requests after.
-      unbounded = self._callables.get((feeds, fetches, 0))
-      if unbounded is not None:
-        self._build_later(key)
-        return unbounded
     return self._build(key, at_load)
 
   def deadline_callables(self) -> list:
@@ -243,28 +228,6 @@ class Servable:
       while len(self._callables) > MAX_CALLABLES:
         self._callables.popitem(last=False)  # The oldest built.
     return run
-
-  def _build_later(self, key: Tuple) -> None:
-    """Queues one build of `key` in the niced worker (once per key)."""
-    with self._callables_lock:
-      if key in self._scheduled:
-        return
-      self._scheduled.add(key)
-
-    def build():
-      try:
-        if not self._closed:
-          self._build(key)
-      except Exception as e:  # pylint: disable=broad-except
-        # Closed meanwhile, or the set cannot run: requests keep the
-        # deadline-free callable (and meet the error in their own run).
-        logging.info('No deadline callable for %s of %s: %s', key[:2],
-                     self.name, e)
-      finally:
-        with self._callables_lock:
-          self._scheduled.discard(key)
-
-    load_priority.submit_niced(build)
 
   def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str],
           timeout_s: Optional[float] = None) -> list:

@@ -14,7 +14,6 @@ from absl.testing import absltest
 import grpc
 import numpy as np
 
-from python.serve import load_priority
 from python.serve import servable as servable_lib
 from python.serve import serving_error
 from python.serve.testdata import models
@@ -82,28 +81,6 @@ class ServableTest(absltest.TestCase):
     self.assertIsNot(servable.callable_for(('x:0',), ('y:0',), 0.005),
                      bucket)
     self.assertIsNot(bucket, first)
-
-  def test_a_new_deadline_bucket_is_built_off_the_request_path(self):
-    # A worker of this test's own (the other tests build synchronously).
-    self.enter_context(absltest.mock.patch.object(load_priority, '_worker',
-                                                  None))
-    load_priority.start()
-    servable = self._load()
-    unbounded = servable.callable_for(('x:0',), ('y:0',))
-    # The first request of a bucket runs on the deadline-free callable ...
-    feeds = {'x:0': np.ones((1, 3), np.float32)}
-    np.testing.assert_allclose(
-        servable.run(feeds, ['y:0'], timeout_s=5.0)[0], [[3.0, 3.0, 3.0]])
-    self.assertIs(servable.callable_for(('x:0',), ('y:0',), 0.004), unbounded)
-    # ... while the worker builds the bucket's (queued after, so done once a
-    # later call in the worker returns).
-    load_priority.run_niced(lambda: None)
-    bucket = servable._callables[(('x:0',), ('y:0',), 8192)]  # pylint: disable=protected-access
-    self.assertIsNot(bucket, unbounded)
-    self.assertIs(servable._callable(('x:0',), ('y:0',), 8192), bucket)  # pylint: disable=protected-access
-    # A set with no deadline-free callable yet is built for the request.
-    fresh = servable.callable_for(('x:0',), ('total:0',), 1.0)
-    self.assertIs(servable._callables[(('x:0',), ('total:0',), 1024)], fresh)  # pylint: disable=protected-access
 
   def test_prebuild_builds_deadlines_of_sets_built_at_load_only(self):
     servable = self._load()
