@@ -42,7 +42,6 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from python.serve import batching
-from python.serve import gil_slices
 from python.serve import load_priority
 from python.serve import loader_harness
 from python.serve import servable as servable_lib
@@ -612,7 +611,6 @@ class ModelManager:
       else:
         self._load(name, model, version, aspired[version])
 
-  @gil_slices.loading
   def _load(self, name: str, model: _Model, version: int, path: str) -> None:
     harness = loader_harness.LoaderHarness(version=version, path=path,
                                            state=State.LOADING)
