@@ -135,6 +135,8 @@ class ModelServer:
       raise self._cancelled()
     config = self._initial_config()
     prometheus = self._prometheus_options()
+    # Request metrics are read only by the Prometheus page.
+    self._runner.set_recording(bool(prometheus.enable))
     credentials = None
     if self._options.ssl_config_file:
       try:

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from python.serve import metrics as metrics_lib
 from python.serve import model_manager
 from python.serve import server_config
 from python.serve import server_lib
@@ -99,6 +100,29 @@ class ModelServerTest(absltest.TestCase):
       prediction_service_pb2_grpc.PredictionServiceStub(
           self._channel(port)).Predict(request, timeout=5)
     self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+  def _predicts_recorded(self, **overrides) -> int:
+    """Serves one Predict; returns the requests the metrics counted."""
+    server = server_lib.ModelServer(_options(self.base, **overrides))
+    port = server.start()
+    self.addCleanup(server.stop)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = 'm'
+    request.inputs['x'].CopyFrom(
+        tf.make_tensor_proto(np.array([[1, 2, 3]], np.float32)))
+    prediction_service_pb2_grpc.PredictionServiceStub(
+        self._channel(port)).Predict(request, timeout=_BOUND_S)
+    (family,) = [f for f in server.metrics.snapshot()
+                 if f.name == metrics_lib.REQUEST_COUNT]
+    return sum(family.values.values())
+
+  def test_requests_record_metrics_only_for_a_prometheus_page(self):
+    config = self.create_tempfile(
+        'monitoring.config',
+        'prometheus_config { enable: true path: "/monitoring/prometheus/'
+        'metrics" }\n').full_path
+    self.assertEqual(self._predicts_recorded(monitoring_config_file=config), 1)
+    self.assertEqual(self._predicts_recorded(), 0)
 
   def test_stop_before_start_means_the_port_never_opens(self):
     server = server_lib.ModelServer(_options(self.base))

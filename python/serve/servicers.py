@@ -62,6 +62,13 @@ class RequestRunner:
                metrics: metrics_lib.Metrics):
     self._manager = manager
     self._metrics = metrics
+    # Request metrics are only readable on the Prometheus page; without it
+    # (set_recording(False)) requests skip them (~15 us each in Python).
+    self._recording = True
+
+  def set_recording(self, enabled: bool) -> None:
+    """Whether requests record their metrics (on iff Prometheus is on)."""
+    self._recording = enabled
 
   def run(self, api: str, request, timeout_s: Optional[float],
           entrypoint: str, fill: Optional[Callable] = None):
@@ -82,6 +89,11 @@ class RequestRunner:
       ServingError: as TF Serving would fail the request.
     """
     spec = request.model_spec
+    if not self._recording:
+      with self._manager.servable(spec) as servable:
+        if fill is not None:
+          fill(servable)
+        return _RUNS[api](servable, request, timeout_s)
     with self._metrics.request(spec.name, api, entrypoint) as record:
       with self._manager.servable(spec) as servable:
         try:
