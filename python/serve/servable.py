@@ -327,11 +327,11 @@ def start_thread_pools(
 
   Sessions run on pools TensorFlow creates once per process, with the first
   session (the inter-op pool) and the first CPU device (the intra-op pool);
-  their threads inherit the creating thread's CPU priority. The manager's
-  load threads run niced, so without this the first load would create them,
-  and every request of every version would then run at the loads' lowered
-  priority. Call it from a thread at the serving priority before the first
-  load, with the config versions load with. (Per-session pools, which
+  their threads inherit the creating thread's CPU priority. Whichever
+  thread happens to run the first session would otherwise fix the priority of
+  every later request (before `load_priority`, that was a niced load thread,
+  and every request ran niced). Call it from a thread at the serving priority
+  before the first load, with the config versions load with. (Per-session pools, which
   `use_per_session_threads` or `session_inter_op_thread_pool` ask for, are
   created by each load and cannot be made here.)
   """
