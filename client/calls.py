@@ -3,7 +3,7 @@
 `build_inputs` takes --input arrays where given and samples elsewhere;
 `call_signature` sends one request, learning the tf.Example features of a
 classify/regress signature (from the bundle, else the server's errors) when
-none were given. Check mode (run_lib) and load mode (load_test) both make
+none were given. Check mode (run_lib) and load mode (load_mode) both make
 their requests here, so the two modes send the same inputs.
 """
 

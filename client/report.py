@@ -11,7 +11,7 @@ import numpy as np
 
 from client import calls
 from client import client_lib
-from client import load_test
+from client import load_mode
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,7 +58,7 @@ def _ms(seconds: float) -> float:
 def to_json(client: client_lib.ServingClient,
             metadata: Optional[client_lib.ModelMetadata],
             reports: Sequence[calls.CallReport],
-            load_reports: Sequence[load_test.LoadReport],
+            load_reports: Sequence[load_mode.LoadReport],
             error: Optional[client_lib.ClientError],
             max_values: int) -> Dict[str, Any]:
   """The JSON document //client --format=json prints."""
@@ -123,7 +123,7 @@ def to_json(client: client_lib.ServingClient,
 def to_text(client: client_lib.ServingClient,
             metadata: Optional[client_lib.ModelMetadata],
             reports: Sequence[calls.CallReport],
-            load_reports: Sequence[load_test.LoadReport],
+            load_reports: Sequence[load_mode.LoadReport],
             error: Optional[client_lib.ClientError],
             max_values: int) -> str:
   """The report //client prints for people."""

@@ -6,7 +6,7 @@ import numpy as np
 
 from client import calls
 from client import client_lib
-from client import load_test
+from client import load_mode
 from client import report
 
 
@@ -29,10 +29,10 @@ def _call_reports():
 
 def _load_reports():
   return [
-      load_test.LoadReport("scale", "predict", 5,
+      load_mode.LoadReport("scale", "predict", 5,
                            [0.001, 0.002, 0.003, 0.004], 2.0,
                            {"UNAVAILABLE: gone": 1}, {"2": 4}),
-      load_test.LoadReport("cls", "classify", 5, [], 0.0, {}, {},
+      load_mode.LoadReport("cls", "classify", 5, [], 0.0, {}, {},
                            input_error="no features"),
   ]
 

@@ -7,7 +7,7 @@ reports throughput and p50/p90/p99 latency (load mode). Reports are text for
 people or one JSON document for scripts.
 
 The parts live apart: `calls` makes one request (inputs, learned
-tf.Examples), `load_test` the load mode and `report` the text and JSON; this
+tf.Examples), `load_mode` the load mode and `report` the text and JSON; this
 module picks the signatures and the mode, and runs check mode.
 """
 
@@ -20,13 +20,13 @@ from client import calls
 from client import client_lib
 from client import example_features
 from client import input_files
-from client import load_test
+from client import load_mode
 from client import report
-# The one percentile (load_test's); run_lib_test checks it here.
+# The one percentile (load_mode's); run_lib_test checks it here.
 from python.common.stats import percentile  # pylint: disable=unused-import
 
 # run_lib_test names the load mode's progress bar here.
-ProgressBar = load_test.ProgressBar
+ProgressBar = load_mode.ProgressBar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +168,7 @@ def run(client: client_lib.ServingClient, config: RunConfig,
   metadata = None
   error = None
   reports: List[calls.CallReport] = []
-  load_reports: List[load_test.LoadReport] = []
+  load_reports: List[load_mode.LoadReport] = []
   try:
     metadata = client.metadata()
     signatures = select_signatures(
@@ -177,7 +177,7 @@ def run(client: client_lib.ServingClient, config: RunConfig,
     _check_unused(loaded, signatures, list(metadata.signatures))
     bundle = bundle_for(config, metadata)
     if config.requests > 0:
-      load_reports = load_test.load(client, signatures, loaded,
+      load_reports = load_mode.load(client, signatures, loaded,
                                     config.batch_size, config.requests,
                                     config.concurrency,
                                     err if config.progress else None, bundle)
