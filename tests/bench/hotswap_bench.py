@@ -29,7 +29,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -190,13 +190,11 @@ def _in_windows(times, values, windows):
 
 
 def wait_state(address: str, version: int, states: Sequence[int],
-               timeout_s: float,
-               alive: Callable[[], bool] = lambda: True) -> bool:
+               timeout_s: float) -> bool:
   """Polls (every 20 ms) until `version` of MODEL is in one of `states`.
 
   Returns:
-    False on timeout, or once `alive()` is false and the state was not
-    reached.
+    False on timeout.
   """
   request = get_model_status_pb2.GetModelStatusRequest()
   request.model_spec.name = MODEL
@@ -205,15 +203,12 @@ def wait_state(address: str, version: int, states: Sequence[int],
   with grpc.insecure_channel(address) as channel:
     stub = model_service_pb2_grpc.ModelServiceStub(channel)
     while time.monotonic() < deadline:
-      running = alive()
       try:
         response = stub.GetModelStatus(request, timeout=5)
         if any(s.state in states for s in response.model_version_status):
           return True
       except grpc.RpcError:
         pass
-      if not running:
-        return False
       time.sleep(0.02)
   return False
 
